@@ -1,0 +1,196 @@
+"""The ``edgeseg`` command line: a thin Typer layer over the library API."""
+from __future__ import annotations
+
+import functools
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import EdgesegError
+
+app = typer.Typer(help="Compress medical segmentation models for edge devices and measure what it cost.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+data_app = typer.Typer(help="Datasets: synthetic phantoms.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def user_errors(fn):
+    """Turn an :class:`EdgesegError` into one line on stderr and exit code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EdgesegError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def parse_kwargs(pairs: list[str]) -> dict:
+    """``["base=16", "fusion=cross_attention"]`` → ``{"base": 16, "fusion": "cross_attention"}`` (JSON values)."""
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise EdgesegError(f"--arch-arg expects KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def print_scores(result: dict) -> None:
+    from rich.table import Table
+
+    from .progress import console
+
+    table = Table(title=f"{result.get('dataset', '')} · {result.get('split', '')} · {result['num_cases']} cases")
+    table.add_column("label")
+    table.add_column("Dice", justify="right")
+    table.add_column("IoU", justify="right")
+    for label, s in result["mean"].items():
+        table.add_row(label, f"{s['dice']:.4f}", f"{s['iou']:.4f}")
+    console.print(table)
+
+
+@app.command("models")
+def models_cmd():
+    """List the registered architectures."""
+    from .models import list_models
+
+    for name, desc in list_models().items():
+        typer.echo(f"{name:16s} {desc}")
+
+
+@data_app.command("phantom")
+@user_errors
+def phantom_cmd(out: Path = typer.Argument(..., help="Folder to create."),
+                cases: int = typer.Option(40, help="Number of cases."),
+                size: int = typer.Option(128, help="Image side in pixels."),
+                dims: int = typer.Option(2, help="2 (PNG) or 3 (NIfTI volumes)."),
+                channels: int = typer.Option(1, help="Channels (modalities) per case."),
+                seed: int = typer.Option(0)):
+    """Write a synthetic phantom dataset (organ ellipses with lesions) in the nnU-Net layout."""
+    from .data import write_phantom_dataset
+
+    write_phantom_dataset(out, cases=cases, size=size, dims=dims, channels=channels, seed=seed)
+    typer.echo(f"wrote {cases} phantom cases to {out}")
+
+
+@app.command("train")
+@user_errors
+def train_cmd(data: Path = typer.Option(..., help="Dataset folder (nnU-Net v2 raw layout)."),
+              out: Path = typer.Option(..., help="Checkpoint file to write (.ckpt)."),
+              arch: str = typer.Option("hybrid", help="Architecture (see `edgeseg models`)."),
+              size: int = typer.Option(256, help="Model input side."),
+              epochs: int = typer.Option(30),
+              batch_size: int = typer.Option(8),
+              lr: float = typer.Option(2e-3),
+              seed: int = typer.Option(0),
+              patience: int = typer.Option(8, help="Early stop after this many epochs without val Dice gain."),
+              normalization: str = typer.Option("zscore", help="zscore | minmax | ct_window | none"),
+              resize: str = typer.Option("resize", help="resize | pad (centre pad/crop to size)"),
+              arch_arg: list[str] = typer.Option([], help="Architecture keyword, KEY=VALUE (repeatable)."),
+              flip: str = typer.Option("x", help="Flip axes for augmentation: x, y, xy or none."),
+              amp: str = typer.Option("auto", help="bf16 autocast: auto (when the CPU has BF16), bf16, off."),
+              time_limit: Optional[float] = typer.Option(None, help="Stop after this many minutes."),
+              max_cases: Optional[int] = typer.Option(None, help="Use at most this many training cases."),
+              max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimiser steps."),
+              force: bool = typer.Option(False, help="Overwrite an existing checkpoint.")):
+    """Train a model and save the best checkpoint (by validation Dice)."""
+    from .train import TrainConfig, train
+
+    if out.exists() and not force:
+        raise EdgesegError(f"{out}: exists; pass --force to overwrite")
+    axes = {"x": (-1,), "y": (-2,), "xy": (-1, -2), "none": ()}
+    if flip not in axes:
+        raise EdgesegError(f"--flip must be one of {', '.join(axes)}")
+    cfg = TrainConfig(data=str(data), arch=arch, size=size, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                      patience=patience, normalization=normalization, resize=resize,
+                      arch_kwargs=parse_kwargs(arch_arg), flip_axes=axes[flip], amp=amp,
+                      time_limit_minutes=time_limit, max_cases=max_cases, max_steps=max_steps)
+    path, metrics = train(cfg, out, command=shlex.join(["edgeseg", *sys.argv[1:]]))
+    print_scores({**metrics, "split": "val"})
+    typer.echo(f"saved {path}")
+
+
+@app.command("evaluate")
+@user_errors
+def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt)."),
+                 data: Path = typer.Option(..., help="Dataset folder."),
+                 split: str = typer.Option("val", help="train | val | all"),
+                 json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result as JSON.")):
+    """Per-class Dice and IoU of a checkpoint on a dataset split."""
+    from .checkpoint import load_checkpoint
+    from .data.io import atomic_write
+    from .evaluate import evaluate_checkpoint
+
+    model, spec = load_checkpoint(checkpoint)
+    result = evaluate_checkpoint(model, spec, data, split)
+    print_scores(result)
+    if json_out:
+        atomic_write(json_out, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
+        typer.echo(f"wrote {json_out}")
+
+
+@app.command("info")
+@user_errors
+def info_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt).")):
+    """Print a checkpoint's spec (architecture, preprocessing, labels, data, metrics) as JSON."""
+    from .checkpoint import read_spec
+
+    spec = read_spec(checkpoint).to_dict()
+    spec.get("training", {}).pop("history", None)
+    for split in spec.get("metrics", {}).values():
+        split.pop("cases", None)
+    typer.echo(json.dumps(spec, indent=1))
+
+
+@app.command("import-weights")
+@user_errors
+def import_cmd(weights: Path = typer.Argument(..., help="Foreign PyTorch state dict (.pt/.pth)."),
+               arch: str = typer.Option(..., help="Architecture the weights belong to."),
+               in_channels: int = typer.Option(..., help="Input channels."),
+               labels: str = typer.Option(..., help="Comma-separated label names, background first."),
+               size: int = typer.Option(256, help="Model input side."),
+               normalization: str = typer.Option("zscore"),
+               resize: str = typer.Option("resize"),
+               arch_arg: list[str] = typer.Option([], help="Architecture keyword, KEY=VALUE (repeatable)."),
+               out: Path = typer.Option(..., help="Checkpoint to write (.ckpt).")):
+    """Convert a foreign state dict into an edgeseg checkpoint (pickles that would run code are refused)."""
+    from .checkpoint import CheckpointSpec, import_weights
+    from .data.preprocessing import PreprocessSpec
+
+    names = [n.strip() for n in labels.split(",") if n.strip()]
+    dims = 3 if arch.endswith("3d") else 2
+    spec = CheckpointSpec(arch=arch, arch_kwargs=parse_kwargs(arch_arg), in_channels=in_channels,
+                          num_classes=len(names), label_names=names, spatial_dims=dims,
+                          preprocessing=PreprocessSpec((size,) * dims, [f"ch{i}" for i in range(in_channels)],
+                                                       resize=resize, normalization=normalization))
+    import_weights(weights, spec, out)
+    typer.echo(f"saved {out}")
+
+
+@app.command("demo")
+@user_errors
+def demo_cmd(workdir: Path = typer.Option(Path("edgeseg-demo"), help="Folder for the phantom data and results.")):
+    """The embedded default: phantom data + the bundled phantom checkpoint, evaluated end to end."""
+    from .demo import run_demo
+
+    result = run_demo(workdir)
+    print_scores(result)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

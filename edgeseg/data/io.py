@@ -1,0 +1,106 @@
+"""Read and write image/label files: PNG/JPEG/TIFF (2D) and NIfTI (3D), channel-first float arrays."""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EdgesegError
+
+IMAGE_2D_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+NIFTI_EXTS = (".nii.gz", ".nii")
+
+
+def file_extension(path: str | Path) -> str:
+    """The extension, double ones like ``.nii.gz`` included, lower-cased."""
+    name = Path(path).name.lower()
+    for ext in NIFTI_EXTS:
+        if name.endswith(ext):
+            return ext
+    return Path(name).suffix
+
+
+@dataclass
+class Geometry:
+    """Where the pixels are: spacing per spatial axis and, for NIfTI, the affine."""
+
+    spacing: tuple[float, ...]
+    affine: list[list[float]] | None = field(default=None)
+
+
+def read_array(path: str | Path) -> tuple[np.ndarray, Geometry]:
+    """Read one file as ``(channels, *spatial)`` plus its geometry; any failure names the file."""
+    path = Path(path)
+    ext = file_extension(path)
+    try:
+        if ext in NIFTI_EXTS:
+            import nibabel as nib
+
+            img = nib.load(str(path))
+            arr = np.asarray(img.dataobj)
+            spacing = tuple(float(s) for s in img.header.get_zooms()[:3])
+            geo = Geometry(spacing, np.asarray(img.affine, dtype=float).tolist())
+            return (arr[None] if arr.ndim == 3 else np.moveaxis(arr, -1, 0)), geo
+        if ext in IMAGE_2D_EXTS:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                if im.mode in ("P", "LA", "RGBA"):
+                    im = im.convert("RGB" if im.mode != "LA" else "L")
+                arr = np.asarray(im)
+            return (arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)), Geometry((1.0, 1.0))
+    except FileNotFoundError:
+        raise EdgesegError(f"{path}: file not found") from None
+    except Exception as exc:  # PIL/nibabel raise many types for a corrupt file
+        raise EdgesegError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+    raise EdgesegError(f"{path}: unsupported file type {ext!r} (use PNG/JPEG/TIFF or NIfTI)")
+
+
+def read_label(path: str | Path) -> tuple[np.ndarray, Geometry]:
+    """Read an integer label map ``(*spatial)``; a non-integer or multi-channel label is an error."""
+    arr, geo = read_array(path)
+    if arr.shape[0] != 1:
+        raise EdgesegError(f"{path}: a label map must have one channel, found {arr.shape[0]}")
+    arr = arr[0]
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise EdgesegError(f"{path}: label values must be integers")
+    return arr.astype(np.int64), geo
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename onto ``path``: a reader never sees a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=file_extension(path), dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file ordinary permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_array(path: str | Path, arr: np.ndarray, geometry: Geometry | None = None) -> None:
+    """Write ``(*spatial)`` or ``(channels, *spatial)`` uint8/uint16 to PNG/TIFF, or any array to NIfTI."""
+    path = Path(path)
+    ext = file_extension(path)
+    if ext in NIFTI_EXTS:
+        import nibabel as nib
+
+        data = arr if arr.ndim == 3 else np.moveaxis(arr, 0, -1)
+        affine = np.asarray(geometry.affine) if geometry and geometry.affine else np.diag([*(geometry.spacing if geometry else (1, 1, 1)), 1.0])
+        atomic_write(path, lambda tmp: nib.save(nib.Nifti1Image(data, affine), str(tmp)))
+    elif ext in IMAGE_2D_EXTS:
+        from PIL import Image
+
+        data = arr if arr.ndim == 2 else (arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1))
+        atomic_write(path, lambda tmp: Image.fromarray(data).save(tmp))
+    else:
+        raise EdgesegError(f"{path}: unsupported output type {ext!r}")

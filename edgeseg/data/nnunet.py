@@ -1,0 +1,158 @@
+"""Datasets in the nnU-Net v2 raw layout: ``dataset.json``, ``imagesTr/CASE_XXXX.ext``, ``labelsTr/CASE.ext``."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EdgesegError
+from .io import Geometry, file_extension, read_array, read_label
+
+_CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+def data_root() -> Path:
+    """Where the shared real datasets live: ``$EDGESEG_DATA`` or ``../shared/datasets``."""
+    return Path(os.environ.get("EDGESEG_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "datasets"))
+
+
+@dataclass
+class Case:
+    """One case on disk: its channel files (in channel order) and its label file, if any."""
+
+    case_id: str
+    image_files: list[Path]
+    label_file: Path | None
+
+
+@dataclass
+class CaseData:
+    """One loaded case: ``image`` is ``(channels, *spatial)`` float32, ``label`` is ``(*spatial)`` int64."""
+
+    case_id: str
+    image: np.ndarray
+    label: np.ndarray | None
+    geometry: Geometry
+
+    @property
+    def spatial_dims(self) -> int:
+        return self.image.ndim - 1
+
+
+class NnUNetDataset:
+    """Index of a dataset folder; cases load lazily and every problem names the file it concerns."""
+
+    def __init__(self, root: str | Path, require_labels: bool = True):
+        self.root = Path(root)
+        meta_file = self.root / "dataset.json"
+        if not meta_file.is_file():
+            raise EdgesegError(f"{self.root}: not an nnU-Net dataset (no dataset.json)")
+        try:
+            self.meta = json.loads(meta_file.read_text())
+            self.channel_names = [self.meta["channel_names"][k] for k in sorted(self.meta["channel_names"], key=int)]
+            self.labels: dict[str, int] = {str(k): int(v) for k, v in self.meta["labels"].items()}
+        except (json.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
+            raise EdgesegError(f"{meta_file}: invalid dataset.json ({type(exc).__name__}: {exc})") from None
+        self.name = self.root.name
+        self.cases = self._index(require_labels)
+        if not self.cases:
+            raise EdgesegError(f"{self.root / 'imagesTr'}: no images found")
+
+    @property
+    def num_classes(self) -> int:
+        return max(self.labels.values()) + 1
+
+    @property
+    def label_names(self) -> list[str]:
+        by_value = {v: k for k, v in self.labels.items()}
+        return [by_value.get(i, f"label{i}") for i in range(self.num_classes)]
+
+    def _index(self, require_labels: bool) -> dict[str, Case]:
+        images_dir, labels_dir = self.root / "imagesTr", self.root / "labelsTr"
+        if not images_dir.is_dir():
+            raise EdgesegError(f"{images_dir}: missing images folder")
+        grouped: dict[str, dict[int, Path]] = {}
+        for f in sorted(images_dir.iterdir()):
+            if f.name.startswith("."):
+                continue
+            stem = f.name[: -len(file_extension(f))]
+            m = _CHANNEL_FILE.match(stem)
+            if not m:
+                raise EdgesegError(f"{f}: image name must end in _XXXX (channel index), e.g. case_0000.png")
+            grouped.setdefault(m["case"], {})[int(m["channel"])] = f
+        labels = {}
+        if labels_dir.is_dir():
+            labels = {f.name[: -len(file_extension(f))]: f for f in labels_dir.iterdir() if not f.name.startswith(".")}
+        cases = {}
+        for case_id, channels in grouped.items():
+            if sorted(channels) != list(range(len(channels))):
+                raise EdgesegError(f"{images_dir}: case {case_id} has channel files {sorted(channels)}, expected 0..{len(channels) - 1}")
+            label = labels.get(case_id)
+            if label is None and require_labels:
+                raise EdgesegError(f"{labels_dir / (case_id + self.meta.get('file_ending', '.png'))}: missing label for case {case_id}")
+            cases[case_id] = Case(case_id, [channels[i] for i in range(len(channels))], label)
+        return cases
+
+    def split(self, name: str | None, seed: int = 0, val_fraction: float = 0.2) -> list[str]:
+        """Case ids of ``train``/``val`` from ``splits.json`` (nnU-Net's fold list: fold 0), else a seeded split.
+
+        ``name=None`` or ``"all"`` returns every case.
+        """
+        ids = sorted(self.cases)
+        if name in (None, "all"):
+            return ids
+        if name not in ("train", "val"):
+            raise EdgesegError(f"unknown split {name!r}: use train, val or all")
+        split_file = self.root / "splits.json"
+        if split_file.is_file():
+            splits = json.loads(split_file.read_text())
+            if isinstance(splits, list):
+                splits = splits[0]
+            missing = [c for c in splits[name] if c not in self.cases]
+            if missing:
+                raise EdgesegError(f"{split_file}: {len(missing)} {name} cases not in imagesTr, e.g. {missing[0]}")
+            return list(splits[name])
+        order = np.random.default_rng(seed).permutation(len(ids))
+        n_val = max(1, int(round(len(ids) * val_fraction))) if len(ids) > 1 else 0
+        chosen = sorted(ids[i] for i in order[:n_val]) if name == "val" else sorted(ids[i] for i in order[n_val:])
+        return chosen
+
+    def load(self, case_id: str) -> CaseData:
+        """Read a case's channels and label, checking channel count, sizes and label values."""
+        case = self.cases[case_id]
+        parts, geometry = [], None
+        for f in case.image_files:
+            arr, geo = read_array(f)
+            if parts and arr.shape[1:] != parts[0].shape[1:]:
+                raise EdgesegError(f"{f}: size {arr.shape[1:]} differs from channel 0 {parts[0].shape[1:]}")
+            parts.append(arr)
+            geometry = geometry or geo
+        image = np.concatenate(parts, axis=0).astype(np.float32)
+        if image.shape[0] != len(self.channel_names):
+            raise EdgesegError(f"{case.image_files[0]}: case {case_id} has {image.shape[0]} channels, "
+                               f"dataset.json names {len(self.channel_names)} ({', '.join(self.channel_names)})")
+        label = None
+        if case.label_file is not None:
+            label, _ = read_label(case.label_file)
+            if label.shape != image.shape[1:]:
+                raise EdgesegError(f"{case.label_file}: label size {label.shape} != image size {image.shape[1:]}")
+            bad = np.setdiff1d(np.unique(label), list(self.labels.values()))
+            if bad.size:
+                raise EdgesegError(f"{case.label_file}: unexpected label values {bad.tolist()} "
+                                   f"(dataset.json allows {sorted(self.labels.values())})")
+        return CaseData(case_id, image, label, geometry)
+
+    def fingerprint(self, case_ids: list[str]) -> str:
+        """sha256 over the bytes of every file of these cases (detects any change to the data)."""
+        h = hashlib.sha256()
+        for cid in sorted(case_ids):
+            case = self.cases[cid]
+            for f in [*case.image_files, *([case.label_file] if case.label_file else [])]:
+                h.update(f.name.encode())
+                h.update(hashlib.sha256(f.read_bytes()).digest())
+        return h.hexdigest()

@@ -1,0 +1,41 @@
+"""Model registry: ``@register_model`` + ``create_model(name, in_channels, num_classes, **kwargs)``."""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from ..errors import EdgesegError
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_DESCRIPTIONS: dict[str, str] = {}
+
+
+def register_model(name: str, description: str = ""):
+    """Register a model factory ``fn(in_channels, num_classes, **kwargs) -> nn.Module`` under ``name``."""
+
+    def wrap(fn):
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} registered twice")
+        _REGISTRY[name] = fn
+        _DESCRIPTIONS[name] = description or (fn.__doc__ or "").strip().splitlines()[0]
+        return fn
+
+    return wrap
+
+
+def list_models() -> dict[str, str]:
+    """Registered model names with a one-line description each."""
+    return dict(sorted(_DESCRIPTIONS.items()))
+
+
+def create_model(name: str, in_channels: int, num_classes: int, **kwargs) -> nn.Module:
+    """Build a registered model; unknown names and bad arguments raise ``EdgesegError``."""
+    if name not in _REGISTRY:
+        raise EdgesegError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    if in_channels < 1 or num_classes < 2:
+        raise EdgesegError(f"{name}: need in_channels >= 1 and num_classes >= 2, got {in_channels}, {num_classes}")
+    try:
+        return _REGISTRY[name](in_channels=in_channels, num_classes=num_classes, **kwargs)
+    except (TypeError, ValueError) as exc:  # unknown keyword or invalid value
+        raise EdgesegError(f"{name}: {exc}") from None

@@ -1,0 +1,216 @@
+"""Training: Dice + focal loss, AdamW + one-cycle, augmentation, early stopping on validation Dice."""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import CheckpointSpec, save_checkpoint
+from .data.nnunet import NnUNetDataset
+from .data.preprocessing import PreprocessSpec
+from .errors import EdgesegError
+from .evaluate import evaluate_cases
+from .inference import torch_predictor
+from .metrics import dice_from_counts, overlap_counts
+from .progress import console, progress_bar, track
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (stored in the checkpoint for reproducibility)."""
+
+    data: str
+    arch: str = "hybrid"
+    size: int = 256
+    epochs: int = 30
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    patience: int = 8
+    normalization: str = "zscore"
+    resize: str = "resize"
+    arch_kwargs: dict = field(default_factory=dict)
+    flip_axes: tuple[int, ...] = (-1,)
+    rotate_degrees: float = 15.0
+    amp: str = "auto"  # auto | bf16 | off
+    time_limit_minutes: float | None = None
+    max_cases: int | None = None  # cap on training cases (quick runs and tests)
+    max_steps: int | None = None  # cap on optimiser steps (tests)
+
+
+def bf16_supported() -> bool:
+    """CPU autocast to bfloat16 pays off only with native BF16 instructions (AVX512-BF16 / AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def build_samples(dataset: NnUNetDataset, case_ids: list[str], spec: PreprocessSpec, model_dims: int,
+                  description: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Preprocessed ``images (N, C, *size)``, ``labels (N, *size)`` and the case index of each sample.
+
+    A 2D model on volumes gets the slices that hold any signal (along the last axis).
+    """
+    images, labels, owner = [], [], []
+    for i, cid in enumerate(track(case_ids, description)):
+        case = dataset.load(cid)
+        if case.spatial_dims == model_dims:
+            images.append(spec(case.image))
+            labels.append(spec.fit_label(case.label).astype(np.uint8))
+            owner.append(i)
+        elif model_dims == 2 and case.spatial_dims == 3:
+            volume = spec.normalize(case.image)
+            for z in np.flatnonzero(np.abs(case.image).reshape(-1, case.image.shape[-1]).max(0) > 0):
+                images.append(spec.fit(volume[..., z]).astype(np.float32))
+                labels.append(spec.fit_label(case.label[..., z]).astype(np.uint8))
+                owner.append(i)
+        else:
+            raise EdgesegError(f"{cid}: a {model_dims}D model cannot train on {case.spatial_dims}D images")
+    return np.stack(images), np.stack(labels), np.asarray(owner)
+
+
+def augment(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, gen: torch.Generator):
+    """Random flips, small rotation/scale (2D), contrast/brightness jitter and Gaussian noise."""
+    b = x.shape[0]
+    for axis in cfg.flip_axes:
+        flip = torch.rand(b, generator=gen) < 0.5
+        x[flip], y[flip] = x[flip].flip(axis), y[flip].flip(axis)
+    if x.ndim == 4 and cfg.rotate_degrees > 0:
+        on = (torch.rand(b, generator=gen) < 0.5).float()
+        angle = (torch.rand(b, generator=gen) * 2 - 1) * math.radians(cfg.rotate_degrees) * on
+        scale = 1 + (torch.rand(b, generator=gen) * 2 - 1) * 0.1 * on
+        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+        theta = torch.stack([torch.stack([cos, -sin, torch.zeros(b)], 1), torch.stack([sin, cos, torch.zeros(b)], 1)], 1)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        y = F.grid_sample(y[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)[:, 0].long()
+    shape = (b, x.shape[1]) + (1,) * (x.ndim - 2)
+    contrast = 1 + (torch.rand(shape, generator=gen) * 2 - 1) * 0.2
+    shift = (torch.rand(shape, generator=gen) * 2 - 1) * 0.1
+    noise = torch.randn(x.shape, generator=gen) * torch.rand(shape, generator=gen) * 0.05
+    return x * contrast + shift + noise, y
+
+
+def dice_focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """Soft Dice over foreground classes (batch-wise) + focal cross-entropy."""
+    logits = logits.float()
+    probs = logits.softmax(1)
+    onehot = F.one_hot(target, logits.shape[1]).movedim(-1, 1).float()
+    dims = (0, *range(2, logits.ndim))
+    inter = (probs * onehot).sum(dims)[1:]
+    denom = (probs + onehot).sum(dims)[1:]
+    dice = 1 - ((2 * inter + 1) / (denom + 1)).mean()
+    logp = F.log_softmax(logits, 1).gather(1, target[:, None])
+    focal = (-(1 - logp.exp()) ** gamma * logp).mean()
+    return dice + focal
+
+
+def validation_dice(model, images: np.ndarray, labels: np.ndarray, owner: np.ndarray, num_classes: int,
+                    batch_size: int, autocast: bool) -> float:
+    """Mean foreground Dice per case at model resolution (slices of a volume pooled into one case)."""
+    counts = np.zeros((owner.max() + 1, num_classes, 3), np.int64)
+    model.eval()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        for s in range(0, len(images), batch_size):
+            pred = model(torch.from_numpy(images[s : s + batch_size])).argmax(1).numpy()
+            for p, t, o in zip(pred, labels[s : s + batch_size], owner[s : s + batch_size]):
+                counts[o] += overlap_counts(p, t.astype(np.int64), num_classes)
+    return float(dice_from_counts(counts)[:, 1:].mean())
+
+
+def train(cfg: TrainConfig, out: str | Path, command: str = "") -> tuple[Path, dict]:
+    """Train per ``cfg`` and save the best (by validation Dice) checkpoint to ``out``; returns its metrics."""
+    start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    dataset = NnUNetDataset(cfg.data)
+    from .models import create_model
+
+    if cfg.arch == "hybrid":  # the positional embedding's reference grid follows the training size
+        cfg.arch_kwargs = {"img_size": cfg.size, **cfg.arch_kwargs}
+    model = create_model(cfg.arch, len(dataset.channel_names), dataset.num_classes, **cfg.arch_kwargs)
+    model_dims = 3 if cfg.arch.endswith("3d") else 2
+    first = dataset.load(next(iter(dataset.cases)))
+    if first.spatial_dims < model_dims:
+        raise EdgesegError(f"{dataset.root}: a {model_dims}D model cannot train on {first.spatial_dims}D images")
+    spec_pre = PreprocessSpec(size=(cfg.size,) * model_dims, channel_names=dataset.channel_names,
+                              resize=cfg.resize, normalization=cfg.normalization)
+    train_ids, val_ids = dataset.split("train", cfg.seed), dataset.split("val", cfg.seed)
+    if cfg.max_cases:
+        train_ids, val_ids = train_ids[: cfg.max_cases], val_ids[: max(1, cfg.max_cases // 4)]
+    if not train_ids or not val_ids:
+        raise EdgesegError(f"{dataset.root}: need both training and validation cases (have {len(train_ids)}/{len(val_ids)})")
+    x_train, y_train, _ = build_samples(dataset, train_ids, spec_pre, model_dims, "load train")
+    x_val, y_val, owner_val = build_samples(dataset, val_ids, spec_pre, model_dims, "load val")
+    autocast = cfg.amp == "bf16" or (cfg.amp == "auto" and bf16_supported())
+
+    steps_per_epoch = max(1, len(x_train) // cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total_steps, 2), pct_start=0.1)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    best = {"dice": -1.0, "epoch": 0, "state": None}
+    history, step, stop_reason = [], 0, "epochs done"
+    console.print(f"training {cfg.arch} on {dataset.name}: {len(x_train)} train / {len(x_val)} val samples "
+                  f"({len(train_ids)}/{len(val_ids)} cases), {total_steps} steps, bf16 autocast={'on' if autocast else 'off'}")
+    with progress_bar() as bar:
+        task = bar.add_task("train", total=total_steps, info="")
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            order = torch.randperm(len(x_train), generator=gen)
+            losses = []
+            for s in range(steps_per_epoch):
+                idx = order[s * cfg.batch_size : (s + 1) * cfg.batch_size].numpy()
+                x, y = augment(torch.from_numpy(x_train[idx]), torch.from_numpy(y_train[idx]).long(), cfg, gen)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                    loss = dice_focal_loss(model(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(loss.item())
+                step += 1
+                bar.update(task, advance=1, info=f"epoch {epoch} loss {np.mean(losses):.3f} best val Dice {max(best['dice'], 0):.4f}")
+                if step >= total_steps:
+                    break
+            val = validation_dice(model, x_val, y_val, owner_val, dataset.num_classes, cfg.batch_size, autocast)
+            history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 5), "val_dice": round(val, 5)})
+            bar.console.print(f"epoch {epoch:3d}  loss {np.mean(losses):.4f}  val Dice {val:.4f}")
+            if val > best["dice"]:
+                best = {"dice": val, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+            minutes = (time.perf_counter() - start) / 60
+            if step >= total_steps:
+                break
+            if epoch - best["epoch"] >= cfg.patience:
+                stop_reason = f"early stop: no val Dice gain in {cfg.patience} epochs"
+                break
+            if cfg.time_limit_minutes and minutes * (epoch + 1) / epoch > cfg.time_limit_minutes:
+                stop_reason = f"time limit {cfg.time_limit_minutes} min"
+                break
+    model.load_state_dict(best["state"])
+    train_seconds = time.perf_counter() - start
+    spec = CheckpointSpec(
+        arch=cfg.arch, arch_kwargs=cfg.arch_kwargs, in_channels=len(dataset.channel_names),
+        num_classes=dataset.num_classes, label_names=dataset.label_names, preprocessing=spec_pre,
+        spatial_dims=model_dims,
+        data={"dataset": dataset.name, "train_cases": train_ids, "val_cases": val_ids,
+              "fingerprint": dataset.fingerprint(train_ids + val_ids), "license": dataset.meta.get("license", "")},
+        training={**asdict(cfg), "command": command, "best_epoch": best["epoch"], "stop_reason": stop_reason,
+                  "history": history, "train_seconds": round(train_seconds, 1), "bf16_autocast": autocast,
+                  "torch_version": torch.__version__, "threads": torch.get_num_threads()},
+    )
+    spec.metrics = {"val": {k: v for k, v in evaluate_cases(torch_predictor(model), spec, dataset, val_ids,
+                                                            "final val").items() if k != "schema_version"}}
+    save_checkpoint(out, model, spec)
+    return Path(out), spec.metrics["val"]
