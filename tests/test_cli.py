@@ -50,6 +50,16 @@ def test_2d_model_trains_on_volume_slices(phantom3d, tmp_path):
     assert "foreground" in metrics["mean"]  # scored per volume: the whole-structure union too
 
 
+def test_3d_model_trains_on_volumes(phantom3d, tmp_path):
+    ckpt = tmp_path / "m.ckpt"
+    result = _run("train", "--data", phantom3d, "--out", ckpt, "--size", 16, "--epochs", 1, "--max-steps", 1,
+                  "--batch-size", 2, "--arch", "unet3d", "--arch-arg", "base=4", "--arch-arg", "depth=2")
+    assert result.exit_code == 0, result.output
+    spec = read_spec(ckpt)
+    assert spec.spatial_dims == 3 and spec.preprocessing.size == (16, 16, 16)
+    assert "lesion" in spec.metrics["val"]["mean"]
+
+
 def test_existing_output_needs_force(phantom2d, tmp_path):
     ckpt = tmp_path / "m.ckpt"
     ckpt.write_text("x")

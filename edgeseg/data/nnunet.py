@@ -17,8 +17,11 @@ _CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
 def data_root() -> Path:
-    """Where the shared real datasets live: ``$EDGESEG_DATA`` or ``../shared/datasets``."""
-    return Path(os.environ.get("EDGESEG_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "datasets"))
+    """Where the shared real datasets live: ``$EDGESEG_DATA``, else ``../shared/datasets`` beside the checkout."""
+    if os.environ.get("EDGESEG_DATA"):
+        return Path(os.environ["EDGESEG_DATA"])
+    beside_checkout = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
+    return beside_checkout if beside_checkout.is_dir() else Path.cwd().parent / "shared" / "datasets"
 
 
 @dataclass

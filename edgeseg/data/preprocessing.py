@@ -127,7 +127,8 @@ class PreprocessSpec:
             raise EdgesegError(f"expected a {len(self.size)}D image, got {image.ndim - 1}D")
         if self.resize == "resize":
             return resize_linear(image, self.size)
-        return _pad_or_crop(image, self.size, fill=0.0)
+        # pad each channel with its own minimum: the background of z-scored or raw images is rarely 0
+        return np.stack([_pad_or_crop(ch, self.size, fill=float(ch.min())) for ch in image])
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """Full preprocessing of one raw image: normalise, then fit to size. Returns float32."""
