@@ -100,6 +100,9 @@ def train_cmd(data: Path = typer.Option(..., help="Dataset folder (nnU-Net v2 ra
               arch_arg: list[str] = typer.Option([], help="Architecture keyword, KEY=VALUE (repeatable)."),
               flip: str = typer.Option("x", help="Flip axes for augmentation: x, y, xy or none."),
               amp: str = typer.Option("auto", help="bf16 autocast: auto (when the CPU has BF16), bf16, off."),
+              device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+              progressive_size: Optional[int] = typer.Option(None, help="Train the first part at this side (faster), then at --size."),
+              progressive_fraction: float = typer.Option(0.5, help="Share of the steps run at --progressive-size."),
               time_limit: Optional[float] = typer.Option(None, help="Stop after this many minutes."),
               max_cases: Optional[int] = typer.Option(None, help="Use at most this many training cases."),
               max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimiser steps."),
@@ -114,7 +117,8 @@ def train_cmd(data: Path = typer.Option(..., help="Dataset folder (nnU-Net v2 ra
         raise EdgesegError(f"--flip must be one of {', '.join(axes)}")
     cfg = TrainConfig(data=str(data), arch=arch, size=size, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                       patience=patience, normalization=normalization, resize=resize,
-                      arch_kwargs=parse_kwargs(arch_arg), flip_axes=axes[flip], amp=amp,
+                      arch_kwargs=parse_kwargs(arch_arg), flip_axes=axes[flip], amp=amp, device=device,
+                      progressive_size=progressive_size, progressive_fraction=progressive_fraction,
                       time_limit_minutes=time_limit, max_cases=max_cases, max_steps=max_steps)
     path, metrics = train(cfg, out, command=shlex.join(["edgeseg", *sys.argv[1:]]))
     print_scores({**metrics, "split": "val"})

@@ -40,13 +40,20 @@ class TrainConfig:
     flip_axes: tuple[int, ...] = (-1,)
     rotate_degrees: float = 15.0
     amp: str = "auto"  # auto | bf16 | off
+    device: str = "auto"  # auto (cuda when present) | cpu | cuda
     time_limit_minutes: float | None = None
     max_cases: int | None = None  # cap on training cases (quick runs and tests)
     max_steps: int | None = None  # cap on optimiser steps (tests)
+    # Progressive resizing: the first ``progressive_fraction`` of the steps run at ``progressive_size``
+    # (batches downsampled on the fly), the rest at ``size``: many more epochs fit a CPU time budget.
+    progressive_size: int | None = None
+    progressive_fraction: float = 0.5
 
 
-def bf16_supported() -> bool:
-    """CPU autocast to bfloat16 pays off only with native BF16 instructions (AVX512-BF16 / AMX)."""
+def bf16_supported(device: str = "cpu") -> bool:
+    """Autocast to bfloat16 pays off only with native BF16: AVX512-BF16 / AMX on CPUs, Ampere+ on GPUs."""
+    if device.startswith("cuda"):
+        return torch.cuda.is_bf16_supported()
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -101,6 +108,14 @@ def augment(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, gen: torch.Gener
     return x * contrast + shift + noise, y
 
 
+def downsample_batch(x: torch.Tensor, y: torch.Tensor, size: int):
+    """Shrink a batch to ``size`` per side: bilinear (antialiased) images, nearest labels."""
+    shape = (size,) * (x.ndim - 2)
+    x = F.interpolate(x, size=shape, mode="bilinear" if x.ndim == 4 else "trilinear", antialias=x.ndim == 4,
+                      align_corners=False)
+    return x, F.interpolate(y[:, None].float(), size=shape, mode="nearest")[:, 0].long()
+
+
 def dice_focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
     """Soft Dice over foreground classes (batch-wise) + focal cross-entropy."""
     logits = logits.float()
@@ -116,13 +131,13 @@ def dice_focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2
 
 
 def validation_dice(model, images: np.ndarray, labels: np.ndarray, owner: np.ndarray, num_classes: int,
-                    batch_size: int, autocast: bool) -> float:
+                    batch_size: int, autocast: bool, device: str = "cpu") -> float:
     """Mean foreground Dice per case at model resolution (slices of a volume pooled into one case)."""
     counts = np.zeros((owner.max() + 1, num_classes, 3), np.int64)
     model.eval()
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+    with torch.inference_mode(), torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=autocast):
         for s in range(0, len(images), batch_size):
-            pred = model(torch.from_numpy(images[s : s + batch_size])).argmax(1).numpy()
+            pred = model(torch.from_numpy(images[s : s + batch_size]).to(device)).argmax(1).cpu().numpy()
             for p, t, o in zip(pred, labels[s : s + batch_size], owner[s : s + batch_size]):
                 counts[o] += overlap_counts(p, t.astype(np.int64), num_classes)
     return float(dice_from_counts(counts)[:, 1:].mean())
@@ -148,14 +163,20 @@ def train(cfg: TrainConfig, out: str | Path, command: str = "") -> tuple[Path, d
     train_ids, val_ids = dataset.split("train", cfg.seed), dataset.split("val", cfg.seed)
     if cfg.max_cases:
         train_ids, val_ids = train_ids[: cfg.max_cases], val_ids[: max(1, cfg.max_cases // 4)]
+    depth = getattr(model, "depth", 0)
+    if cfg.progressive_size and (cfg.progressive_size % 2**depth or cfg.progressive_size > cfg.size):
+        raise EdgesegError(f"--progressive-size {cfg.progressive_size} must be <= --size and divide by 2**depth")
     if not train_ids or not val_ids:
         raise EdgesegError(f"{dataset.root}: need both training and validation cases (have {len(train_ids)}/{len(val_ids)})")
     x_train, y_train, _ = build_samples(dataset, train_ids, spec_pre, model_dims, "load train")
     x_val, y_val, owner_val = build_samples(dataset, val_ids, spec_pre, model_dims, "load val")
-    autocast = cfg.amp == "bf16" or (cfg.amp == "auto" and bf16_supported())
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise EdgesegError("--device cuda: this PyTorch build sees no CUDA GPU")
+    autocast = cfg.amp == "bf16" or (cfg.amp == "auto" and bf16_supported(device))
     # channels-last lets oneDNN pick its fast convolution kernels (~20 % faster training here)
     memory_format = torch.channels_last if model_dims == 2 else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
+    model = model.to(device=device, memory_format=memory_format)
 
     steps_per_epoch = max(1, len(x_train) // cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
@@ -167,18 +188,22 @@ def train(cfg: TrainConfig, out: str | Path, command: str = "") -> tuple[Path, d
     best = {"dice": -1.0, "epoch": 0, "state": None}
     history, step, stop_reason = [], 0, "epochs done"
     console.print(f"training {cfg.arch} on {dataset.name}: {len(x_train)} train / {len(x_val)} val samples "
-                  f"({len(train_ids)}/{len(val_ids)} cases), {total_steps} steps, bf16 autocast={'on' if autocast else 'off'}")
+                  f"({len(train_ids)}/{len(val_ids)} cases), {total_steps} steps on {device}, bf16 autocast={'on' if autocast else 'off'}")
     with progress_bar() as bar:
         task = bar.add_task("train", total=total_steps, info="")
         for epoch in range(1, cfg.epochs + 1):
+            epoch_start = time.perf_counter()
             model.train()
             order = torch.randperm(len(x_train), generator=gen)
             losses = []
             for s in range(steps_per_epoch):
                 idx = order[s * cfg.batch_size : (s + 1) * cfg.batch_size].numpy()
                 x, y = augment(torch.from_numpy(x_train[idx]), torch.from_numpy(y_train[idx]).long(), cfg, gen)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                    loss = dice_focal_loss(model(x.contiguous(memory_format=memory_format)), y)
+                if cfg.progressive_size and step < cfg.progressive_fraction * total_steps:
+                    x, y = downsample_batch(x, y, cfg.progressive_size)
+                x, y = x.to(device).contiguous(memory_format=memory_format), y.to(device)
+                with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=autocast):
+                    loss = dice_focal_loss(model(x), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -188,21 +213,24 @@ def train(cfg: TrainConfig, out: str | Path, command: str = "") -> tuple[Path, d
                 bar.update(task, advance=1, info=f"epoch {epoch} loss {np.mean(losses):.3f} best val Dice {max(best['dice'], 0):.4f}")
                 if step >= total_steps:
                     break
-            val = validation_dice(model, x_val, y_val, owner_val, dataset.num_classes, cfg.batch_size, autocast)
+            val = validation_dice(model, x_val, y_val, owner_val, dataset.num_classes, cfg.batch_size, autocast, device)
             history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 5), "val_dice": round(val, 5)})
             bar.console.print(f"epoch {epoch:3d}  loss {np.mean(losses):.4f}  val Dice {val:.4f}")
             if val > best["dice"]:
                 best = {"dice": val, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
-            minutes = (time.perf_counter() - start) / 60
+            now = time.perf_counter()
             if step >= total_steps:
                 break
-            if epoch - best["epoch"] >= cfg.patience:
+            low_res_phase = bool(cfg.progressive_size) and step < cfg.progressive_fraction * total_steps
+            if epoch - best["epoch"] >= cfg.patience and not low_res_phase:
                 stop_reason = f"early stop: no val Dice gain in {cfg.patience} epochs"
                 break
-            if cfg.time_limit_minutes and minutes * (epoch + 1) / epoch > cfg.time_limit_minutes:
+            if cfg.time_limit_minutes and (2 * now - start - epoch_start) / 60 > cfg.time_limit_minutes:
+                # another epoch as long as the last one would overrun the limit
                 stop_reason = f"time limit {cfg.time_limit_minutes} min"
                 break
     model.load_state_dict(best["state"])
+    model = model.to("cpu")  # the final scoring and the checkpoint are device-independent
     train_seconds = time.perf_counter() - start
     spec = CheckpointSpec(
         arch=cfg.arch, arch_kwargs=cfg.arch_kwargs, in_channels=len(dataset.channel_names),
@@ -211,7 +239,7 @@ def train(cfg: TrainConfig, out: str | Path, command: str = "") -> tuple[Path, d
         data={"dataset": dataset.name, "train_cases": train_ids, "val_cases": val_ids,
               "fingerprint": dataset.fingerprint(train_ids + val_ids), "license": dataset.meta.get("license", "")},
         training={**asdict(cfg), "command": command, "best_epoch": best["epoch"], "stop_reason": stop_reason,
-                  "history": history, "train_seconds": round(train_seconds, 1), "bf16_autocast": autocast,
+                  "history": history, "train_seconds": round(train_seconds, 1), "bf16_autocast": autocast, "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
                   "torch_version": torch.__version__, "threads": torch.get_num_threads()},
     )
     spec.metrics = {"val": {k: v for k, v in evaluate_cases(torch_predictor(model), spec, dataset, val_ids,

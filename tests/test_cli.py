@@ -98,3 +98,38 @@ def test_phantom_command_refuses_existing_dataset(phantom2d):
 def test_arch_arg_must_be_key_value(phantom2d, tmp_path, bad):
     result = _run("train", "--data", phantom2d, "--out", tmp_path / "m.ckpt", "--arch-arg", bad)
     assert result.exit_code == 2
+
+
+TINY = ["--size", 32, "--epochs", 1, "--max-steps", 2, "--batch-size", 2, "--arch-arg", "base=4",
+        "--arch-arg", "depth=2", "--arch-arg", "embed_dim=16", "--arch-arg", "num_heads=2"]
+
+
+def test_progressive_resizing_trains_and_checks_its_size(phantom2d, tmp_path):
+    result = _run("train", "--data", phantom2d, "--out", tmp_path / "m.ckpt", *TINY, "--progressive-size", 16)
+    assert result.exit_code == 0, result.output
+    assert read_spec(tmp_path / "m.ckpt").training["progressive_size"] == 16
+    result = _run("train", "--data", phantom2d, "--out", tmp_path / "n.ckpt", *TINY, "--progressive-size", 10)
+    assert result.exit_code == 2 and "divide by 2**depth" in result.output
+
+
+def test_cuda_request_without_gpu_is_a_clear_error(phantom2d, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    result = _run("train", "--data", phantom2d, "--out", tmp_path / "m.ckpt", "--device", "cuda", *TINY)
+    assert result.exit_code == 2 and "no CUDA GPU" in result.output
+
+
+@pytest.mark.gpu
+def test_training_on_gpu_gives_a_cpu_loadable_checkpoint(phantom2d, tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs an NVIDIA GPU (none visible to PyTorch)")
+    result = _run("train", "--data", phantom2d, "--out", tmp_path / "m.ckpt", "--device", "cuda", *TINY)
+    assert result.exit_code == 0, result.output
+    spec = read_spec(tmp_path / "m.ckpt")
+    assert spec.training["device"] == torch.cuda.get_device_name()
+    result = _run("evaluate", tmp_path / "m.ckpt", "--data", phantom2d)
+    assert result.exit_code == 0, result.output
