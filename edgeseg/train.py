@@ -154,7 +154,7 @@ def train(cfg: TrainConfig, out: str | Path, command: str = "") -> tuple[Path, d
     if cfg.arch == "hybrid":  # the positional embedding's reference grid follows the training size
         cfg.arch_kwargs = {"img_size": cfg.size, **cfg.arch_kwargs}
     model = create_model(cfg.arch, len(dataset.channel_names), dataset.num_classes, **cfg.arch_kwargs)
-    model_dims = 3 if cfg.arch.endswith("3d") else 2
+    model_dims = getattr(model, "dims", 2)
     first = dataset.load(next(iter(dataset.cases)))
     if first.spatial_dims < model_dims:
         raise EdgesegError(f"{dataset.root}: a {model_dims}D model cannot train on {first.spatial_dims}D images")

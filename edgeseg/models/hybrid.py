@@ -87,7 +87,7 @@ class HybridTransUNet(nn.Module):
             raise ValueError("fusion='cross_attention' needs at least two input modalities (in_channels >= 2)")
         if img_size % 2**depth:
             raise ValueError(f"img_size {img_size} must be divisible by 2**depth = {2**depth}")
-        self.fusion, self.depth = fusion, depth
+        self.fusion, self.depth, self.dims = fusion, depth, 2
         widths = channel_widths(base, depth, max_width)
         n_enc = in_channels if fusion == "cross_attention" else 1
         enc_in = 1 if fusion == "cross_attention" else in_channels
