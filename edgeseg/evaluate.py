@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 from .data.nnunet import NnUNetDataset
+from .errors import EdgesegError
 from .inference import Predictor, predict_mask, torch_predictor
 from .metrics import case_scores, mean_scores
 from .progress import track
@@ -34,8 +35,6 @@ def evaluate_checkpoint(model, spec, data_dir, split: str = "val") -> dict:
 
 def check_compatible(spec, dataset: NnUNetDataset) -> None:
     """Refuse data whose channels or labels do not fit the model."""
-    from .errors import EdgesegError
-
     if len(dataset.channel_names) != spec.in_channels:
         raise EdgesegError(f"{dataset.root}: {len(dataset.channel_names)} channels "
                            f"({', '.join(dataset.channel_names)}), the model expects {spec.in_channels} "
