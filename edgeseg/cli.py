@@ -112,6 +112,10 @@ def train_cmd(data: Path = typer.Option(..., help="Dataset folder (nnU-Net v2 ra
 
     if out.exists() and not force:
         raise EdgesegError(f"{out}: exists; pass --force to overwrite")
+    if amp not in ("auto", "bf16", "off"):
+        raise EdgesegError(f"--amp must be auto, bf16 or off, got {amp!r}")
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise EdgesegError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
     axes = {"x": (-1,), "y": (-2,), "xy": (-1, -2), "none": ()}
     if flip not in axes:
         raise EdgesegError(f"--flip must be one of {', '.join(axes)}")

@@ -8,11 +8,11 @@ from edgeseg.data import NnUNetDataset
 from edgeseg.evaluate import evaluate_checkpoint
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "benchmarks" / "checkpoints"
-# checkpoint file, dataset folder, label scored, minimum validation Dice (issue A's targets)
+# checkpoint file, dataset folder, label scored, minimum validation Dice (issue A targets; BraTS has none)
 EXPECTED = [
     ("chest_xray_hybrid.ckpt", "Dataset002_ChestXrayLungs", "lung", 0.95),
     ("kvasir_hybrid.ckpt", "Dataset001_KvasirSEG", "polyp", 0.70),
-    ("brats_hybrid.ckpt", "Dataset005_BraTSMini", "foreground", 0.0),
+    ("brats_hybrid.ckpt", "Dataset005_BraTSMini", "foreground", 0.55),  # measured 0.60
 ]
 
 
