@@ -95,7 +95,10 @@ def write_array(path: str | Path, arr: np.ndarray, geometry: Geometry | None = N
         import nibabel as nib
 
         data = arr if arr.ndim == 3 else np.moveaxis(arr, 0, -1)
-        affine = np.asarray(geometry.affine) if geometry and geometry.affine else np.diag([*(geometry.spacing if geometry else (1, 1, 1)), 1.0])
+        if geometry and geometry.affine:
+            affine = np.asarray(geometry.affine)
+        else:
+            affine = np.diag([*(geometry.spacing if geometry else (1.0, 1.0, 1.0)), 1.0])
         atomic_write(path, lambda tmp: nib.save(nib.Nifti1Image(data, affine), str(tmp)))
     elif ext in IMAGE_2D_EXTS:
         from PIL import Image
