@@ -188,17 +188,25 @@ def import_cmd(weights: Path = typer.Argument(..., help="Foreign PyTorch state d
 
 @app.command("demo")
 @user_errors
-def demo_cmd(workdir: Path = typer.Option(Path("edgeseg-demo"), help="Folder for the phantom data and results.")):
-    """The embedded default: phantom data + the bundled phantom checkpoint, evaluated end to end."""
+def demo_cmd(workdir: Path = typer.Option(Path("edgeseg-demo"), help="Folder for the phantom data and results."),
+             compress: bool = typer.Option(True, help="Also compress the checkpoint to an INT8 bundle (the main job).")):
+    """The embedded default: phantom data + the bundled checkpoint, evaluated and compressed end to end."""
     from .demo import run_demo
+    from .report import print_compress_summary
 
-    result = run_demo(workdir)
+    result, manifest = run_demo(workdir, compress)
     print_scores(result)
+    if manifest:
+        print_compress_summary(manifest)
+        typer.echo(f"wrote {workdir / 'bundle'} ({len(manifest['artifacts'])} artifacts, "
+                   f"{manifest['compress_seconds']:.0f} s); check it with `edgeseg verify {workdir / 'bundle'}`")
 
 
 def main() -> None:
     app()
 
+
+from . import cli_deploy  # noqa: E402,F401  (registers calibrate, compress, verify, build-engine, profiles)
 
 if __name__ == "__main__":
     main()

@@ -27,8 +27,9 @@ def ensure_phantom(workdir: Path) -> Path:
     return data
 
 
-def run_demo(workdir: str | Path) -> dict:
-    """Evaluate the bundled checkpoint on the phantom val split; writes ``workdir/evaluate.json``."""
+def run_demo(workdir: str | Path, compress_bundle: bool = True) -> tuple[dict, dict | None]:
+    """Evaluate the bundled checkpoint on the phantom val split (``workdir/evaluate.json``), then run the main
+    job on it: ``compress --int8`` for the CPU targets and TensorRT, into ``workdir/bundle``."""
     from .checkpoint import load_checkpoint
     from .evaluate import evaluate_checkpoint
 
@@ -37,4 +38,10 @@ def run_demo(workdir: str | Path) -> dict:
     model, spec = load_checkpoint(default_checkpoint())
     result = evaluate_checkpoint(model, spec, data, "val")
     atomic_write(workdir / "evaluate.json", lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
-    return result
+    if not compress_bundle:
+        return result, None
+    from .compress import CompressConfig, compress
+
+    manifest = compress(CompressConfig(checkpoint=default_checkpoint(), out=workdir / "bundle", calib=data,
+                                       calib_size=32, eval_cases=None, force=True))
+    return result, manifest

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from .data.nnunet import NnUNetDataset
 from .errors import EdgesegError
 from .inference import Predictor, predict_mask, torch_predictor
@@ -41,3 +43,31 @@ def check_compatible(spec, dataset: NnUNetDataset) -> None:
                            f"({', '.join(spec.preprocessing.channel_names)})")
     if dataset.num_classes > spec.num_classes:
         raise EdgesegError(f"{dataset.root}: labels {dataset.label_names} do not fit the model's {spec.label_names}")
+
+
+def compare_predictors(predictors: dict[str, Predictor], reference: str, spec, dataset: NnUNetDataset,
+                       case_ids: list[str], description: str = "compare") -> dict[str, dict]:
+    """Score several predictors on the same cases: Dice vs ground truth, drift and agreement vs ``reference``.
+
+    Returns ``{name: {"mean": {label: {dice, iou}}, "drift": {label: mean ΔDice vs reference},
+    "agreement": {label: mean Dice between its and the reference's masks}, "worst": {label: (case, ΔDice)}}}``.
+    """
+    per_case = {name: {} for name in predictors}
+    agreement = {name: {} for name in predictors}
+    for cid in track(case_ids, description):
+        case = dataset.load(cid)
+        masks = {name: predict_mask(p, case.image, spec.preprocessing, spec.spatial_dims) for name, p in predictors.items()}
+        for name, mask in masks.items():
+            per_case[name][cid] = case_scores(mask, case.label, spec.label_names)
+            agreement[name][cid] = case_scores(mask, masks[reference], spec.label_names)
+    ref = per_case[reference]
+    out = {}
+    for name in predictors:
+        labels = list(ref[case_ids[0]]) if case_ids else []
+        deltas = {lab: [(cid, per_case[name][cid][lab]["dice"] - ref[cid][lab]["dice"]) for cid in case_ids] for lab in labels}
+        out[name] = {"mean": mean_scores(list(per_case[name].values())),
+                     "drift": {lab: float(np.mean([d for _, d in deltas[lab]])) for lab in labels},
+                     "agreement": {lab: s["dice"] for lab, s in mean_scores(list(agreement[name].values())).items()},
+                     "worst": {lab: min(deltas[lab], key=lambda cd: cd[1]) for lab in labels},
+                     "cases": per_case[name]}
+    return out

@@ -1,12 +1,14 @@
 """Progress bars with ETA for long work (Rich, which Typer ships with), drawn on stderr."""
 from __future__ import annotations
 
+import sys
 from typing import Iterable, Iterator, TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-console = Console(stderr=True)
+# logs and CI are not terminals: give tables room instead of Rich's 80-column default
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 T = TypeVar("T")
 
 

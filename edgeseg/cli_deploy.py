@@ -1,0 +1,127 @@
+"""CLI commands of the deployment path: calibrate, compress, verify, build-engine, profiles."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .cli import app, user_errors
+from .errors import EdgesegError
+
+
+def _split_list(values: list[str]) -> list[str]:
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+def _parse_sizes(text: Optional[str]) -> Optional[list[tuple[int, ...]]]:
+    if not text:
+        return None
+    try:
+        return [tuple(int(v) for v in s.lower().split("x")) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise EdgesegError(f"--sizes expects e.g. 256x256,512x512, got {text!r}") from None
+
+
+@app.command("calibrate")
+@user_errors
+def calibrate_cmd(data: Path = typer.Argument(..., help="Dataset folder (nnU-Net layout)."),
+                  checkpoint: Path = typer.Option(..., help="Checkpoint whose preprocessing the inputs get."),
+                  out: Path = typer.Option(..., help="Calibration set to write (.npz)."),
+                  size: int = typer.Option(64, help="Number of samples (images or slices)."),
+                  strategy: str = typer.Option("stratified", help="stratified (by foreground fraction) | random"),
+                  split: str = typer.Option("train", help="Split to draw from; never the one you evaluate on."),
+                  sizes: Optional[str] = typer.Option(None, help="Spatial sizes to calibrate at, e.g. 256x256,512x512 (default: the model's)."),
+                  seed: int = typer.Option(0),
+                  force: bool = typer.Option(False, help="Overwrite an existing file.")):
+    """Build a calibration set: real cases, chosen by a recorded strategy, preprocessed as the model expects."""
+    from .calibration import build_calibration_set, save_calibration
+    from .checkpoint import read_spec
+
+    if out.exists() and not force:
+        raise EdgesegError(f"{out}: exists; pass --force to overwrite")
+    spec = read_spec(checkpoint)
+    calib = build_calibration_set(data, spec.preprocessing, spec.spatial_dims, size, strategy, seed, split,
+                                  sizes=_parse_sizes(sizes))
+    save_calibration(out, calib)
+    fractions = [s["foreground_fraction"] for s in calib.manifest["samples"]]
+    typer.echo(f"wrote {out}: {calib.manifest['size']} samples from {len(calib.case_ids)} {split} cases "
+               f"({strategy}; empty {sum(f == 0 for f in fractions)}, foreground fraction median "
+               f"{sorted(fractions)[len(fractions) // 2]:.3f})")
+
+
+@app.command("compress")
+@user_errors
+def compress_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt)."),
+                 out: Path = typer.Option(..., help="Bundle directory to create."),
+                 int8: bool = typer.Option(False, "--int8", help="INT8 (same as --precision int8)."),
+                 precision: str = typer.Option("int8", help="int8 | fp16 (GPU targets) | fp32"),
+                 calib: Optional[Path] = typer.Option(None, help="Calibration data: dataset folder or `edgeseg calibrate` .npz."),
+                 calib_from_checkpoint: bool = typer.Option(False, help="Calibrate on the training cases the checkpoint records."),
+                 calib_size: int = typer.Option(64, help="Calibration samples."),
+                 calib_strategy: str = typer.Option("stratified", help="stratified | random"),
+                 calib_method: Optional[str] = typer.Option(None, help="ONNX Runtime/TensorRT calibration: minmax | entropy | percentile."),
+                 targets: list[str] = typer.Option(["onnx,openvino,tensorrt"], help="Runtimes (each with its default profile)."),
+                 target_profile: list[str] = typer.Option([], help="Target profile name or .toml (repeatable; replaces --targets)."),
+                 prune: Optional[float] = typer.Option(None, help="Structured channel pruning ratio, e.g. 0.3."),
+                 prune_macs: Optional[float] = typer.Option(None, help="Prune to this share of the original MACs, e.g. 0.5."),
+                 finetune_epochs: int = typer.Option(0, help="Recovery fine-tune epochs after pruning."),
+                 finetune_minutes: Optional[float] = typer.Option(None, help="Time limit of the recovery fine-tune."),
+                 keep_float: list[str] = typer.Option([], help="Also keep these nodes float: name/op/module glob or @group (repeatable)."),
+                 quantize: list[str] = typer.Option([], help="Quantize these preset nodes after all (glob or @group)."),
+                 no_preset: bool = typer.Option(False, help="Drop the fragile-ops preset (quantize LayerNorm, Softmax, ...)."),
+                 eval_data: Optional[Path] = typer.Option(None, help="Dataset for the drift check (default: the calibration dataset)."),
+                 eval_cases: int = typer.Option(32, help="Held-back validation cases for the drift check (0: all)."),
+                 threads: Optional[int] = typer.Option(None, help="Threads for latency (default: each profile's)."),
+                 force: bool = typer.Option(False, help="Replace an existing bundle.")):
+    """Prune → calibrate → INT8/FP16 per target → verified bundle; prints size, MACs, Dice drift and latency."""
+    from .compress import CompressConfig, compress
+    from .report import print_compress_summary
+
+    precision = "int8" if int8 else precision
+    cfg = CompressConfig(checkpoint=checkpoint, out=out, precision=precision, targets=_split_list(targets),
+                         profiles=_split_list(target_profile), calib=calib, calib_from_checkpoint=calib_from_checkpoint,
+                         calib_size=calib_size, calib_strategy=calib_strategy, calib_method=calib_method,
+                         eval_data=eval_data, eval_cases=eval_cases or None, prune=prune, prune_macs=prune_macs,
+                         finetune_epochs=finetune_epochs, finetune_minutes=finetune_minutes, keep_float=keep_float,
+                         quantize_ops=quantize, preset=not no_preset, threads=threads, force=force)
+    manifest = compress(cfg)
+    print_compress_summary(manifest)
+    typer.echo(f"wrote {out} ({len(manifest['artifacts'])} artifacts, {manifest['compress_seconds']:.0f} s)")
+
+
+@app.command("verify")
+@user_errors
+def verify_cmd(bundle: Path = typer.Argument(..., help="Bundle directory.")):
+    """Re-hash every file of a bundle against its manifest (exit 1 on any mismatch)."""
+    from .bundle import read_manifest, verify_bundle
+
+    manifest = read_manifest(bundle)
+    problems = verify_bundle(bundle)
+    for p in problems:
+        typer.echo(f"FAIL {p}", err=True)
+    if problems:
+        raise typer.Exit(1)
+    n = sum(len(a.get("hashes", {})) for a in manifest["artifacts"])
+    typer.echo(f"OK {bundle}: {n} files in {len(manifest['artifacts'])} artifacts match their sha256")
+
+
+@app.command("build-engine")
+@user_errors
+def build_engine_cmd(bundle: Path = typer.Argument(..., help="Bundle directory."),
+                     artifact: Optional[str] = typer.Option(None, help="Only this TensorRT artifact.")):
+    """Build TensorRT engines for this GPU from the bundle's TensorRT ONNX (run it on the deployment device)."""
+    from .targets.tensorrt_backend import build_bundle_engines
+
+    for name, path in build_bundle_engines(bundle, artifact):
+        typer.echo(f"built {name}: {path}")
+
+
+@app.command("profiles")
+def profiles_cmd():
+    """List the target profiles (``export/*.toml``)."""
+    from .targets import list_profiles, load_profile
+
+    for name in list_profiles():
+        p = load_profile(name)
+        typer.echo(f"{name:28s} {p.target:12s} {p.precision:5s} {p.description}")

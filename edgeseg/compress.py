@@ -1,0 +1,267 @@
+"""``edgeseg compress``: prune → calibrate → quantize/convert per target → verified bundle, with its cost measured.
+
+One path: checkpoint → (pruned) model → one FP32 ONNX → every target's artifact → drift and latency on the
+held-back validation cases → ``manifest.json``. Built in a staging directory that replaces ``out`` at the end.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .bench.latency import measure_interleaved
+from .bundle import staging_dir, tool_versions, write_manifest
+from .calibration import (CalibrationSet, build_calibration_set, check_disjoint, check_preprocessing,
+                          load_calibration)
+from .checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from .data.nnunet import NnUNetDataset, data_root
+from .errors import EdgesegError
+from .evaluate import check_compatible, compare_predictors
+from .inference import torch_predictor
+from .progress import console
+from .targets import get_target, load_profile
+from .targets.float_nodes import plan_float_nodes
+from .targets.base import BuildRequest
+
+
+@dataclass
+class CompressConfig:
+    checkpoint: Path
+    out: Path
+    precision: str = "int8"
+    targets: list[str] = field(default_factory=lambda: ["onnxruntime", "openvino", "tensorrt"])
+    profiles: list[str] = field(default_factory=list)   # explicit profiles replace ``targets``
+    calib: Path | None = None                           # dataset folder or calibration .npz
+    calib_from_checkpoint: bool = False
+    calib_size: int = 64
+    calib_strategy: str = "stratified"
+    calib_method: str | None = None
+    eval_data: Path | None = None
+    eval_cases: int | None = 32                         # held-back validation cases for the drift summary
+    prune: float | None = None
+    prune_macs: float | None = None
+    finetune_epochs: int = 0
+    finetune_minutes: float | None = None
+    keep_float: list[str] = field(default_factory=list)
+    quantize_ops: list[str] = field(default_factory=list)
+    preset: bool = True
+    threads: int | None = None
+    latency_repeats: int = 20
+    seed: int = 0
+    force: bool = False
+
+
+def resolve_profiles(cfg: CompressConfig) -> list:
+    if cfg.profiles:
+        profiles = [load_profile(p) for p in cfg.profiles]
+    else:
+        profiles = []
+        for name in cfg.targets:
+            target = get_target(name)
+            if cfg.precision not in target.default_profiles:
+                raise EdgesegError(f"target {target.name} has no {cfg.precision} profile "
+                                   f"(it offers {', '.join(target.default_profiles)})")
+            profiles.append(load_profile(target.default_profiles[cfg.precision]))
+    for profile in profiles:
+        reason = get_target(profile.target).missing(build=True)
+        if reason:
+            raise EdgesegError(f"target {profile.name}: cannot build here: {reason}")
+    return profiles
+
+
+def _checkpoint_dataset(spec) -> Path:
+    name = spec.data.get("dataset")
+    if not name:
+        raise EdgesegError("the checkpoint records no dataset; pass --calib DATA")
+    path = data_root() / name
+    if not path.is_dir():
+        raise EdgesegError(f"the checkpoint's dataset {name} is not under {data_root()} (set EDGESEG_DATA or pass --calib)")
+    return path
+
+
+def resolve_data(cfg: CompressConfig, spec, sizes) -> tuple[NnUNetDataset | None, list[str], CalibrationSet | None]:
+    """The evaluation dataset and cases (held-back validation) and the calibration set, checked disjoint."""
+    calib_dir = cfg.calib if cfg.calib and Path(cfg.calib).is_dir() else None
+    if cfg.calib and not Path(cfg.calib).exists():
+        raise EdgesegError(f"{cfg.calib}: calibration data not found")
+    if cfg.calib_from_checkpoint:
+        calib_dir = _checkpoint_dataset(spec)
+    eval_dir = cfg.eval_data or calib_dir
+    if eval_dir is None and spec.data.get("dataset") and (data_root() / spec.data["dataset"]).is_dir():
+        eval_dir = data_root() / spec.data["dataset"]
+    dataset, eval_ids = None, []
+    if eval_dir is not None:
+        dataset = NnUNetDataset(eval_dir)
+        check_compatible(spec, dataset)
+        same = dataset.name == spec.data.get("dataset")
+        eval_ids = list(spec.data["val_cases"]) if same and spec.data.get("val_cases") else dataset.split("val", cfg.seed)
+        if cfg.eval_cases:
+            eval_ids = eval_ids[: cfg.eval_cases]
+    if cfg.precision != "int8":
+        return dataset, eval_ids, None
+    if cfg.calib is None and not cfg.calib_from_checkpoint:
+        raise EdgesegError("INT8 needs calibration data: pass --calib DATA_DIR (or a calibrate .npz), or "
+                           "--calib-from-checkpoint to use the training cases recorded in the checkpoint; "
+                           "edgeseg never calibrates on random data")
+    if calib_dir is not None:
+        recorded = spec.data.get("train_cases") if NnUNetDataset(calib_dir).name == spec.data.get("dataset") else None
+        exclude = eval_ids if dataset is not None and dataset.root.resolve() == Path(calib_dir).resolve() else []
+        calib = build_calibration_set(calib_dir, spec.preprocessing, spec.spatial_dims, cfg.calib_size,
+                                      cfg.calib_strategy, cfg.seed, "train", exclude, sizes, recorded)
+    else:
+        calib = load_calibration(cfg.calib)
+        check_preprocessing(calib, spec.preprocessing, sizes)
+    if dataset is not None:
+        check_disjoint(calib, eval_ids, dataset.name)
+    return dataset, eval_ids, calib
+
+
+def artifact_metadata(spec, source_sha: str) -> dict[str, str]:
+    """Written into every artifact, so a copied file still says how to feed it and what it outputs."""
+    return {"edgeseg.preprocessing": json.dumps(spec.preprocessing.to_dict()),
+            "edgeseg.label_names": json.dumps(spec.label_names), "edgeseg.spatial_dims": str(spec.spatial_dims),
+            "edgeseg.input": json.dumps({"name": "image", "layout": "NC" + "DHW"[3 - spec.spatial_dims:],
+                                         "dtype": "float32", "channels": spec.in_channels}),
+            "edgeseg.source_checkpoint_sha256": source_sha}
+
+
+def count_macs(model, shape) -> tuple[int, int]:
+    """(MACs, params) of ``model`` at input ``shape``."""
+    import torch
+    import torch_pruning as tp
+
+    macs, params = tp.utils.count_ops_and_params(model, torch.zeros(*shape))
+    return int(macs), int(params)
+
+
+def _stage(n: int, total: int, text: str) -> None:
+    console.print(f"[bold cyan][{n}/{total}][/] {text}")
+
+
+def compress(cfg: CompressConfig) -> dict:
+    """Run the whole pipeline; returns the manifest written to ``cfg.out``."""
+    from .onnx_export import export_onnx, onnx_parity
+
+    start = time.perf_counter()
+    model, spec = load_checkpoint(cfg.checkpoint)
+    source_sha = file_sha256(cfg.checkpoint)
+    profiles = resolve_profiles(cfg)
+    sizes = profiles[0].spatial_sizes(spec.preprocessing.size) if profiles else [spec.preprocessing.size]
+    for p in profiles[1:]:
+        sizes += [s for s in p.spatial_sizes(spec.preprocessing.size) if s not in sizes]
+    if cfg.out.exists() and not cfg.force:
+        raise EdgesegError(f"{cfg.out}: exists; pass --force to overwrite")
+    total = 6
+    _stage(1, total, "data: evaluation cases and calibration set")
+    dataset, eval_ids, calib = resolve_data(cfg, spec, sizes)
+    shape = (1, spec.in_channels, *spec.preprocessing.size)
+    macs, params = count_macs(model, shape)
+    manifest: dict = {"source_checkpoint": {"name": Path(cfg.checkpoint).name, "sha256": source_sha},
+                      "model": {k: v for k, v in spec.to_dict().items() if k not in ("metrics", "training", "preprocessing")},
+                      "preprocessing": spec.preprocessing.to_dict(), "labels": spec.label_names,
+                      "input": json.loads(artifact_metadata(spec, "")["edgeseg.input"]) | {"shape": list(shape)},
+                      "macs": {"original": macs}, "params": {"original": params},
+                      "calibration": calib.manifest if calib else None, "pruning": None, "artifacts": []}
+    with staging_dir(cfg.out, cfg.force) as stage, tempfile.TemporaryDirectory(prefix="edgeseg-work-") as work:
+        _stage(2, total, "prune" if (cfg.prune or cfg.prune_macs) else "prune: skipped (no --prune)")
+        reference_ckpt = Path(work) / "reference.ckpt"
+        if cfg.prune or cfg.prune_macs:
+            from .prune_stage import prune_stage
+
+            model, spec, manifest["pruning"] = prune_stage(model, spec, cfg, dataset, eval_ids, shape)
+            macs, params = count_macs(model, shape)
+        manifest["macs"]["final"], manifest["params"]["final"] = macs, params
+        save_checkpoint(reference_ckpt, model, spec)
+
+        _stage(3, total, "export FP32 ONNX and check parity with PyTorch")
+        fp32_onnx = export_onnx(model, Path(work) / "model.fp32.onnx", (2, *shape[1:]),
+                                metadata=artifact_metadata(spec, source_sha))
+        parity_inputs = (calib.inputs[tuple(spec.preprocessing.size)][:4] if calib else
+                         np.stack([spec.preprocessing(dataset.load(c).image) for c in eval_ids[:4]]) if eval_ids else
+                         None)
+        import onnx
+
+        float_nodes = plan_float_nodes(onnx.load(str(fp32_onnx)), cfg.preset, cfg.keep_float, cfg.quantize_ops)
+
+        _stage(4, total, f"build {len(profiles) + 2} artifacts: torch-fp32, onnx fp32, {', '.join(p.name for p in profiles)}")
+        options = {"calibration_method": cfg.calib_method} if cfg.calib_method else {}
+        builds = [load_profile("torch-fp32"), load_profile("x86-onnxruntime-fp32"), *profiles]
+        artifacts = []
+        for profile in builds:
+            t0 = time.perf_counter()
+            console.print(f"  building {profile.name} …")
+            request = BuildRequest(fp32_onnx=fp32_onnx, out_dir=stage, profile=profile,
+                                   calibration=calib.inputs if calib else {}, model_size=tuple(spec.preprocessing.size),
+                                   float_nodes=float_nodes if profile.precision != "fp32" else [],
+                                   metadata=artifact_metadata(spec, source_sha), options=options,
+                                   checkpoint=reference_ckpt)
+            artifact = get_target(profile.target).build(request).to_dict()
+            artifact["build_seconds"] = round(time.perf_counter() - t0, 1)
+            artifacts.append(artifact)
+        if parity_inputs is not None:
+            artifacts[1]["parity_vs_torch"] = onnx_parity(model, stage / artifacts[1]["files"]["model"], parity_inputs)
+
+        _stage(5, total, f"measure drift on {len(eval_ids)} held-back validation cases and latency")
+        sample = parity_inputs[:1] if parity_inputs is not None else np.zeros(shape, np.float32)
+        measure_artifacts(artifacts, stage, model, spec, dataset, eval_ids, cfg, sample)
+        manifest.update(artifacts=artifacts, float_nodes=float_nodes, preset=cfg.preset,
+                        keep_float=cfg.keep_float, quantize_ops=cfg.quantize_ops, targets=[p.name for p in profiles],
+                        profiles={p.name: p.to_dict() for p in builds}, tool_versions=tool_versions(),
+                        evaluation={"dataset": dataset.name if dataset else None, "cases": eval_ids},
+                        compress_seconds=round(time.perf_counter() - start, 1))
+        _stage(6, total, f"write bundle {cfg.out}")
+        manifest = write_manifest(stage, manifest)
+    return manifest
+
+
+def runners_for(artifacts: list[dict], bundle_dir: Path, threads_override: int | None, skip=()) -> dict:
+    """A runner for every artifact that can run on this machine; the reason for the others."""
+    from .targets.onnxruntime_backend import OrtRunner
+
+    runners = {}
+    for artifact in (a for a in artifacts if a["name"] not in skip):
+        threads = threads_override or load_profile(artifact["profile"]).threads
+        target = get_target(artifact["runtime"])
+        reason = target.missing()
+        if artifact["runtime"] == "tensorrt" and reason:
+            # the QDQ ONNX is what TensorRT will run; ONNX Runtime's CPU kernels check its accuracy here
+            runners[artifact["name"]] = OrtRunner(bundle_dir / artifact["files"]["model"], artifact["precision"], "cpu", threads)
+            artifact["measured_with"] = f"QDQ ONNX on ONNX Runtime CPU (TensorRT: {reason}); latency not representative"
+        elif reason:
+            artifact["not_measured"] = reason
+        else:
+            try:
+                runners[artifact["name"]] = target.load(bundle_dir, artifact, threads)
+            except EdgesegError as exc:  # e.g. a CUDA profile on a machine without a GPU
+                artifact["not_measured"] = str(exc)
+    return runners
+
+
+def measure_artifacts(artifacts, bundle_dir, model, spec, dataset, eval_ids, cfg, sample) -> None:
+    """Drift vs the FP32 PyTorch reference on ``eval_ids`` and batch-1 latency, recorded into each artifact."""
+    import torch
+
+    reference = artifacts[0]["name"]
+    runners = runners_for(artifacts, bundle_dir, cfg.threads, skip={reference})
+    torch.set_num_threads(cfg.threads or load_profile(artifacts[0]["profile"]).threads or torch.get_num_threads())
+    runners = {reference: torch_predictor(model), **runners}
+    if dataset is not None and eval_ids:
+        scores = compare_predictors(runners, reference, spec, dataset, eval_ids, "drift")
+        for artifact in artifacts:
+            if artifact["name"] in scores:
+                s = scores[artifact["name"]]
+                artifact["accuracy"] = {"cases": len(eval_ids), "dice": {k: v["dice"] for k, v in s["mean"].items()},
+                                        "drift_vs_fp32": s["drift"], "agreement_vs_fp32": s["agreement"],
+                                        "worst_case": {k: {"case": c, "delta": d} for k, (c, d) in s["worst"].items()}}
+    timed = {a["name"]: runners[a["name"]] for a in artifacts if a["name"] in runners and "measured_with" not in a}
+    latency = measure_interleaved(timed, sample, repeats=cfg.latency_repeats)
+    for artifact in artifacts:
+        runner = runners.get(artifact["name"])
+        if artifact["name"] in latency:
+            artifact["latency"] = latency[artifact["name"]]
+        artifact["executed_precision"] = getattr(runner, "executed_precision", "fp32 (PyTorch eager)") if runner else None
+        artifact["size_bytes"] = sum((bundle_dir / f).stat().st_size for f in artifact["files"].values())

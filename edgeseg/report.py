@@ -1,0 +1,51 @@
+"""Human-readable summaries of results (Rich tables on the terminal)."""
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+
+console = Console(width=None if sys.stdout.isatty() else 150)  # results go to stdout; progress to stderr
+
+
+def _fmt_points(delta: float | None) -> str:
+    return "—" if delta is None else f"{delta * 100:+.2f}"
+
+
+def print_compress_summary(manifest: dict) -> None:
+    """One row per artifact: size, executed precision, Dice, drift in Dice points, agreement, latency."""
+    from rich.table import Table
+
+    artifacts = manifest["artifacts"]
+    ref_ms = (artifacts[0].get("latency") or {}).get("p50_ms")
+    macs, params = manifest["macs"], manifest["params"]
+    title = (f"{manifest['source_checkpoint']['name']} · MACs {macs['final'] / 1e9:.2f} G (was {macs['original'] / 1e9:.2f} G) · "
+             f"params {params['final'] / 1e6:.2f} M (was {params['original'] / 1e6:.2f} M)")
+    if manifest.get("pruning"):
+        title += f" · pruned {manifest['pruning'].get('summary', '')}"
+    table = Table(title=title)
+    for col in ("artifact", "executed", "MB", "Dice", "ΔDice pts", "worst case", "agree", "p50 ms", "× torch"):
+        table.add_column(col, justify="left" if col in ("artifact", "executed", "worst case") else "right")
+    for a in artifacts:
+        acc = a.get("accuracy") or {}
+        label = next(iter(acc.get("dice", {})), None)
+        lat = (a.get("latency") or {}).get("p50_ms")
+        worst = acc.get("worst_case", {}).get(label) if label else None
+        table.add_row(a["name"], str(a.get("executed_precision") or a.get("not_measured") or "")[:38],
+                      f"{a['size_bytes'] / 1e6:.2f}",
+                      f"{acc['dice'][label]:.4f}" if label else "—",
+                      _fmt_points(acc.get("drift_vs_fp32", {}).get(label)) if label else "—",
+                      f"{worst['case']} {worst['delta'] * 100:+.1f}" if worst else "—",
+                      f"{acc['agreement_vs_fp32'][label]:.4f}" if label else "—",
+                      f"{lat:.1f}" if lat else ("n/a" if "measured_with" in a else "—"),
+                      f"{ref_ms / lat:.2f}" if lat and ref_ms else "—")
+    console.print(table)
+    if acc_label := next((next(iter(a["accuracy"]["dice"])) for a in artifacts if a.get("accuracy")), None):
+        console.print(f"Dice/ΔDice shown for '{acc_label}' on {artifacts[0]['accuracy']['cases']} held-back validation "
+                      f"cases; every label is in manifest.json. ΔDice in points (0.01 Dice) vs the FP32 PyTorch model.")
+    for a in artifacts:
+        for key in ("measured_with", "not_measured"):
+            if a.get(key):
+                console.print(f"note: {a['name']}: {a[key]}")
+        if a.get("details", {}).get("engine_note"):
+            console.print(f"note: {a['name']}: {a['details']['engine_note']}")

@@ -1,0 +1,153 @@
+"""ONNX Runtime target: static QDQ INT8 (per-channel weights), FP16 for GPUs, FP32 reference."""
+from __future__ import annotations
+
+import collections
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EdgesegError
+from .base import Artifact, BuildRequest, module_missing
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+def write_metadata(model, metadata: dict[str, str]) -> None:
+    """Replace ``metadata_props`` of an ``onnx.ModelProto`` with ``metadata`` (so a copied file explains itself)."""
+    keep = [(p.key, p.value) for p in model.metadata_props if p.key not in metadata]
+    del model.metadata_props[:]
+    for key, value in [*keep, *metadata.items()]:
+        model.metadata_props.add(key=key, value=value)
+
+
+class _Reader:
+    """Feeds calibration arrays (every spatial size of the profile) to ONNX Runtime's calibrator."""
+
+    def __init__(self, calibration: dict[tuple[int, ...], np.ndarray], input_name: str = "image"):
+        self._items = iter([{input_name: arr[i : i + 1]} for arr in calibration.values() for i in range(len(arr))])
+
+    def get_next(self):
+        return next(self._items, None)
+
+    def rewind(self):  # some ORT versions call this; calibration runs once per reader here
+        pass
+
+
+def qdq_quantize(fp32_onnx: Path, out: Path, calibration: dict, float_nodes: list[str], *, symmetric: bool,
+                 activation_type: str = "uint8", weight_type: str = "int8", method: str = "minmax",
+                 op_types: list[str] | None = None, extra_options: dict | None = None) -> dict:
+    """Static QDQ quantization of ``fp32_onnx`` into ``out``; returns the settings and what was left float.
+
+    The graph is first pre-processed (BatchNorm folded, shapes inferred; symbolic shape inference is skipped
+    because it fails on transformer graphs). ``float_nodes`` get no QDQ pair.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in CALIBRATION_METHODS:
+        raise EdgesegError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
+    types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    with tempfile.TemporaryDirectory(prefix="edgeseg-ort-") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32_onnx), str(pre), skip_symbolic_shape=True)
+        present = {n.name for n in onnx.load(str(pre)).graph.node}
+        excluded = [n for n in float_nodes if n in present]
+        options = {"ActivationSymmetric": symmetric, "WeightSymmetric": True, **(extra_options or {})}
+        quantize_static(str(pre), str(out), _Reader(calibration), quant_format=QuantFormat.QDQ,
+                        activation_type=types[activation_type], weight_type=types[weight_type], per_channel=True,
+                        calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                                          "percentile": CalibrationMethod.Percentile}[method],
+                        nodes_to_exclude=excluded, op_types_to_quantize=op_types, extra_options=options)
+    ops = collections.Counter(n.op_type for n in onnx.load(str(out)).graph.node)
+    return {"quantizer": "onnxruntime.quantization.quantize_static", "format": "QDQ", "per_channel": True,
+            "activation_type": activation_type, "weight_type": weight_type, "symmetric_activations": symmetric,
+            "calibration_method": method, "calibration_samples": int(sum(len(a) for a in calibration.values())),
+            "op_types_to_quantize": op_types or "all", "extra_options": options,
+            "excluded_nodes": excluded, "float_nodes_not_in_graph": sorted(set(float_nodes) - present),
+            "qdq_pairs": ops.get("QuantizeLinear", 0)}
+
+
+def fp16_convert(fp32_onnx: Path, out: Path, float_nodes: list[str]) -> dict:
+    """FP16 weights and compute with float nodes (LayerNorm, InstanceNorm, ...) kept FP32; I/O stays FP32."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(fp32_onnx))
+    blocked_ops = ["LayerNormalization", "InstanceNormalization", "Softmax"]
+    half = convert_float_to_float16(model, keep_io_types=True, op_block_list=blocked_ops, node_block_list=float_nodes)
+    onnx.save(half, str(out))
+    return {"converter": "onnxruntime.transformers.float16", "fp32_ops": blocked_ops, "fp32_nodes": float_nodes}
+
+
+def session_options(threads: int | None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    return opts
+
+
+def providers_for(device: str) -> list[str]:
+    import onnxruntime as ort
+
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise EdgesegError(f"device {device!r} needs onnxruntime-gpu (CUDAExecutionProvider); "
+                           f"this onnxruntime has {', '.join(ort.get_available_providers())}")
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+class OrtRunner:
+    """An ONNX file in an ONNX Runtime session."""
+
+    def __init__(self, path: Path, precision: str, device: str = "cpu", threads: int | None = None):
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(str(path), session_options(threads), providers=providers_for(device))
+        self.input_name = self.session.get_inputs()[0].name
+        self.executed_precision = f"{precision} ({self.session.get_providers()[0]})"
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+
+class OnnxRuntimeTarget:
+    name = "onnxruntime"
+    default_profiles = {"int8": "x86-onnxruntime-int8", "fp16": "rtx-onnxruntime-fp16", "fp32": "x86-onnxruntime-fp32"}
+
+    def missing(self, build: bool = False) -> str | None:
+        return module_missing("onnxruntime", *(["onnx"] if build else []))
+
+    def build(self, request: BuildRequest) -> Artifact:
+        import onnx
+
+        profile, opts = request.profile, {**request.profile.options, **request.options}
+        stem = f"{profile.name}.onnx"
+        out = request.out_dir / stem
+        names = [n["name"] for n in request.float_nodes]
+        if profile.precision == "int8":
+            details = qdq_quantize(request.fp32_onnx, out, request.calibration, names, symmetric=False,
+                                   activation_type=opts.get("activation_type", "uint8"),
+                                   weight_type=opts.get("weight_type", "int8"),
+                                   method=opts.get("calibration_method", "minmax"),
+                                   op_types=opts.get("op_types_to_quantize"), extra_options=opts.get("extra_options"))
+        elif profile.precision == "fp16":
+            details = fp16_convert(request.fp32_onnx, out, names)
+        else:
+            out.write_bytes(request.fp32_onnx.read_bytes())
+            details, names = {}, []
+        model = onnx.load(str(out))
+        write_metadata(model, {**request.metadata, "edgeseg.precision": profile.precision})
+        onnx.save(model, str(out))
+        return Artifact(name=profile.name, runtime=self.name, precision=profile.precision, files={"model": stem},
+                        profile=profile.name, device=profile.device, float_nodes=names if profile.precision != "fp32" else [], details=details)
+
+    def load(self, bundle_dir: Path, artifact: dict, threads: int | None = None) -> OrtRunner:
+        return OrtRunner(Path(bundle_dir) / artifact["files"]["model"], artifact["precision"],
+                         artifact.get("device", "cpu"), threads)

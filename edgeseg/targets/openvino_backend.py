@@ -1,0 +1,129 @@
+"""OpenVINO target: NNCF post-training INT8 on the OpenVINO model → IR (``.xml`` + ``.bin``)."""
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EdgesegError
+from .base import Artifact, BuildRequest, module_missing
+
+# ONNX op type → the OpenVINO op it becomes when the ONNX name is not kept (e.g. LayerNorm → MVN + Multiply + Add)
+_OV_TYPE = {"LayerNormalization": "MVN", "InstanceNormalization": "MVN", "ConvTranspose": "ConvolutionBackpropData",
+            "Softmax": "Softmax", "Erf": "Erf", "Resize": "Interpolate"}
+_HINTS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
+
+
+def ignored_names(ov_model, float_nodes: list[dict]) -> tuple[list[str], list[str]]:
+    """OpenVINO op names for the ONNX ``float_nodes``: same name where the frontend kept it, else the
+    op of the corresponding type at the same position in graph order. Returns (names, unmapped ONNX names)."""
+    ops = ov_model.get_ordered_ops()
+    by_name = {op.get_friendly_name() for op in ops}
+    by_type = collections.defaultdict(list)
+    for op in ops:
+        by_type[op.get_type_name()].append(op.get_friendly_name())
+    names, unmapped = [], []
+    for node in float_nodes:
+        ov_type, index = _OV_TYPE.get(node["op_type"]), node.get("type_index")
+        if node["name"] in by_name:
+            names.append(node["name"])
+        elif ov_type and index is not None and index < len(by_type[ov_type]):
+            names.append(by_type[ov_type][index])
+        else:
+            unmapped.append(node["name"])
+    return names, unmapped
+
+
+def executed_precisions(compiled) -> dict[str, int]:
+    """Counts of the precisions OpenVINO really ran its Convolution/MatMul nodes in (from the execution graph)."""
+    counts: collections.Counter = collections.Counter()
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        layer_type = info["layerType"].astype(str) if "layerType" in info else op.get_type_name()
+        if layer_type in ("Convolution", "MatMul", "FullyConnected", "Deconvolution", "GroupConvolution"):
+            counts[info["runtimePrecision"].astype(str) if "runtimePrecision" in info else "?"] += 1
+    return dict(counts)
+
+
+def summarize_precisions(counts: dict[str, int]) -> str:
+    return ", ".join(f"{p}×{n}" for p, n in sorted(counts.items(), key=lambda kv: -kv[1])) or "unknown"
+
+
+class OvRunner:
+    """A compiled OpenVINO model; records the precision its execution graph really uses."""
+
+    def __init__(self, xml: Path, device: str = "CPU", threads: int | None = None, hint: str | None = None):
+        import openvino as ov
+
+        config = {"PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        if hint:
+            config["INFERENCE_PRECISION_HINT"] = _HINTS.get(hint, hint)
+        self.compiled = ov.Core().compile_model(str(xml), device.upper(), config)
+        self.request = self.compiled.create_infer_request()
+        self.precisions = executed_precisions(self.compiled)
+        self.executed_precision = summarize_precisions(self.precisions)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        result = self.request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+        return np.asarray(result[self.compiled.output(0)])
+
+
+class OpenVinoTarget:
+    name = "openvino"
+    default_profiles = {"int8": "x86-avx512-openvino-int8", "fp32": "x86-openvino-fp32"}
+
+    def missing(self, build: bool = False) -> str | None:
+        return module_missing("openvino", *(["nncf"] if build else []))
+
+    def build(self, request: BuildRequest) -> Artifact:
+        import openvino as ov
+
+        profile, opts = request.profile, {**request.profile.options, **request.options}
+        if profile.precision == "fp16" and profile.device == "cpu":
+            raise EdgesegError(f"profile {profile.name}: OpenVINO FP16 is for GPU/NPU devices; use int8 or fp32 on CPU")
+        model = ov.Core().read_model(str(request.fp32_onnx))
+        details: dict = {}
+        names: list[str] = []
+        if profile.precision == "int8":
+            model, details = self._quantize(model, request, opts)
+            names = details["ignored_scope"]
+        for key, value in {**request.metadata, "edgeseg.precision": profile.precision}.items():
+            model.set_rt_info(value, ["edgeseg", key])
+        xml = request.out_dir / f"{profile.name}.xml"
+        # FP16 weight compression is OpenVINO's default; keep FP32 weights unless FP16 was asked for
+        ov.save_model(model, str(xml), compress_to_fp16=profile.precision == "fp16")
+        details["inference_precision_hint"] = opts.get("inference_precision_hint")
+        return Artifact(name=profile.name, runtime=self.name, precision=profile.precision,
+                        files={"model": xml.name, "weights": xml.with_suffix(".bin").name}, profile=profile.name,
+                        device=profile.device, float_nodes=names, details=details)
+
+    @staticmethod
+    def _quantize(model, request: BuildRequest, opts: dict):
+        import logging
+
+        import nncf
+
+        nncf.set_log_level(logging.WARNING)
+
+        samples = [arr[i : i + 1] for arr in request.calibration.values() for i in range(len(arr))]
+        names, unmapped = ignored_names(model, request.float_nodes)
+        preset = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}
+        kwargs = {"preset": preset[opts.get("preset", "performance")], "subset_size": len(samples),
+                  "fast_bias_correction": opts.get("fast_bias_correction", True),
+                  "ignored_scope": nncf.IgnoredScope(names=names, validate=False)}
+        if opts.get("model_type") == "transformer":
+            kwargs["model_type"] = nncf.ModelType.TRANSFORMER
+        quantized = nncf.quantize(model, nncf.Dataset(samples), **kwargs)
+        ops = collections.Counter(op.get_type_name() for op in quantized.get_ordered_ops())
+        return quantized, {"quantizer": f"nncf {nncf.__version__} quantize (OpenVINO backend)",
+                           "preset": opts.get("preset", "performance"), "model_type": opts.get("model_type", "default"),
+                           "fast_bias_correction": kwargs["fast_bias_correction"], "calibration_samples": len(samples),
+                           "ignored_scope": names, "float_nodes_not_mapped": unmapped,
+                           "fake_quantize_ops": ops.get("FakeQuantize", 0)}
+
+    def load(self, bundle_dir: Path, artifact: dict, threads: int | None = None) -> OvRunner:
+        return OvRunner(Path(bundle_dir) / artifact["files"]["model"], artifact.get("device", "cpu"), threads,
+                        artifact.get("details", {}).get("inference_precision_hint"))

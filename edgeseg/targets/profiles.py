@@ -1,0 +1,84 @@
+"""Target profiles: one TOML file per deployment target in the top-level ``export/`` folder.
+
+A profile names the runtime, the precision, the device, the thread count, the input shapes (batch and
+spatial ranges, used for calibration, engine optimisation profiles and latency) and runtime options.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import EdgesegError
+
+PRECISIONS = ("int8", "fp16", "fp32")
+
+
+@dataclass
+class TargetProfile:
+    name: str
+    target: str                               # runtime module: onnxruntime | openvino | tensorrt | torch
+    precision: str                            # int8 | fp16 | fp32
+    description: str = ""
+    device: str = "cpu"                       # cpu | cuda | jetson
+    threads: int | None = 2                   # None: the runtime's default
+    batch: tuple[int, int, int] = (1, 1, 8)   # min, opt, max
+    spatial: list[tuple[int, ...]] = field(default_factory=list)  # empty: the model's training size only
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise EdgesegError(f"profile {self.name}: precision must be one of {PRECISIONS}, got {self.precision!r}")
+        self.batch = tuple(int(b) for b in self.batch)
+        if len(self.batch) != 3 or not 1 <= self.batch[0] <= self.batch[1] <= self.batch[2]:
+            raise EdgesegError(f"profile {self.name}: batch must be [min, opt, max] with 1 <= min <= opt <= max")
+        self.spatial = [tuple(int(v) for v in s) for s in self.spatial]
+
+    def spatial_sizes(self, model_size: tuple[int, ...]) -> list[tuple[int, ...]]:
+        """Sizes to calibrate and optimise for: the profile's, else the model's; the first is OPT."""
+        return self.spatial or [tuple(model_size)]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def profile_dirs() -> list[Path]:
+    """Where profiles are looked up: ``$EDGESEG_PROFILES``, ``./export``, then the repository's ``export/``."""
+    dirs = [Path(p) for p in os.environ.get("EDGESEG_PROFILES", "").split(os.pathsep) if p]
+    dirs += [Path.cwd() / "export", Path(__file__).resolve().parents[2] / "export"]
+    return [d for i, d in enumerate(dirs) if d.is_dir() and d not in dirs[:i]]
+
+
+def list_profiles() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in reversed(profile_dirs()):  # earlier folders win
+        found.update({f.stem: f for f in sorted(d.glob("*.toml"))})
+    return dict(sorted(found.items()))
+
+
+def load_profile(name_or_path: str | Path) -> TargetProfile:
+    """A profile by name (``x86-avx512-openvino-int8``) or by path to a ``.toml`` file."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        available = list_profiles()
+        if str(name_or_path) not in available:
+            raise EdgesegError(f"unknown target profile {str(name_or_path)!r}; available: "
+                               f"{', '.join(available) or 'none'} (searched {', '.join(map(str, profile_dirs())) or 'no export/ folder'})")
+        path = available[str(name_or_path)]
+    if not path.is_file():
+        raise EdgesegError(f"{path}: target profile not found")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise EdgesegError(f"{path}: invalid TOML ({exc})") from None
+    raw.setdefault("name", path.stem)
+    shapes = raw.pop("shapes", {})
+    known = set(TargetProfile.__dataclass_fields__)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise EdgesegError(f"{path}: unknown profile keys {unknown}")
+    for key in ("target", "precision"):
+        if key not in raw:
+            raise EdgesegError(f"{path}: profile needs '{key}'")
+    return TargetProfile(**raw, batch=shapes.get("batch", (1, 1, 8)), spatial=shapes.get("spatial", []))
