@@ -113,6 +113,32 @@ def build_calibration_set(data_dir: str | Path, preprocessing: PreprocessSpec, m
     return CalibrationSet(inputs, manifest)
 
 
+def load_recipe(name_or_path: str | Path) -> dict:
+    """A calibration recipe (``calibration/NAME.toml``) with its dataset resolved to a folder."""
+    import tomllib
+
+    from .data.nnunet import data_root
+
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        folders = [Path.cwd() / "calibration", Path(__file__).resolve().parents[1] / "calibration"]
+        path = next((d / f"{name_or_path}.toml" for d in folders if (d / f"{name_or_path}.toml").is_file()), path)
+    if not path.is_file():
+        raise EdgesegError(f"calibration recipe {str(name_or_path)!r} not found (looked in ./calibration and the repository's calibration/)")
+    try:
+        recipe = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise EdgesegError(f"{path}: invalid TOML ({exc})") from None
+    unknown = set(recipe) - {"description", "dataset", "split", "size", "strategy", "seed", "sizes"}
+    if unknown or "dataset" not in recipe:
+        raise EdgesegError(f"{path}: recipe needs 'dataset' and knows only description/dataset/split/size/strategy/seed/sizes"
+                           + (f" (unknown: {sorted(unknown)})" if unknown else ""))
+    dataset = Path(recipe["dataset"])
+    recipe["dataset"] = dataset if dataset.is_dir() else data_root() / dataset
+    recipe["sizes"] = [tuple(s) for s in recipe.get("sizes", [])] or None
+    return recipe
+
+
 def save_calibration(path: str | Path, calib: CalibrationSet) -> Path:
     arrays = {_size_key(s): a for s, a in calib.inputs.items()}
     arrays["manifest"] = np.array(json.dumps(calib.manifest))

@@ -25,9 +25,10 @@ def _parse_sizes(text: Optional[str]) -> Optional[list[tuple[int, ...]]]:
 
 @app.command("calibrate")
 @user_errors
-def calibrate_cmd(data: Path = typer.Argument(..., help="Dataset folder (nnU-Net layout)."),
+def calibrate_cmd(data: Optional[Path] = typer.Argument(None, help="Dataset folder (nnU-Net layout); or use --recipe."),
                   checkpoint: Path = typer.Option(..., help="Checkpoint whose preprocessing the inputs get."),
                   out: Path = typer.Option(..., help="Calibration set to write (.npz)."),
+                  recipe: Optional[str] = typer.Option(None, help="Recipe name in calibration/ (or a .toml path)."),
                   size: int = typer.Option(64, help="Number of samples (images or slices)."),
                   strategy: str = typer.Option("stratified", help="stratified (by foreground fraction) | random"),
                   split: str = typer.Option("train", help="Split to draw from; never the one you evaluate on."),
@@ -35,18 +36,25 @@ def calibrate_cmd(data: Path = typer.Argument(..., help="Dataset folder (nnU-Net
                   seed: int = typer.Option(0),
                   force: bool = typer.Option(False, help="Overwrite an existing file.")):
     """Build a calibration set: real cases, chosen by a recorded strategy, preprocessed as the model expects."""
-    from .calibration import build_calibration_set, save_calibration
+    from .calibration import build_calibration_set, load_recipe, save_calibration
     from .checkpoint import read_spec
 
     if out.exists() and not force:
         raise EdgesegError(f"{out}: exists; pass --force to overwrite")
+    options = {"size": size, "strategy": strategy, "split": split, "seed": seed, "sizes": _parse_sizes(sizes)}
+    if recipe:
+        loaded = load_recipe(recipe)
+        data = data or loaded.pop("dataset")
+        options.update({k: v for k, v in loaded.items() if k in options})
+    if data is None:
+        raise EdgesegError("pass a dataset folder or --recipe NAME")
     spec = read_spec(checkpoint)
-    calib = build_calibration_set(data, spec.preprocessing, spec.spatial_dims, size, strategy, seed, split,
-                                  sizes=_parse_sizes(sizes))
+    calib = build_calibration_set(data, spec.preprocessing, spec.spatial_dims, options["size"], options["strategy"],
+                                  options["seed"], options["split"], sizes=options["sizes"])
     save_calibration(out, calib)
     fractions = [s["foreground_fraction"] for s in calib.manifest["samples"]]
-    typer.echo(f"wrote {out}: {calib.manifest['size']} samples from {len(calib.case_ids)} {split} cases "
-               f"({strategy}; empty {sum(f == 0 for f in fractions)}, foreground fraction median "
+    typer.echo(f"wrote {out}: {calib.manifest['size']} samples from {len(calib.case_ids)} {options['split']} cases "
+               f"({options['strategy']}; empty {sum(f == 0 for f in fractions)}, foreground fraction median "
                f"{sorted(fractions)[len(fractions) // 2]:.3f})")
 
 

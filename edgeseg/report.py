@@ -24,25 +24,28 @@ def print_compress_summary(manifest: dict) -> None:
     if manifest.get("pruning"):
         title += f" · pruned {manifest['pruning'].get('summary', '')}"
     table = Table(title=title)
-    for col in ("artifact", "executed", "MB", "Dice", "ΔDice pts", "worst case", "agree", "p50 ms", "× torch"):
-        table.add_column(col, justify="left" if col in ("artifact", "executed", "worst case") else "right")
+    for col in ("artifact", "executed", "MB", "Dice", "ΔDice pts per label", "worst case", "agree", "p50 ms", "× torch"):
+        table.add_column(col, justify="left" if col in ("artifact", "executed", "worst case", "ΔDice pts per label") else "right")
     for a in artifacts:
         acc = a.get("accuracy") or {}
+        drift = acc.get("drift_vs_fp32", {})
         label = next(iter(acc.get("dice", {})), None)
+        worst_label = min(drift, key=drift.get) if drift else None
+        worst = acc["worst_case"][worst_label] if worst_label else None
         lat = (a.get("latency") or {}).get("p50_ms")
-        worst = acc.get("worst_case", {}).get(label) if label else None
         table.add_row(a["name"], str(a.get("executed_precision") or a.get("not_measured") or "")[:38],
                       f"{a['size_bytes'] / 1e6:.2f}",
                       f"{acc['dice'][label]:.4f}" if label else "—",
-                      _fmt_points(acc.get("drift_vs_fp32", {}).get(label)) if label else "—",
-                      f"{worst['case']} {worst['delta'] * 100:+.1f}" if worst else "—",
+                      " · ".join(f"{k} {_fmt_points(v)}" for k, v in drift.items()) or "—",
+                      f"{worst_label} {worst['case']} {worst['delta'] * 100:+.1f}" if worst else "—",
                       f"{acc['agreement_vs_fp32'][label]:.4f}" if label else "—",
                       f"{lat:.1f}" if lat else ("n/a" if "measured_with" in a else "—"),
                       f"{ref_ms / lat:.2f}" if lat and ref_ms else "—")
     console.print(table)
     if acc_label := next((next(iter(a["accuracy"]["dice"])) for a in artifacts if a.get("accuracy")), None):
-        console.print(f"Dice/ΔDice shown for '{acc_label}' on {artifacts[0]['accuracy']['cases']} held-back validation "
-                      f"cases; every label is in manifest.json. ΔDice in points (0.01 Dice) vs the FP32 PyTorch model.")
+        console.print(f"{artifacts[0]['accuracy']['cases']} held-back validation cases. Dice and agreement (Dice of the "
+                      f"artifact's masks against the FP32 model's) for '{acc_label}'; ΔDice in points (0.01 Dice) vs the "
+                      f"FP32 PyTorch model; worst case = the case with the largest drop.")
     for a in artifacts:
         for key in ("measured_with", "not_measured"):
             if a.get(key):

@@ -161,3 +161,16 @@ def test_fp16_gpu_profile_keeps_norms_float(phantom_demo, tmp_path):
     trt = by_name["rtx-tensorrt-fp16"]["details"]["trtexec"]
     assert "--fp16" in trt and "--int8" not in trt and "--precisionConstraints=obey" in trt
     assert by_name["rtx-onnxruntime-fp16"]["not_measured"]  # a CUDA device is not here
+
+
+def test_calibrate_command_then_compress_from_npz(phantom_demo, tmp_path):
+    npz = tmp_path / "calib.npz"
+    result = _run("calibrate", phantom_demo, "--checkpoint", default_checkpoint(), "--out", npz, "--size", 8)
+    assert result.exit_code == 0, result.output
+    assert "8 samples" in result.output
+    assert _run("calibrate", phantom_demo, "--checkpoint", default_checkpoint(), "--out", npz).exit_code == 2
+    result = _run("compress", default_checkpoint(), "--int8", "--calib", npz, "--eval-data", phantom_demo,
+                  "--eval-cases", 2, "--targets", "onnx", "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(tmp_path / "b")
+    assert manifest["calibration"]["size"] == 8 and [a["name"] for a in manifest["artifacts"]][-1] == "x86-onnxruntime-int8"
