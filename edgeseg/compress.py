@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench.latency import measure_interleaved
+from .bench.isolated import measure_isolated
 from .bundle import staging_dir, tool_versions, write_manifest
 from .calibration import (CalibrationSet, build_calibration_set, check_disjoint, check_preprocessing,
                           load_calibration)
@@ -50,7 +50,7 @@ class CompressConfig:
     quantize_ops: list[str] = field(default_factory=list)
     preset: bool = True
     threads: int | None = None
-    latency_repeats: int = 20
+    latency_repeats: int = 30
     seed: int = 0
     force: bool = False
 
@@ -207,7 +207,7 @@ def compress(cfg: CompressConfig) -> dict:
 
         _stage(5, total, f"measure drift on {len(eval_ids)} held-back validation cases and latency")
         sample = parity_inputs[:1] if parity_inputs is not None else np.zeros(shape, np.float32)
-        measure_artifacts(artifacts, stage, model, spec, dataset, eval_ids, cfg, sample)
+        measure_artifacts(artifacts, builds, stage, model, spec, dataset, eval_ids, cfg, sample)
         manifest.update(artifacts=artifacts, float_nodes=float_nodes, preset=cfg.preset,
                         keep_float=cfg.keep_float, quantize_ops=cfg.quantize_ops, targets=[p.name for p in profiles],
                         profiles={p.name: p.to_dict() for p in builds}, tool_versions=tool_versions(),
@@ -218,36 +218,37 @@ def compress(cfg: CompressConfig) -> dict:
     return manifest
 
 
-def runners_for(artifacts: list[dict], bundle_dir: Path, threads_override: int | None, skip=()) -> dict:
+def runners_for(artifacts: list[dict], bundle_dir: Path, threads: dict[str, int | None], skip=()) -> dict:
     """A runner for every artifact that can run on this machine; the reason for the others."""
     from .targets.onnxruntime_backend import OrtRunner
 
     runners = {}
     for artifact in (a for a in artifacts if a["name"] not in skip):
-        threads = threads_override or load_profile(artifact["profile"]).threads
         target = get_target(artifact["runtime"])
         reason = target.missing()
         if artifact["runtime"] == "tensorrt" and reason:
             # the QDQ ONNX is what TensorRT will run; ONNX Runtime's CPU kernels check its accuracy here
-            runners[artifact["name"]] = OrtRunner(bundle_dir / artifact["files"]["model"], artifact["precision"], "cpu", threads)
+            runners[artifact["name"]] = OrtRunner(bundle_dir / artifact["files"]["model"], artifact["precision"], "cpu",
+                                                  threads[artifact["name"]])
             artifact["measured_with"] = f"QDQ ONNX on ONNX Runtime CPU (TensorRT: {reason}); latency not representative"
         elif reason:
             artifact["not_measured"] = reason
         else:
             try:
-                runners[artifact["name"]] = target.load(bundle_dir, artifact, threads)
+                runners[artifact["name"]] = target.load(bundle_dir, artifact, threads[artifact["name"]])
             except EdgesegError as exc:  # e.g. a CUDA profile on a machine without a GPU
                 artifact["not_measured"] = str(exc)
     return runners
 
 
-def measure_artifacts(artifacts, bundle_dir, model, spec, dataset, eval_ids, cfg, sample) -> None:
+def measure_artifacts(artifacts, profiles, bundle_dir, model, spec, dataset, eval_ids, cfg, sample) -> None:
     """Drift vs the FP32 PyTorch reference on ``eval_ids`` and batch-1 latency, recorded into each artifact."""
     import torch
 
     reference = artifacts[0]["name"]
-    runners = runners_for(artifacts, bundle_dir, cfg.threads, skip={reference})
-    torch.set_num_threads(cfg.threads or load_profile(artifacts[0]["profile"]).threads or torch.get_num_threads())
+    threads = {a["name"]: cfg.threads or p.threads or None for a, p in zip(artifacts, profiles)}
+    runners = runners_for(artifacts, bundle_dir, threads, skip={reference})
+    torch.set_num_threads(threads[reference] or torch.get_num_threads())
     runners = {reference: torch_predictor(model), **runners}
     if dataset is not None and eval_ids:
         scores = compare_predictors(runners, reference, spec, dataset, eval_ids, "drift")
@@ -257,8 +258,8 @@ def measure_artifacts(artifacts, bundle_dir, model, spec, dataset, eval_ids, cfg
                 artifact["accuracy"] = {"cases": len(eval_ids), "dice": {k: v["dice"] for k, v in s["mean"].items()},
                                         "drift_vs_fp32": s["drift"], "agreement_vs_fp32": s["agreement"],
                                         "worst_case": {k: {"case": c, "delta": d} for k, (c, d) in s["worst"].items()}}
-    timed = {a["name"]: runners[a["name"]] for a in artifacts if a["name"] in runners and "measured_with" not in a}
-    latency = measure_interleaved(timed, sample, repeats=cfg.latency_repeats)
+    timed = [a for a in artifacts if a["name"] in runners and "measured_with" not in a]
+    latency = measure_isolated(bundle_dir, timed, sample, threads, repeats=cfg.latency_repeats)
     for artifact in artifacts:
         runner = runners.get(artifact["name"])
         if artifact["name"] in latency:

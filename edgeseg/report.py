@@ -12,6 +12,11 @@ def _fmt_points(delta: float | None) -> str:
     return "—" if delta is None else f"{delta * 100:+.2f}"
 
 
+def _headline_label(dice: dict) -> str | None:
+    """The label a one-column summary shows: the union of all structures when there are several."""
+    return "foreground" if "foreground" in dice else next(iter(dice), None)
+
+
 def print_compress_summary(manifest: dict) -> None:
     """One row per artifact: size, executed precision, Dice, drift in Dice points, agreement, latency."""
     from rich.table import Table
@@ -29,7 +34,7 @@ def print_compress_summary(manifest: dict) -> None:
     for a in artifacts:
         acc = a.get("accuracy") or {}
         drift = acc.get("drift_vs_fp32", {})
-        label = next(iter(acc.get("dice", {})), None)
+        label = _headline_label(acc.get("dice", {}))
         worst_label = min(drift, key=drift.get) if drift else None
         worst = acc["worst_case"][worst_label] if worst_label else None
         lat = (a.get("latency") or {}).get("p50_ms")
@@ -42,7 +47,7 @@ def print_compress_summary(manifest: dict) -> None:
                       f"{lat:.1f}" if lat else ("n/a" if "measured_with" in a else "—"),
                       f"{ref_ms / lat:.2f}" if lat and ref_ms else "—")
     console.print(table)
-    if acc_label := next((next(iter(a["accuracy"]["dice"])) for a in artifacts if a.get("accuracy")), None):
+    if acc_label := next((_headline_label(a["accuracy"]["dice"]) for a in artifacts if a.get("accuracy")), None):
         console.print(f"{artifacts[0]['accuracy']['cases']} held-back validation cases. Dice and agreement (Dice of the "
                       f"artifact's masks against the FP32 model's) for '{acc_label}'; ΔDice in points (0.01 Dice) vs the "
                       f"FP32 PyTorch model; worst case = the case with the largest drop.")

@@ -13,12 +13,15 @@ import re
 
 PRESET = {
     "layernorm": "LayerNorm: per-token statistics of the transformer; INT8 inputs shift mean/variance",
-    "softmax": "attention Softmax: exponent of quantized logits saturates",
+    "softmax": "attention Softmax and the attention-weights × V MatMul it feeds (ONNX Runtime otherwise fuses a "
+               "quantized Softmax back in, ~8× slower)",
     "gelu": "GELU (Erf form) in the transformer MLP",
     "residual_add": "residual Adds of the transformer: two activation ranges summed into one INT8 scale",
     "instancenorm": "InstanceNorm: per-image statistics (common in 3D/MRI U-Nets)",
     "logits": "final logits layer: its rounding flips boundary pixels directly",
+    "first_conv": "first convolution on the raw 1–3 input channels: the largest INT8 error source and no faster in INT8",
 }
+_PASS_THROUGH = ("Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze", "Slice", "Gather", "Split")
 _MODULE_KIND = {"LayerNorm": "layernorm", "GELU": "gelu", "Softmax": "softmax", "InstanceNorm1d": "instancenorm",
                 "InstanceNorm2d": "instancenorm", "InstanceNorm3d": "instancenorm"}
 _OP_KIND = {"LayerNormalization": "layernorm", "Softmax": "softmax", "Erf": "gelu", "Gelu": "gelu",
@@ -39,7 +42,8 @@ def node_info(node) -> dict:
             "classes": [c.rsplit(".", 1)[-1] for c in classes[:-1]]}
 
 
-def _preset_kind(info: dict, node, initializers: set[str], output_nodes: set[str]) -> str | None:
+def _preset_kind(info: dict, node, initializers: set[str], output_nodes: set[str], softmax_outputs: set[str],
+                 raw_inputs: set[str]) -> str | None:
     for cls in reversed(info["classes"]):
         if cls in _MODULE_KIND:
             return _MODULE_KIND[cls]
@@ -47,6 +51,10 @@ def _preset_kind(info: dict, node, initializers: set[str], output_nodes: set[str
         return _OP_KIND[info["op_type"]]
     if node.name in output_nodes:
         return "logits"
+    if info["op_type"] == "MatMul" and softmax_outputs.intersection(node.input):
+        return "softmax"
+    if info["op_type"] == "Conv" and node.input[0] in raw_inputs:
+        return "first_conv"
     if (info["op_type"] == "Add" and not any(i in initializers for i in node.input)
             and any(_TRANSFORMER.search(c) for c in info["classes"])
             and not any(c == "Linear" for c in info["classes"])):
@@ -62,7 +70,7 @@ def _output_producers(graph) -> set[str]:
         node = producer.get(todo.pop())
         if node is None:
             continue
-        if node.op_type in ("Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze"):
+        if node.op_type in _PASS_THROUGH[:5]:
             todo.extend(node.input[:1])
         else:
             found.add(node.name)
@@ -88,11 +96,16 @@ def plan_float_nodes(model, preset: bool = True, keep_float: list[str] = (), qua
     graph = model.graph
     initializers = {i.name for i in graph.initializer}
     outputs = _output_producers(graph)
+    softmax_outputs = {o for n in graph.node if n.op_type == "Softmax" for o in n.output}
+    raw_inputs = {i.name for i in graph.input} - initializers  # the image, and views of it (per-modality slices)
+    for n in graph.node:
+        if n.op_type in _PASS_THROUGH and n.input and n.input[0] in raw_inputs:
+            raw_inputs.update(n.output)
     plan, type_counts = [], {}
     for node in graph.node:
         info = node_info(node)
         type_index = type_counts[node.op_type] = type_counts.get(node.op_type, -1) + 1
-        kind = _preset_kind(info, node, initializers, outputs)
+        kind = _preset_kind(info, node, initializers, outputs, softmax_outputs, raw_inputs)
         reason = None
         if preset and kind:
             reason = f"preset @{kind}"
@@ -105,4 +118,6 @@ def plan_float_nodes(model, preset: bool = True, keep_float: list[str] = (), qua
         if reason:
             plan.append({"name": info["name"], "op_type": info["op_type"], "module": info["module"],
                          "type_index": type_index, "reason": reason})
+    for entry in plan:  # lets a runtime that renames decomposed ops map them by position among their type
+        entry["type_count"] = type_counts[entry["op_type"]] + 1
     return plan

@@ -16,23 +16,35 @@ _HINTS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f1
 
 
 def ignored_names(ov_model, float_nodes: list[dict]) -> tuple[list[str], list[str]]:
-    """OpenVINO op names for the ONNX ``float_nodes``: same name where the frontend kept it, else the
-    op of the corresponding type at the same position in graph order. Returns (names, unmapped ONNX names)."""
+    """OpenVINO op names for the ONNX ``float_nodes`` (of a model from ``read_model(onnx)``).
+
+    One-to-one ops keep the ONNX name; a conv with bias becomes ``<name>/WithoutBiases`` + an Add ``<name>``;
+    the op producing the graph output is renamed after the output tensor; decomposed ops (LayerNorm → MVN,
+    ConvTranspose → ConvolutionBackpropData) get generated names and are matched by their position among ops
+    of that type. Returns (names, unmapped ONNX names)."""
     ops = ov_model.get_ordered_ops()
     by_name = {op.get_friendly_name() for op in ops}
     by_type = collections.defaultdict(list)
     for op in ops:
         by_type[op.get_type_name()].append(op.get_friendly_name())
+    output_chain = []  # the Result's producer and, through a bias Add, the layer itself
+    node = ov_model.get_results()[0].input_value(0).get_node()
+    while node is not None and len(output_chain) < 2:
+        output_chain.append(node.get_friendly_name())
+        node = node.input_value(0).get_node() if node.get_type_name() == "Add" else None
     names, unmapped = [], []
     for node in float_nodes:
+        found = [n for n in (node["name"], node["name"] + "/WithoutBiases") if n in by_name]
+        if node.get("reason", "").endswith("@logits"):
+            found += output_chain
+        # the ONNX name may survive only on a piece (e.g. the bias Add of a ConvTranspose): add the main op
         ov_type, index = _OV_TYPE.get(node["op_type"]), node.get("type_index")
-        if node["name"] in by_name:
-            names.append(node["name"])
-        elif ov_type and index is not None and index < len(by_type[ov_type]):
-            names.append(by_type[ov_type][index])
-        else:
+        if ov_type and index is not None and node.get("type_count") == len(by_type[ov_type]):
+            found.append(by_type[ov_type][index])
+        names += found
+        if not found:
             unmapped.append(node["name"])
-    return names, unmapped
+    return sorted(set(names)), unmapped
 
 
 def executed_precisions(compiled) -> dict[str, int]:
@@ -56,7 +68,7 @@ class OvRunner:
     def __init__(self, xml: Path, device: str = "CPU", threads: int | None = None, hint: str | None = None):
         import openvino as ov
 
-        config = {"PERFORMANCE_HINT": "LATENCY"}
+        config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         if hint:
@@ -86,6 +98,12 @@ class OpenVinoTarget:
             raise EdgesegError(f"profile {profile.name}: OpenVINO FP16 is for GPU/NPU devices; use int8 or fp32 on CPU")
         model = ov.Core().read_model(str(request.fp32_onnx))
         details: dict = {}
+        from .onnxruntime_backend import fixed_size
+
+        if (size := fixed_size(request)) is not None:  # static spatial size: shape subgraphs fold away
+            shape = list(model.input(0).get_partial_shape())
+            model.reshape({model.input(0): ov.PartialShape([shape[0], shape[1], *size])})
+            details["fixed_spatial_size"] = list(size)
         names: list[str] = []
         if profile.precision == "int8":
             model, details = self._quantize(model, request, opts)
@@ -112,7 +130,7 @@ class OpenVinoTarget:
         names, unmapped = ignored_names(model, request.float_nodes)
         preset = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}
         kwargs = {"preset": preset[opts.get("preset", "performance")], "subset_size": len(samples),
-                  "fast_bias_correction": opts.get("fast_bias_correction", True),
+                  "fast_bias_correction": opts.get("fast_bias_correction", False),
                   "ignored_scope": nncf.IgnoredScope(names=names, validate=False)}
         if opts.get("model_type") == "transformer":
             kwargs["model_type"] = nncf.ModelType.TRANSFORMER
