@@ -35,6 +35,9 @@ class CheckpointSpec:
     data: dict = field(default_factory=dict)  # dataset name, fingerprint, train/val case ids
     metrics: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
+    # structured pruning: "structure" (widths that differ from the architecture's defaults, filled in by
+    # save_checkpoint) and whatever the pruning run reports (ratio, MACs, fine-tune)
+    pruning: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -67,12 +70,20 @@ def file_sha256(path: str | Path) -> str:
 
 
 def save_checkpoint(path: str | Path, model, spec: CheckpointSpec) -> Path:
-    """Write weights + spec atomically to ``path`` (a ``.ckpt`` safetensors file)."""
+    """Write weights + spec atomically to ``path`` (a ``.ckpt`` safetensors file).
+
+    A pruned model's layer widths are recorded in the spec's ``pruning["structure"]``.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {_META_KEY: json.dumps({**spec.to_dict(), "saved": _dt.datetime.now(_dt.timezone.utc).isoformat()})}
+    d = spec.to_dict()
+    d["pruning"] = {k: v for k, v in spec.pruning.items() if k != "structure"}
+    structure = pruned_structure(model, spec.build_model())
+    if structure["modules"] or structure["parameters"]:
+        d["pruning"]["structure"] = structure
+    meta = {_META_KEY: json.dumps({**d, "saved": _dt.datetime.now(_dt.timezone.utc).isoformat()})}
     atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
     return path
 
@@ -100,8 +111,62 @@ def load_checkpoint(path: str | Path):
 
     spec = read_spec(path)
     model = spec.build_model()
-    _load_state(model, load_file(str(path)), path)
+    state = load_file(str(path))
+    if spec.pruning.get("structure"):
+        apply_structure(model, spec.pruning["structure"], state)
+    _load_state(model, state, path)
     return model.eval(), spec
+
+
+# Module attributes that structured pruning changes (MultiHeadAttention keeps num_heads/head_dim).
+_WIDTH_ATTRS = ("in_channels", "out_channels", "in_features", "out_features", "num_features", "normalized_shape",
+                "num_heads", "head_dim")
+
+
+def pruned_structure(model, reference) -> dict:
+    """Widths of ``model`` that differ from ``reference`` (the same architecture, unpruned):
+    ``{"modules": {name: {attr: value}}, "parameters": {name: shape}}`` (parameters outside modules' own)."""
+    ref_modules = dict(reference.named_modules())
+    modules = {}
+    for name, m in model.named_modules():
+        ref = ref_modules.get(name)
+        changed = {a: _jsonable(getattr(m, a)) for a in _WIDTH_ATTRS
+                   if ref is not None and hasattr(m, a) and getattr(m, a) != getattr(ref, a)}
+        if changed:
+            modules[name] = changed
+    ref_params = dict(reference.named_parameters())
+    parameters = {name: list(p.shape) for name, p in model.named_parameters()
+                  if name in ref_params and p.shape != ref_params[name].shape and name.rsplit(".", 1)[0] not in modules}
+    return {"modules": modules, "parameters": parameters}
+
+
+def _jsonable(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def apply_structure(model, structure: dict, state: dict) -> None:
+    """Give ``model`` (freshly built) the pruned widths of ``structure``; tensors take their shapes from ``state``."""
+    import torch
+
+    named = dict(model.named_modules())
+    for name, attrs in structure.get("modules", {}).items():
+        if name not in named:
+            raise EdgesegError(f"pruned structure names a module {name!r} that the architecture lacks")
+        module = named[name]
+        for attr, value in attrs.items():
+            setattr(module, attr, tuple(value) if attr == "normalized_shape" else value)
+        for key, tensor in list(module._parameters.items()) + list(module._buffers.items()):
+            full = f"{name}.{key}" if name else key
+            if tensor is not None and full in state and state[full].shape != tensor.shape:
+                new = torch.empty(state[full].shape, dtype=tensor.dtype)
+                if key in module._parameters:
+                    module._parameters[key] = torch.nn.Parameter(new, requires_grad=tensor.requires_grad)
+                else:
+                    module._buffers[key] = new
+    for name, shape in structure.get("parameters", {}).items():
+        owner_name, _, key = name.rpartition(".")
+        owner = named[owner_name]
+        owner._parameters[key] = torch.nn.Parameter(torch.empty(shape))
 
 
 def _load_state(model, state: dict, path) -> None:

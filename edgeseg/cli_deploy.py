@@ -80,7 +80,9 @@ def compress_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt)
                  no_preset: bool = typer.Option(False, help="Drop the fragile-ops preset (quantize LayerNorm, Softmax, ...)."),
                  eval_data: Optional[Path] = typer.Option(None, help="Dataset for the drift check (default: the calibration dataset)."),
                  eval_cases: int = typer.Option(32, help="Held-back validation cases for the drift check (0: all)."),
+                 baseline_checkpoint: Optional[Path] = typer.Option(None, help="Also time this checkpoint in PyTorch eager, for speed-ups over it (default with --prune: the input)."),
                  threads: Optional[int] = typer.Option(None, help="Threads for latency (default: each profile's)."),
+                 latency_repeats: int = typer.Option(30, help="Timed batch-1 runs per artifact (each artifact in its own process)."),
                  force: bool = typer.Option(False, help="Replace an existing bundle.")):
     """Prune → calibrate → INT8/FP16 per target → verified bundle; prints size, MACs, Dice drift and latency."""
     from .compress import CompressConfig, compress
@@ -92,7 +94,8 @@ def compress_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt)
                          calib_size=calib_size, calib_strategy=calib_strategy, calib_method=calib_method,
                          eval_data=eval_data, eval_cases=eval_cases or None, prune=prune, prune_macs=prune_macs,
                          finetune_epochs=finetune_epochs, finetune_minutes=finetune_minutes, keep_float=keep_float,
-                         quantize_ops=quantize, preset=not no_preset, threads=threads, force=force)
+                         quantize_ops=quantize, preset=not no_preset, baseline_checkpoint=baseline_checkpoint, threads=threads,
+                         latency_repeats=latency_repeats, force=force)
     manifest = compress(cfg)
     print_compress_summary(manifest)
     typer.echo(f"wrote {out} ({len(manifest['artifacts'])} artifacts, {manifest['compress_seconds']:.0f} s)")

@@ -49,6 +49,7 @@ class CompressConfig:
     keep_float: list[str] = field(default_factory=list)
     quantize_ops: list[str] = field(default_factory=list)
     preset: bool = True
+    baseline_checkpoint: Path | None = None              # also time this model's PyTorch eager (default when pruning: the input)
     threads: int | None = None
     latency_repeats: int = 30
     seed: int = 0
@@ -83,8 +84,9 @@ def _checkpoint_dataset(spec) -> Path:
     return path
 
 
-def resolve_data(cfg: CompressConfig, spec, sizes) -> tuple[NnUNetDataset | None, list[str], CalibrationSet | None]:
-    """The evaluation dataset and cases (held-back validation) and the calibration set, checked disjoint."""
+def resolve_data(cfg: CompressConfig, spec, sizes) -> tuple[NnUNetDataset | None, list[str], CalibrationSet | None, Path | None]:
+    """The evaluation dataset and cases (held-back validation), the calibration set (checked disjoint) and
+    the dataset folder holding training cases (for pruning statistics and recovery)."""
     calib_dir = cfg.calib if cfg.calib and Path(cfg.calib).is_dir() else None
     if cfg.calib and not Path(cfg.calib).exists():
         raise EdgesegError(f"{cfg.calib}: calibration data not found")
@@ -101,8 +103,9 @@ def resolve_data(cfg: CompressConfig, spec, sizes) -> tuple[NnUNetDataset | None
         eval_ids = list(spec.data["val_cases"]) if same and spec.data.get("val_cases") else dataset.split("val", cfg.seed)
         if cfg.eval_cases:
             eval_ids = eval_ids[: cfg.eval_cases]
+    train_dir = calib_dir or (dataset.root if dataset is not None and dataset.name == spec.data.get("dataset") else None)
     if cfg.precision != "int8":
-        return dataset, eval_ids, None
+        return dataset, eval_ids, None, train_dir
     if cfg.calib is None and not cfg.calib_from_checkpoint:
         raise EdgesegError("INT8 needs calibration data: pass --calib DATA_DIR (or a calibrate .npz), or "
                            "--calib-from-checkpoint to use the training cases recorded in the checkpoint; "
@@ -117,7 +120,7 @@ def resolve_data(cfg: CompressConfig, spec, sizes) -> tuple[NnUNetDataset | None
         check_preprocessing(calib, spec.preprocessing, sizes)
     if dataset is not None:
         check_disjoint(calib, eval_ids, dataset.name)
-    return dataset, eval_ids, calib
+    return dataset, eval_ids, calib, train_dir
 
 
 def artifact_metadata(spec, source_sha: str) -> dict[str, str]:
@@ -136,6 +139,44 @@ def count_macs(model, shape) -> tuple[int, int]:
 
     macs, params = tp.utils.count_ops_and_params(model, torch.zeros(*shape))
     return int(macs), int(params)
+
+
+def prune_stage(model, spec, cfg: CompressConfig, dataset, eval_ids, train_dir, calib, shape) -> dict:
+    """Prune ``model`` in place (channels, heads), re-estimate BatchNorm, optionally fine-tune; Dice at each step."""
+    import torch
+
+    from .evaluate import evaluate_cases
+    from .prune import calibration_batches, finetune, prune_model, recalibrate_batchnorm
+
+    if cfg.finetune_epochs and train_dir is None:
+        raise EdgesegError("--finetune-epochs needs labelled training data: pass --calib DATA_DIR or --calib-from-checkpoint")
+    if train_dir is not None:
+        batches = calibration_batches(spec, train_dir, num_images=min(cfg.calib_size, 64))
+    elif calib is not None:
+        inputs = torch.from_numpy(calib.inputs[tuple(spec.preprocessing.size)])
+        batches = list(inputs.split(8))
+    else:
+        raise EdgesegError("pruning needs training images (for channel statistics and BatchNorm): pass --calib")
+
+    def dice() -> dict | None:
+        if dataset is None or not eval_ids:
+            return None
+        return evaluate_cases(torch_predictor(model), spec, dataset, eval_ids, "prune: evaluate")["mean"]
+
+    stages = {"before": dice()}
+    report = prune_model(model, shape, ratio=cfg.prune, target_macs=cfg.prune_macs, calib_batches=batches,
+                         recalibrate=False)
+    stages["after_pruning"] = dice()
+    recalibrate_batchnorm(model, batches)
+    stages["after_bn_recalibration"] = dice()
+    recovery = None
+    if cfg.finetune_epochs:
+        recovery = finetune(model, spec, train_dir, epochs=cfg.finetune_epochs, time_limit_minutes=cfg.finetune_minutes)
+        model.cpu().eval()
+        stages["after_recovery"] = dice()
+    summary = f"ratio {report.ratio:.2f}, MACs ×{report.macs_after / max(report.macs_before, 1):.2f}"
+    return {**report.to_dict(), "summary": summary, "dice": stages, "dice_cases": len(eval_ids),
+            "recovery": recovery, "finetune_epochs": cfg.finetune_epochs}
 
 
 def _stage(n: int, total: int, text: str) -> None:
@@ -157,7 +198,7 @@ def compress(cfg: CompressConfig) -> dict:
         raise EdgesegError(f"{cfg.out}: exists; pass --force to overwrite")
     total = 6
     _stage(1, total, "data: evaluation cases and calibration set")
-    dataset, eval_ids, calib = resolve_data(cfg, spec, sizes)
+    dataset, eval_ids, calib, train_dir = resolve_data(cfg, spec, sizes)
     shape = (1, spec.in_channels, *spec.preprocessing.size)
     macs, params = count_macs(model, shape)
     manifest: dict = {"source_checkpoint": {"name": Path(cfg.checkpoint).name, "sha256": source_sha},
@@ -170,9 +211,7 @@ def compress(cfg: CompressConfig) -> dict:
         _stage(2, total, "prune" if (cfg.prune or cfg.prune_macs) else "prune: skipped (no --prune)")
         reference_ckpt = Path(work) / "reference.ckpt"
         if cfg.prune or cfg.prune_macs:
-            from .prune_stage import prune_stage
-
-            model, spec, manifest["pruning"] = prune_stage(model, spec, cfg, dataset, eval_ids, shape)
+            manifest["pruning"] = prune_stage(model, spec, cfg, dataset, eval_ids, train_dir, calib, shape)
             macs, params = count_macs(model, shape)
         manifest["macs"]["final"], manifest["params"]["final"] = macs, params
         save_checkpoint(reference_ckpt, model, spec)
@@ -259,7 +298,16 @@ def measure_artifacts(artifacts, profiles, bundle_dir, model, spec, dataset, eva
                                         "drift_vs_fp32": s["drift"], "agreement_vs_fp32": s["agreement"],
                                         "worst_case": {k: {"case": c, "delta": d} for k, (c, d) in s["worst"].items()}}
     timed = [a for a in artifacts if a["name"] in runners and "measured_with" not in a]
+    baseline = cfg.baseline_checkpoint or (cfg.checkpoint if (cfg.prune or cfg.prune_macs) else None)
+    if baseline:  # e.g. the unpruned model: the speed-up a user gets over what they had
+        base = Path(baseline).resolve()
+        timed.append({"name": f"baseline {base.name}", "runtime": "torch", "precision": "fp32",
+                      "files": {"model": base.name}, "root": str(base.parent)})
+        threads[timed[-1]["name"]] = threads[reference]
     latency = measure_isolated(bundle_dir, timed, sample, threads, repeats=cfg.latency_repeats)
+    if baseline:
+        artifacts[0]["baseline"] = {"checkpoint": Path(baseline).name, "sha256": file_sha256(baseline),
+                                    "runtime": "torch", "latency": latency.pop(timed[-1]["name"])}
     for artifact in artifacts:
         runner = runners.get(artifact["name"])
         if artifact["name"] in latency:

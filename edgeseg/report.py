@@ -17,6 +17,23 @@ def _headline_label(dice: dict) -> str | None:
     return "foreground" if "foreground" in dice else next(iter(dice), None)
 
 
+def speedup_lines(artifacts: list[dict]) -> list[str]:
+    """Each quantized artifact's p50 speed-up over every FP32 artifact of the same runtime and over PyTorch eager."""
+    p50 = {a["name"]: a["latency"]["p50_ms"] for a in artifacts if a.get("latency")}
+    lines = []
+    for a in artifacts:
+        if a["precision"] == "fp32" or a["name"] not in p50:
+            continue
+        refs = [b for b in artifacts if b["precision"] == "fp32" and b["name"] in p50
+                and b["runtime"] in (a["runtime"], "torch")]
+        ratios = ", ".join(f"{p50[b['name']] / p50[a['name']]:.2f}× {b['name']}" for b in refs)
+        base = (artifacts[0].get("baseline") or {}).get("latency", {}).get("p50_ms")
+        if base:
+            ratios += f", {base / p50[a['name']]:.2f}× {artifacts[0]['baseline']['checkpoint']} (PyTorch eager)"
+        lines.append(f"{a['name']} speed-up (p50, batch 1): {ratios}")
+    return lines
+
+
 def print_compress_summary(manifest: dict) -> None:
     """One row per artifact: size, executed precision, Dice, drift in Dice points, agreement, latency."""
     from rich.table import Table
@@ -47,6 +64,13 @@ def print_compress_summary(manifest: dict) -> None:
                       f"{lat:.1f}" if lat else ("n/a" if "measured_with" in a else "—"),
                       f"{ref_ms / lat:.2f}" if lat and ref_ms else "—")
     console.print(table)
+    for line in speedup_lines(artifacts):
+        console.print(line)
+    pruning = manifest.get("pruning")
+    if pruning and pruning.get("dice", {}).get("before"):
+        label = _headline_label(pruning["dice"]["before"])
+        steps = " → ".join(f"{k.replace('_', ' ')} {v[label]['dice']:.4f}" for k, v in pruning["dice"].items() if v)
+        console.print(f"pruning ({pruning['summary']}), {label} Dice on {pruning['dice_cases']} cases: {steps}")
     if acc_label := next((_headline_label(a["accuracy"]["dice"]) for a in artifacts if a.get("accuracy")), None):
         console.print(f"{artifacts[0]['accuracy']['cases']} held-back validation cases. Dice and agreement (Dice of the "
                       f"artifact's masks against the FP32 model's) for '{acc_label}'; ΔDice in points (0.01 Dice) vs the "

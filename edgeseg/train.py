@@ -15,7 +15,7 @@ from .checkpoint import CheckpointSpec, save_checkpoint
 from .data.nnunet import NnUNetDataset
 from .data.preprocessing import PreprocessSpec
 from .errors import EdgesegError
-from .evaluate import evaluate_cases
+from .evaluate import check_compatible, evaluate_cases
 from .inference import torch_predictor
 from .metrics import dice_from_counts, overlap_counts
 from .progress import console, progress_bar, track
@@ -148,37 +148,27 @@ def validation_dice(model, images: np.ndarray, labels: np.ndarray, owner: np.nda
     return float(dice_from_counts(counts)[:, 1:].mean())
 
 
-def train(cfg: TrainConfig, out: str | Path, command: str = "") -> tuple[Path, dict]:
-    """Train per ``cfg`` and save the best (by validation Dice) checkpoint to ``out``; returns its metrics."""
-    start = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    dataset = NnUNetDataset(cfg.data)
-    from .models import create_model
-
-    if cfg.arch == "hybrid":  # the positional embedding's reference grid follows the training size
-        cfg.arch_kwargs = {"img_size": cfg.size, **cfg.arch_kwargs}
-    model = create_model(cfg.arch, len(dataset.channel_names), dataset.num_classes, **cfg.arch_kwargs)
-    model_dims = getattr(model, "dims", 2)
-    spec_pre = PreprocessSpec(size=(cfg.size,) * model_dims, channel_names=dataset.channel_names,
-                              resize=cfg.resize, normalization=cfg.normalization)
-    train_ids, val_ids = dataset.split("train", cfg.seed), dataset.split("val", cfg.seed)
-    if cfg.max_cases:
-        train_ids, val_ids = train_ids[: cfg.max_cases], val_ids[: max(1, cfg.max_cases // 4)]
-    depth = getattr(model, "depth", 0)
-    if cfg.progressive_size and (cfg.progressive_size % 2**depth or cfg.progressive_size > cfg.size):
-        raise EdgesegError(f"--progressive-size {cfg.progressive_size} must be <= --size and divide by 2**depth")
-    if not train_ids or not val_ids:
-        raise EdgesegError(f"{dataset.root}: need both training and validation cases (have {len(train_ids)}/{len(val_ids)})")
-    x_train, y_train, _ = build_samples(dataset, train_ids, spec_pre, model_dims, "load train")
-    x_val, y_val, owner_val = build_samples(dataset, val_ids, spec_pre, model_dims, "load val")
+def resolve_device(cfg: TrainConfig) -> tuple[str, bool]:
+    """The device to train on and whether BF16 autocast is used there."""
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise EdgesegError("--device cuda: this PyTorch build sees no CUDA GPU")
+    return device, cfg.amp == "bf16" or (cfg.amp == "auto" and bf16_supported(device))
+
+
+def fit_model(model, cfg: TrainConfig, train_data, val_data, num_classes: int, device: str, autocast: bool,
+              start: float, title: str, baseline: float | None = None) -> dict:
+    """The training loop: AdamW + one-cycle over ``cfg.epochs`` (capped by ``max_steps``/time limit), early
+    stopping on validation Dice; the best weights are loaded back into ``model`` (left on ``device``).
+
+    ``train_data`` is ``(images, labels)``, ``val_data`` ``(images, labels, owner)``. With ``baseline`` (the
+    validation Dice of the weights as given), an epoch must beat it to replace them.
+    """
+    x_train, y_train = train_data
+    x_val, y_val, owner_val = val_data
     device_type = device.split(":")[0]
-    autocast = cfg.amp == "bf16" or (cfg.amp == "auto" and bf16_supported(device))
     # channels-last lets oneDNN pick its fast convolution kernels (~20 % faster training here)
-    memory_format = torch.channels_last if model_dims == 2 else torch.contiguous_format
+    memory_format = torch.channels_last if x_train.ndim == 4 else torch.contiguous_format
     model = model.to(device=device, memory_format=memory_format)
 
     steps_per_epoch = max(1, len(x_train) // cfg.batch_size)
@@ -186,12 +176,15 @@ def train(cfg: TrainConfig, out: str | Path, command: str = "") -> tuple[Path, d
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total_steps, 2), pct_start=0.1)
+    # warm-up of 10 % but at least 1.5 steps: OneCycleLR divides by zero on runs shorter than ~15 steps otherwise
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total_steps, 4),
+                                                pct_start=max(0.1, 1.5 / max(total_steps, 4)))
     gen = torch.Generator().manual_seed(cfg.seed)
-    best = {"dice": -1.0, "epoch": 0, "state": None}
+    best = ({"dice": -1.0, "epoch": 0, "state": None} if baseline is None else
+            {"dice": baseline, "epoch": 0, "state": copy.deepcopy(model.state_dict())})
     history, step, stop_reason = [], 0, "epochs done"
-    console.print(f"training {cfg.arch} on {dataset.name}: {len(x_train)} train / {len(x_val)} val samples "
-                  f"({len(train_ids)}/{len(val_ids)} cases), {total_steps} steps on {device}, bf16 autocast={'on' if autocast else 'off'}")
+    console.print(f"{title} {len(x_train)} train / {len(x_val)} val samples, {total_steps} steps on {device}, "
+                  f"bf16 autocast={'on' if autocast else 'off'}")
     with progress_bar() as bar:
         task = bar.add_task("train", total=total_steps, info="")
         for epoch in range(1, cfg.epochs + 1):
@@ -216,7 +209,7 @@ def train(cfg: TrainConfig, out: str | Path, command: str = "") -> tuple[Path, d
                 bar.update(task, advance=1, info=f"epoch {epoch} loss {np.mean(losses):.3f} best val Dice {max(best['dice'], 0):.4f}")
                 if step >= total_steps:
                     break
-            val = validation_dice(model, x_val, y_val, owner_val, dataset.num_classes, cfg.batch_size, autocast, device)
+            val = validation_dice(model, x_val, y_val, owner_val, num_classes, cfg.batch_size, autocast, device)
             history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 5), "val_dice": round(val, 5)})
             bar.console.print(f"epoch {epoch:3d}  loss {np.mean(losses):.4f}  val Dice {val:.4f}")
             if val > best["dice"]:
@@ -232,6 +225,37 @@ def train(cfg: TrainConfig, out: str | Path, command: str = "") -> tuple[Path, d
                 stop_reason = f"time limit {cfg.time_limit_minutes} min"
                 break
     model.load_state_dict(best["state"])
+    return {"best_epoch": best["epoch"], "best_dice": best["dice"], "stop_reason": stop_reason, "history": history,
+            "steps": step}
+
+
+def train(cfg: TrainConfig, out: str | Path, command: str = "") -> tuple[Path, dict]:
+    """Train per ``cfg`` and save the best (by validation Dice) checkpoint to ``out``; returns its metrics."""
+    start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    dataset = NnUNetDataset(cfg.data)
+    from .models import create_model
+
+    if cfg.arch == "hybrid":  # the positional embedding's reference grid follows the training size
+        cfg.arch_kwargs = {"img_size": cfg.size, **cfg.arch_kwargs}
+    model = create_model(cfg.arch, len(dataset.channel_names), dataset.num_classes, **cfg.arch_kwargs)
+    model_dims = getattr(model, "dims", 2)
+    spec_pre = PreprocessSpec(size=(cfg.size,) * model_dims, channel_names=dataset.channel_names,
+                              resize=cfg.resize, normalization=cfg.normalization)
+    train_ids, val_ids = dataset.split("train", cfg.seed), dataset.split("val", cfg.seed)
+    if cfg.max_cases:
+        train_ids, val_ids = train_ids[: cfg.max_cases], val_ids[: max(1, cfg.max_cases // 4)]
+    depth = getattr(model, "depth", 0)
+    if cfg.progressive_size and (cfg.progressive_size % 2**depth or cfg.progressive_size > cfg.size):
+        raise EdgesegError(f"--progressive-size {cfg.progressive_size} must be <= --size and divide by 2**depth")
+    if not train_ids or not val_ids:
+        raise EdgesegError(f"{dataset.root}: need both training and validation cases (have {len(train_ids)}/{len(val_ids)})")
+    x_train, y_train, _ = build_samples(dataset, train_ids, spec_pre, model_dims, "load train")
+    x_val, y_val, owner_val = build_samples(dataset, val_ids, spec_pre, model_dims, "load val")
+    device, autocast = resolve_device(cfg)
+    fit = fit_model(model, cfg, (x_train, y_train), (x_val, y_val, owner_val), dataset.num_classes, device, autocast,
+                    start, f"training {cfg.arch} on {dataset.name} ({len(train_ids)}/{len(val_ids)} cases):")
     model = model.to("cpu")  # the final scoring and the checkpoint are device-independent
     train_seconds = time.perf_counter() - start
     spec = CheckpointSpec(
@@ -240,12 +264,45 @@ def train(cfg: TrainConfig, out: str | Path, command: str = "") -> tuple[Path, d
         spatial_dims=model_dims,
         data={"dataset": dataset.name, "train_cases": train_ids, "val_cases": val_ids,
               "fingerprint": dataset.fingerprint(train_ids + val_ids), "license": dataset.meta.get("license", "")},
-        training={**asdict(cfg), "command": command, "best_epoch": best["epoch"], "stop_reason": stop_reason,
-                  "history": history, "train_seconds": round(train_seconds, 1), "bf16_autocast": autocast,
-                  "device": torch.cuda.get_device_name() if device_type == "cuda" else "cpu",
+        training={**asdict(cfg), "command": command, "best_epoch": fit["best_epoch"], "stop_reason": fit["stop_reason"],
+                  "history": fit["history"], "train_seconds": round(train_seconds, 1), "bf16_autocast": autocast,
+                  "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
                   "torch_version": torch.__version__, "threads": torch.get_num_threads()},
     )
     spec.metrics = {"val": {k: v for k, v in evaluate_cases(torch_predictor(model), spec, dataset, val_ids,
                                                             "final val").items() if k != "schema_version"}}
     save_checkpoint(out, model, spec)
     return Path(out), spec.metrics["val"]
+
+
+def finetune(model, spec: CheckpointSpec, data_dir: str | Path, *, epochs: int = 10, max_steps: int | None = None,
+             time_limit_minutes: float | None = None, lr: float | None = None, max_cases: int | None = None,
+             **overrides) -> dict:
+    """Fine-tune ``model`` in place (e.g. after pruning) on the training split of ``data_dir`` with the loop and
+    augmentation recipe of its training run (``spec.training``); ``lr`` defaults to half the recipe's.
+
+    Keeps the weights with the best validation Dice, the given ones included. Returns the validation Dice
+    (at model resolution) before and after, the history and the time taken; the model ends on the CPU.
+    """
+    start = time.perf_counter()
+    known = TrainConfig.__dataclass_fields__
+    recipe = {k: v for k, v in spec.training.items() if k in known}
+    cfg = TrainConfig(**{**recipe, "data": str(data_dir), "arch": spec.arch, "size": spec.preprocessing.size[0],
+                         "epochs": epochs, "max_steps": max_steps, "time_limit_minutes": time_limit_minutes,
+                         "lr": lr or recipe.get("lr", TrainConfig.lr) / 2, "max_cases": max_cases,
+                         "progressive_size": None, "amp": "auto", "device": "auto", **overrides})
+    torch.manual_seed(cfg.seed)
+    dataset = NnUNetDataset(data_dir)
+    check_compatible(spec, dataset)
+    train_ids, val_ids = dataset.split("train", cfg.seed), dataset.split("val", cfg.seed)
+    if cfg.max_cases:
+        train_ids, val_ids = train_ids[: cfg.max_cases], val_ids[: max(1, cfg.max_cases // 4)]
+    x_train, y_train, _ = build_samples(dataset, train_ids, spec.preprocessing, spec.spatial_dims, "load train")
+    val_data = build_samples(dataset, val_ids, spec.preprocessing, spec.spatial_dims, "load val")
+    device, autocast = resolve_device(cfg)
+    before = validation_dice(model.to(device), *val_data, spec.num_classes, cfg.batch_size, autocast, device)
+    fit = fit_model(model, cfg, (x_train, y_train), val_data, spec.num_classes, device, autocast, start,
+                    f"fine-tuning {spec.arch} on {dataset.name} (val Dice {before:.4f} before):", baseline=before)
+    model.to("cpu").eval()
+    return {"dice_before": round(before, 5), "dice_after": round(fit["best_dice"], 5), "lr": cfg.lr,
+            "epochs": epochs, "max_steps": max_steps, **fit, "seconds": round(time.perf_counter() - start, 1)}

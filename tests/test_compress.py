@@ -174,3 +174,21 @@ def test_calibrate_command_then_compress_from_npz(phantom_demo, tmp_path):
     assert result.exit_code == 0, result.output
     manifest = read_manifest(tmp_path / "b")
     assert manifest["calibration"]["size"] == 8 and [a["name"] for a in manifest["artifacts"]][-1] == "x86-onnxruntime-int8"
+
+
+def test_compress_with_pruning_reports_dice_per_stage(phantom_demo, tmp_path):
+    manifest = compress(CompressConfig(checkpoint=default_checkpoint(), out=tmp_path / "b", calib=phantom_demo,
+                                       calib_size=8, eval_cases=2, targets=["onnx"], prune=0.3, latency_repeats=4))
+    pruning = manifest["pruning"]
+    assert set(pruning["dice"]) == {"before", "after_pruning", "after_bn_recalibration"}
+    assert pruning["dice"]["before"]["organ"]["dice"] > 0.9
+    assert manifest["macs"]["final"] < 0.7 * manifest["macs"]["original"]
+    assert manifest["params"]["final"] < manifest["params"]["original"]
+    reference = manifest["artifacts"][0]
+    assert reference["baseline"]["checkpoint"] == default_checkpoint().name  # the unpruned model, timed too
+    assert reference["baseline"]["latency"]["p50_ms"] > 0
+    # the bundle's reference checkpoint is the pruned model and loads without the original architecture sizes
+    from edgeseg.checkpoint import load_checkpoint
+
+    model, spec = load_checkpoint(tmp_path / "b" / reference["files"]["model"])
+    assert spec.pruning and sum(p.numel() for p in model.parameters()) == manifest["params"]["final"]

@@ -34,7 +34,7 @@ def measure_isolated(bundle_dir: Path, artifacts: list[dict], sample: np.ndarray
         np.save(sample_path, np.ascontiguousarray(sample, dtype=np.float32))
         for _ in range(rounds):
             for artifact in artifacts:
-                job = {"bundle": str(bundle_dir), "artifact": artifact, "threads": threads.get(artifact["name"]),
+                job = {"bundle": str(artifact.get("root", bundle_dir)), "artifact": artifact, "threads": threads.get(artifact["name"]),
                        "repeats": per_round, "warmup": warmup, "input": str(sample_path)}
                 result = _run_worker(job, timeout)
                 times[artifact["name"]] += result["times_ms"]
