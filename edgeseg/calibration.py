@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.io import atomic_write
+from .data.io import atomic_write, read_toml
 from .data.nnunet import NnUNetDataset
 from .data.preprocessing import PreprocessSpec
 from .errors import EdgesegError
@@ -115,8 +115,6 @@ def build_calibration_set(data_dir: str | Path, preprocessing: PreprocessSpec, m
 
 def load_recipe(name_or_path: str | Path) -> dict:
     """A calibration recipe (``calibration/NAME.toml``) with its dataset resolved to a folder."""
-    import tomllib
-
     from .data.nnunet import data_root
 
     path = Path(name_or_path)
@@ -125,10 +123,7 @@ def load_recipe(name_or_path: str | Path) -> dict:
         path = next((d / f"{name_or_path}.toml" for d in folders if (d / f"{name_or_path}.toml").is_file()), path)
     if not path.is_file():
         raise EdgesegError(f"calibration recipe {str(name_or_path)!r} not found (looked in ./calibration and the repository's calibration/)")
-    try:
-        recipe = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise EdgesegError(f"{path}: invalid TOML ({exc})") from None
+    recipe = read_toml(path)
     unknown = set(recipe) - {"description", "dataset", "split", "size", "strategy", "seed", "sizes"}
     if unknown or "dataset" not in recipe:
         raise EdgesegError(f"{path}: recipe needs 'dataset' and knows only description/dataset/split/size/strategy/seed/sizes"

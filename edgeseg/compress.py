@@ -212,6 +212,7 @@ def compress(cfg: CompressConfig) -> dict:
         reference_ckpt = Path(work) / "reference.ckpt"
         if cfg.prune or cfg.prune_macs:
             manifest["pruning"] = prune_stage(model, spec, cfg, dataset, eval_ids, train_dir, calib, shape)
+            spec.pruning = {"report": manifest["pruning"], "source_checkpoint_sha256": source_sha}
             macs, params = count_macs(model, shape)
         manifest["macs"]["final"], manifest["params"]["final"] = macs, params
         save_checkpoint(reference_ckpt, model, spec)
@@ -304,7 +305,7 @@ def measure_artifacts(artifacts, profiles, bundle_dir, model, spec, dataset, eva
         timed.append({"name": f"baseline {base.name}", "runtime": "torch", "precision": "fp32",
                       "files": {"model": base.name}, "root": str(base.parent)})
         threads[timed[-1]["name"]] = threads[reference]
-    latency = measure_isolated(bundle_dir, timed, sample, threads, repeats=cfg.latency_repeats)
+    latency = measure_isolated(bundle_dir, timed, sample, threads, repeats=cfg.latency_repeats, rounds=3)
     if baseline:
         artifacts[0]["baseline"] = {"checkpoint": Path(baseline).name, "sha256": file_sha256(baseline),
                                     "runtime": "torch", "latency": latency.pop(timed[-1]["name"])}

@@ -5,7 +5,7 @@
 set -euo pipefail
 DATA=${EDGESEG_DATA:-../shared/datasets}
 OUT=${1:-runs/compress_b}
-PROFILES=x86-onnxruntime-int8,x86-avx512-openvino-int8,rtx-tensorrt-int8,x86-openvino-fp32,x86-openvino-default
+PROFILES=x86-onnxruntime-int8,x86-avx512-openvino-int8,x86-avx512-openvino-int8-bf16,rtx-tensorrt-int8,x86-openvino-fp32,x86-openvino-default
 run() {  # name checkpoint dataset [extra args]
   local name=$1 ckpt=$2 data=$3; shift 3
   /usr/bin/time -f "$name: compress wall %e s, peak RSS %M KB" \

@@ -107,3 +107,13 @@ def write_array(path: str | Path, arr: np.ndarray, geometry: Geometry | None = N
         atomic_write(path, lambda tmp: Image.fromarray(data).save(tmp))
     else:
         raise EdgesegError(f"{path}: unsupported output type {ext!r}")
+
+
+def read_toml(path: Path) -> dict:
+    """A TOML file as a dict; a syntax error becomes one line naming the file."""
+    import tomllib
+
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise EdgesegError(f"{path}: invalid TOML ({exc})") from None

@@ -4,6 +4,7 @@ The fine-tune itself is :func:`edgeseg.train.finetune` (the training loop of ``e
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -45,19 +46,33 @@ def recalibrate_batchnorm(model: nn.Module, batches) -> int:
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not norms:
         return 0
-    was_training = model.training
     momenta = [m.momentum for m in norms]
-    model.eval()
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over all batches
-        m.train()
-    device = next(model.parameters()).device
-    try:
-        for batch in batches:
-            model(batch.to(device))
-    finally:
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
-        model.train(was_training)
+    with evaluation_mode(model):
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over all batches
+            m.train()
+        try:
+            forward_all(model, batches)
+        finally:
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
     return len(norms)
+
+
+@contextlib.contextmanager
+def evaluation_mode(model: nn.Module):
+    """``model.eval()`` for the block, then the training flag as it was."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def forward_all(model: nn.Module, batches) -> None:
+    device = next(model.parameters()).device
+    for batch in batches:
+        model(batch.to(device))

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .graph import PRUNABLE
+from .recovery import evaluation_mode, forward_all
 
 
 class ActivationStats:
@@ -32,16 +33,12 @@ class ActivationStats:
             acc[1] += x.shape[1]
 
         handles = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, PRUNABLE)]
-        was_training = model.training
-        model.eval()
-        device = next(model.parameters()).device
         try:
-            for batch in batches:
-                model(batch.to(device))
+            with evaluation_mode(model):
+                forward_all(model, batches)
         finally:
             for h in handles:
                 h.remove()
-            model.train(was_training)
         stats = cls()
         stats.mean = {module: s / n for module, (s, n) in sums.items()}
         return stats

@@ -6,10 +6,10 @@ spatial ranges, used for calibration, engine optimisation profiles and latency) 
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..data.io import read_toml
 from ..errors import EdgesegError
 
 PRECISIONS = ("int8", "fp16", "fp32")
@@ -68,10 +68,7 @@ def load_profile(name_or_path: str | Path) -> TargetProfile:
         path = available[str(name_or_path)]
     if not path.is_file():
         raise EdgesegError(f"{path}: target profile not found")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise EdgesegError(f"{path}: invalid TOML ({exc})") from None
+    raw = read_toml(path)
     raw.setdefault("name", path.stem)
     shapes = raw.pop("shapes", {})
     known = set(TargetProfile.__dataclass_fields__)
