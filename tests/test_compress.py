@@ -192,3 +192,15 @@ def test_compress_with_pruning_reports_dice_per_stage(phantom_demo, tmp_path):
 
     model, spec = load_checkpoint(tmp_path / "b" / reference["files"]["model"])
     assert spec.pruning and sum(p.numel() for p in model.parameters()) == manifest["params"]["final"]
+
+
+def test_calib_from_checkpoint_uses_recorded_training_cases(phantom_demo, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGESEG_DATA", str(phantom_demo.parent))  # the checkpoint records dataset "phantom"
+    manifest = compress(CompressConfig(checkpoint=default_checkpoint(), out=tmp_path / "b", calib_from_checkpoint=True,
+                                       calib_size=6, eval_cases=2, targets=["onnx"], latency_repeats=3))
+    spec = read_spec(default_checkpoint())
+    assert set(manifest["calibration"]["cases"]) <= set(spec.data["train_cases"])
+    assert manifest["evaluation"]["cases"] == spec.data["val_cases"][:2]
+    monkeypatch.setenv("EDGESEG_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(EdgesegError, match="not under"):
+        compress(CompressConfig(checkpoint=default_checkpoint(), out=tmp_path / "c", calib_from_checkpoint=True))

@@ -136,3 +136,23 @@ def test_calibration_refuses_bad_requests(phantom2d, tmp_path):
     np.savez(bogus, a=np.zeros(2))
     with pytest.raises(EdgesegError, match="not an edgeseg calibration set"):
         load_calibration(bogus)
+
+
+def test_conv_transpose_rewrite_is_exact(hybrid_onnx, tmp_path):
+    import onnxruntime as ort
+
+    from edgeseg.targets.onnx_rewrites import conv_transpose_to_depth_to_space, fix_spatial_size
+
+    model = onnx.ModelProto()
+    model.CopyFrom(hybrid_onnx)
+    assert conv_transpose_to_depth_to_space(model) == 2  # depth 2: two up-sampling stages
+    assert not any(n.op_type == "ConvTranspose" for n in model.graph.node)
+    fix_spatial_size(model, (32, 32))
+    onnx.checker.check_model(model)
+    x = np.random.default_rng(0).standard_normal((2, 2, 32, 32)).astype(np.float32)
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    assert np.abs(run(model) - run(hybrid_onnx)).max() < 1e-4
+    kept = onnx.ModelProto()
+    kept.CopyFrom(hybrid_onnx)
+    names = {n.name for n in kept.graph.node if n.op_type == "ConvTranspose"}
+    assert conv_transpose_to_depth_to_space(kept, keep=names) == 0  # --keep-float ConvTranspose wins
