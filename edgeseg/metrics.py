@@ -44,3 +44,46 @@ def mean_scores(per_case: list[dict[str, dict[str, float]]]) -> dict[str, dict[s
         return {}
     return {label: {m: float(np.mean([c[label][m] for c in per_case])) for m in per_case[0][label]}
             for label in per_case[0]}
+
+
+def sensitivity_specificity(counts: np.ndarray, total: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of (intersection, |pred|, |target|) over ``total`` voxels: TP/(TP+FN) and TN/(TN+FP).
+
+    Undefined ratios (no positives for sensitivity, no negatives for specificity) are NaN.
+    """
+    inter, p, t = (counts[..., i].astype(float) for i in range(3))
+    tn = total - p - t + inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(t > 0, inter / t, np.nan), np.where(total - t > 0, tn / (total - t), np.nan)
+
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+    """Voxels of ``mask`` with at least one face neighbour outside it (image borders count as outside)."""
+    padded = np.pad(mask, 1)
+    interior = padded.copy()
+    for axis in range(mask.ndim):
+        for shift in (1, -1):
+            interior &= np.roll(padded, shift, axis=axis)
+    return (mask & ~interior[tuple(slice(1, -1) for _ in range(mask.ndim))])
+
+
+def hd95(pred: np.ndarray, target: np.ndarray, spacing: tuple[float, ...] | None = None) -> float:
+    """95th-percentile symmetric Hausdorff distance between the surfaces of two boolean masks, in the units
+    of ``spacing`` (voxel size per axis; default 1). Both empty: 0.0; exactly one empty: ``inf``.
+
+    The larger of the two directed 95th percentiles (as MONAI computes it), so a spurious blob counts.
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    pred, target = pred.astype(bool), target.astype(bool)
+    if not pred.any() and not target.any():
+        return 0.0
+    if not pred.any() or not target.any():
+        return float("inf")
+    spacing = tuple(float(s) for s in spacing) if spacing is not None else (1.0,) * pred.ndim
+    if len(spacing) != pred.ndim:
+        raise ValueError(f"spacing has {len(spacing)} values for a {pred.ndim}D mask")
+    sp, st = _surface(pred), _surface(target)
+    to_target = distance_transform_edt(~st, sampling=spacing)[sp]
+    to_pred = distance_transform_edt(~sp, sampling=spacing)[st]
+    return float(max(np.percentile(to_target, 95), np.percentile(to_pred, 95)))

@@ -37,3 +37,44 @@ def test_counts_and_mean():
     assert dice_from_counts(c)[1] == pytest.approx(2 / 3)
     m = mean_scores([{"fg": {"dice": 1.0}}, {"fg": {"dice": 0.5}}])
     assert m["fg"]["dice"] == 0.75
+
+
+def test_sensitivity_specificity_hand_computed():
+    from edgeseg.metrics import sensitivity_specificity
+
+    target = np.array([[0, 1, 1], [0, 1, 0]])
+    pred = np.array([[0, 1, 0], [1, 1, 0]])
+    counts = overlap_counts(pred, target, 2)
+    sens, spec = sensitivity_specificity(counts, target.size)
+    # foreground: TP 2, FN 1, FP 1, TN 2 → sensitivity 2/3, specificity 2/3
+    assert sens[1] == pytest.approx(2 / 3) and spec[1] == pytest.approx(2 / 3)
+    empty = np.zeros((2, 3), int)
+    sens, spec = sensitivity_specificity(overlap_counts(empty, empty, 2), 6)
+    assert np.isnan(sens[1]) and spec[1] == 1.0  # no positives: sensitivity undefined
+
+
+def test_hd95_empty_cases_and_shifted_square():
+    from edgeseg.metrics import hd95
+
+    empty = np.zeros((10, 10), bool)
+    square = empty.copy()
+    square[2:6, 2:6] = True
+    assert hd95(empty, empty) == 0.0
+    assert hd95(square, empty) == float("inf") and hd95(empty, square) == float("inf")
+    assert hd95(square, square) == 0.0
+    shifted = np.roll(square, 2, axis=1)  # every surface point moves 2 columns; the nearest surface is ≤ 2 away
+    assert hd95(square, shifted) == pytest.approx(2.0)
+    assert hd95(square, shifted, spacing=(1.0, 0.5)) == pytest.approx(1.0)  # columns are 0.5 mm wide
+
+
+def test_hd95_3d_honours_anisotropic_spacing():
+    from edgeseg.metrics import hd95
+
+    vol = np.zeros((12, 12, 12), bool)
+    vol[3:8, 3:8, 3:8] = True
+    shifted = np.roll(vol, 3, axis=0)  # 3 voxels along axis 0
+    assert hd95(vol, shifted) == pytest.approx(3.0)
+    assert hd95(vol, shifted, spacing=(2.5, 1.0, 1.0)) == pytest.approx(7.5)  # 2.5 mm slices
+    assert hd95(vol, np.roll(vol, 3, axis=2), spacing=(2.5, 1.0, 1.0)) == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="spacing"):
+        hd95(vol, shifted, spacing=(1.0, 1.0))
