@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .bench.fingerprint import device_fingerprint
 from .bench.isolated import measure_isolated
 from .bundle import staging_dir, tool_versions, write_manifest
 from .calibration import (CalibrationSet, build_calibration_set, check_disjoint, check_preprocessing,
@@ -251,6 +252,7 @@ def compress(cfg: CompressConfig) -> dict:
         manifest.update(artifacts=artifacts, float_nodes=float_nodes, preset=cfg.preset,
                         keep_float=cfg.keep_float, quantize_ops=cfg.quantize_ops, targets=[p.name for p in profiles],
                         profiles={p.name: p.to_dict() for p in builds}, tool_versions=tool_versions(),
+                        device=device_fingerprint(cfg.threads),
                         evaluation={"dataset": dataset.name if dataset else None, "cases": eval_ids},
                         compress_seconds=round(time.perf_counter() - start, 1))
         _stage(6, total, f"write bundle {cfg.out}")
@@ -296,7 +298,8 @@ def measure_artifacts(artifacts, profiles, bundle_dir, model, spec, dataset, eva
             if artifact["name"] in scores:
                 s = scores[artifact["name"]]
                 artifact["accuracy"] = {"cases": len(eval_ids), "dice": {k: v["dice"] for k, v in s["mean"].items()},
-                                        "drift_vs_fp32": s["drift"], "agreement_vs_fp32": s["agreement"],
+                                        "drift_vs_fp32": s["drift"], "drift_ci95": s["drift_ci95"],
+                                        "agreement_vs_fp32": s["agreement"], "structure_changes": s["structure_changes"],
                                         "worst_case": {k: {"case": c, "delta": d} for k, (c, d) in s["worst"].items()}}
     timed = [a for a in artifacts if a["name"] in runners and "measured_with" not in a]
     baseline = cfg.baseline_checkpoint or (cfg.checkpoint if (cfg.prune or cfg.prune_macs) else None)

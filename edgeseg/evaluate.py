@@ -52,14 +52,18 @@ def compare_predictors(predictors: dict[str, Predictor], reference: str, spec, d
     Returns ``{name: {"mean": {label: {dice, iou}}, "drift": {label: mean ΔDice vs reference},
     "agreement": {label: mean Dice between its and the reference's masks}, "worst": {label: (case, ΔDice)}}}``.
     """
+    from .bench.drift import bootstrap_mean_ci, structure_changes
+
     per_case = {name: {} for name in predictors}
     agreement = {name: {} for name in predictors}
+    changes: dict[str, list] = {name: [] for name in predictors}
     for cid in track(case_ids, description):
         case = dataset.load(cid)
         masks = {name: predict_mask(p, case.image, spec.preprocessing, spec.spatial_dims) for name, p in predictors.items()}
         for name, mask in masks.items():
             per_case[name][cid] = case_scores(mask, case.label, spec.label_names)
             agreement[name][cid] = case_scores(mask, masks[reference], spec.label_names)
+            changes[name] += [{"case": cid, **c} for c in structure_changes(masks[reference], mask, spec.label_names)]
     ref = per_case[reference]
     out = {}
     for name in predictors:
@@ -68,6 +72,8 @@ def compare_predictors(predictors: dict[str, Predictor], reference: str, spec, d
         out[name] = {"mean": mean_scores(list(per_case[name].values())),
                      "drift": {lab: float(np.mean([d for _, d in deltas[lab]])) for lab in labels},
                      "agreement": {lab: s["dice"] for lab, s in mean_scores(list(agreement[name].values())).items()},
+                     "drift_ci95": {lab: bootstrap_mean_ci([d for _, d in deltas[lab]]) for lab in labels},
                      "worst": {lab: min(deltas[lab], key=lambda cd: cd[1]) for lab in labels},
+                     "structure_changes": changes[name],
                      "cases": per_case[name]}
     return out

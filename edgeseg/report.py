@@ -76,6 +76,11 @@ def print_compress_summary(manifest: dict) -> None:
                       f"artifact's masks against the FP32 model's) for '{acc_label}'; ΔDice in points (0.01 Dice) vs the "
                       f"FP32 PyTorch model; worst case = the case with the largest drop.")
     for a in artifacts:
+        changed = (a.get("accuracy") or {}).get("structure_changes") or []
+        if changed:
+            first = changed[0]
+            console.print(f"[bold yellow]warning[/]: {a['name']}: a structure of the FP32 masks vanished or appeared in "
+                          f"{len(changed)} case/label pair(s), e.g. {first['label']} {first['change']} in {first['case']}")
         for key in ("measured_with", "not_measured"):
             if a.get(key):
                 console.print(f"note: {a['name']}: {a[key]}")

@@ -55,6 +55,10 @@ def test_bundle_manifest_records_everything(bundle):
     kinds = {n["reason"] for n in manifest["float_nodes"]}
     assert {"preset @layernorm", "preset @softmax", "preset @gelu", "preset @logits"} <= kinds
     assert manifest["tool_versions"]["onnxruntime"] and manifest["tool_versions"]["openvino"]
+    assert manifest["device"]["cpu"]["model"] and manifest["device"]["threads"] is None
+    accuracy = manifest["artifacts"][2]["accuracy"]
+    assert accuracy["drift_ci95"]["organ"]["low"] <= accuracy["drift_vs_fp32"]["organ"] <= accuracy["drift_ci95"]["organ"]["high"]
+    assert isinstance(accuracy["structure_changes"], list)
 
 
 def test_int8_artifacts_agree_with_fp32(bundle):
