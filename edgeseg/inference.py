@@ -32,6 +32,9 @@ def predict_logits(predict: Predictor, image: np.ndarray, spec: PreprocessSpec, 
     A 2D model on a 3D volume runs slice by slice along the last axis (after normalising the whole volume).
     """
     image_dims = image.ndim - 1
+    if image_dims == model_dims == 3 and spec.resize == "pad" and any(s > r for s, r in zip(image.shape[1:], spec.size)):
+        # trained on native-resolution patches: cover the whole volume instead of its centre crop
+        return sliding_window_logits(predict, spec.normalize(image), spec.size, batch_size=max(1, batch_size // 4))
     if image_dims == model_dims:
         return spec.restore(predict(spec(image)[None])[0], image.shape[1:])
     if model_dims == 2 and image_dims == 3:
@@ -52,3 +55,50 @@ def predict_mask(predict: Predictor, image: np.ndarray, spec: PreprocessSpec, mo
                  batch_size: int = 8) -> np.ndarray:
     """Label map ``(*spatial)`` (uint8) in the geometry of the raw image."""
     return predict_logits(predict, image, spec, model_dims, batch_size).argmax(0).astype(np.uint8)
+
+
+def gaussian_importance(shape: tuple[int, ...], sigma_scale: float = 0.125) -> np.ndarray:
+    """Weights for blending overlapping windows: a Gaussian centred on the window (sigma = scale × side),
+    normalised to max 1 and floored so borders still count (nnU-Net's blending)."""
+    grids = np.meshgrid(*[np.arange(s) - (s - 1) / 2 for s in shape], indexing="ij")
+    weight = np.exp(-sum((g / (sigma_scale * s)) ** 2 / 2 for g, s in zip(grids, shape)))
+    return np.maximum(weight / weight.max(), 1e-3).astype(np.float32)
+
+
+def _starts(size: int, window: int, step: int) -> list[int]:
+    if size <= window:
+        return [0]
+    starts = list(range(0, size - window, step))
+    return starts + [size - window]
+
+
+def sliding_window_logits(predict: Predictor, volume: np.ndarray, window: tuple[int, ...], overlap: float = 0.5,
+                          batch_size: int = 2) -> np.ndarray:
+    """Logits ``(classes, *spatial)`` of a normalised ``(C, *spatial)`` volume from overlapping ``window``-sized
+    patches, Gaussian-blended; a volume smaller than the window is padded with each channel's minimum."""
+    import itertools
+
+    spatial = volume.shape[1:]
+    padded_shape = tuple(max(s, w) for s, w in zip(spatial, window))
+    if padded_shape != spatial:
+        pads = [(0, 0)] + [((p - s) // 2, p - s - (p - s) // 2) for s, p in zip(spatial, padded_shape)]
+        volume = np.stack([np.pad(ch, pads[1:], constant_values=float(ch.min())) for ch in volume])
+    else:
+        pads = [(0, 0)] * volume.ndim
+    steps = [max(1, int(w * (1 - overlap))) for w in window]
+    corners = list(itertools.product(*[_starts(p, w, st) for p, w, st in zip(padded_shape, window, steps)]))
+    weight = gaussian_importance(window)
+    out = norm = None
+    for i in range(0, len(corners), batch_size):
+        chunk = corners[i : i + batch_size]
+        patches = np.stack([volume[(slice(None), *[slice(c, c + w) for c, w in zip(corner, window)])] for corner in chunk])
+        logits = predict(np.ascontiguousarray(patches, dtype=np.float32))
+        if out is None:
+            out = np.zeros((logits.shape[1], *padded_shape), np.float32)
+            norm = np.zeros(padded_shape, np.float32)
+        for corner, patch in zip(chunk, logits):
+            region = tuple(slice(c, c + w) for c, w in zip(corner, window))
+            out[(slice(None), *region)] += patch * weight
+            norm[region] += weight
+    out /= norm
+    return out[(slice(None), *[slice(b, b + s) for (b, _), s in zip(pads[1:], spatial)])]

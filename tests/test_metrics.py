@@ -78,3 +78,4 @@ def test_hd95_3d_honours_anisotropic_spacing():
     assert hd95(vol, np.roll(vol, 3, axis=2), spacing=(2.5, 1.0, 1.0)) == pytest.approx(3.0)
     with pytest.raises(ValueError, match="spacing"):
         hd95(vol, shifted, spacing=(1.0, 1.0))
+
