@@ -74,6 +74,8 @@ def test_int8_artifacts_agree_with_fp32(bundle):
     assert "u8" in by_name["x86-avx512-openvino-int8"]["executed_precision"] or \
         "i8" in by_name["x86-avx512-openvino-int8"]["executed_precision"]
     assert by_name["x86-onnxruntime-int8"]["latency"]["p50_ms"] > 0
+    assert by_name["x86-onnxruntime-int8"]["latency"]["peak_rss_mb"] > 10  # the worker process, runtime loaded
+    assert by_name["x86-avx512-openvino-int8"]["latency"]["load_seconds"] > 0  # cold start: load + first run
     assert "QDQ ONNX on ONNX Runtime CPU" in by_name["rtx-tensorrt-int8"]["measured_with"]
 
 

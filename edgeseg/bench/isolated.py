@@ -28,6 +28,7 @@ def measure_isolated(bundle_dir: Path, artifacts: list[dict], sample: np.ndarray
     """``{artifact name: latency summary + load_seconds}`` for each artifact, each timed in its own process."""
     times: dict[str, list[float]] = {a["name"]: [] for a in artifacts}
     loads: dict[str, list[float]] = {a["name"]: [] for a in artifacts}
+    rss: dict[str, list[float]] = {a["name"]: [] for a in artifacts}
     per_round = max(1, repeats // rounds)
     with tempfile.TemporaryDirectory(prefix="edgeseg-lat-") as tmp:
         sample_path = Path(tmp) / "sample.npy"
@@ -39,7 +40,9 @@ def measure_isolated(bundle_dir: Path, artifacts: list[dict], sample: np.ndarray
                 result = _run_worker(job, timeout)
                 times[artifact["name"]] += result["times_ms"]
                 loads[artifact["name"]].append(result["load_seconds"])
+                rss[artifact["name"]].append(result["peak_rss_mb"])
     return {name: {**summarize(t, sample.shape[0], warmup), "load_seconds": float(np.median(loads[name])),
+                   "peak_rss_mb": float(max(rss[name])),
                    "process": "one per artifact and round", "rounds": rounds} for name, t in times.items()}
 
 
@@ -69,7 +72,11 @@ def _worker(job: dict) -> dict:
         t0 = time.perf_counter()
         runner(batch)
         out.append((time.perf_counter() - t0) * 1e3)
-    return {"times_ms": out, "load_seconds": load_seconds, "executed_precision": runner.executed_precision}
+    import resource
+
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux: the whole worker process
+    return {"times_ms": out, "load_seconds": load_seconds, "peak_rss_mb": peak_kib / 1024,
+            "executed_precision": runner.executed_precision}
 
 
 if __name__ == "__main__":
