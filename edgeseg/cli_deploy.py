@@ -101,6 +101,44 @@ def compress_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt)
     typer.echo(f"wrote {out} ({len(manifest['artifacts'])} artifacts, {manifest['compress_seconds']:.0f} s)")
 
 
+@app.command("prune")
+@user_errors
+def prune_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt)."),
+              data: Path = typer.Option(..., help="Dataset folder: training images for statistics and recovery, val for Dice."),
+              out: Path = typer.Option(..., help="Pruned checkpoint to write (.ckpt)."),
+              ratio: Optional[float] = typer.Option(None, help="Share of channels removed from every prunable group, e.g. 0.5."),
+              macs: Optional[float] = typer.Option(None, help="Or: the share of the MACs to keep, e.g. 0.5."),
+              finetune_epochs: int = typer.Option(0, help="Recovery fine-tune epochs."),
+              finetune_minutes: Optional[float] = typer.Option(None, help="Time limit of the fine-tune."),
+              calib_images: int = typer.Option(32, help="Training images for channel statistics and BatchNorm."),
+              force: bool = typer.Option(False, help="Overwrite an existing file.")):
+    """Structured pruning (channels, attention heads) + BatchNorm re-estimation + optional recovery → a pruned checkpoint."""
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .data.nnunet import NnUNetDataset
+    from .evaluate import check_compatible
+    from .prune.pipeline import PruneSettings, prune_and_recover
+
+    if out.exists() and not force:
+        raise EdgesegError(f"{out}: exists; pass --force to overwrite")
+    if (ratio is None) == (macs is None):
+        raise EdgesegError("pass exactly one of --ratio and --macs")
+    model, spec = load_checkpoint(checkpoint)
+    dataset = NnUNetDataset(data)
+    check_compatible(spec, dataset)
+    same = dataset.name == spec.data.get("dataset") and spec.data.get("val_cases")
+    eval_ids = list(spec.data["val_cases"]) if same else dataset.split("val", spec.training.get("seed", 0))
+    report = prune_and_recover(model, spec, PruneSettings(ratio, macs, finetune_epochs, finetune_minutes, calib_images),
+                               (1, spec.in_channels, *spec.preprocessing.size), dataset, eval_ids, data)
+    spec.pruning = {"report": report}
+    save_checkpoint(out, model, spec)
+    label = "foreground" if "foreground" in report["dice"]["before"] else next(iter(report["dice"]["before"]))
+    steps = " → ".join(f"{k.replace('_', ' ')} {v[label]['dice']:.4f}" for k, v in report["dice"].items() if v)
+    typer.echo(f"{report['summary']}; MACs {report['macs_before'] / 1e9:.2f} G → {report['macs_after'] / 1e9:.2f} G, "
+               f"params {report['params_before'] / 1e6:.2f} M → {report['params_after'] / 1e6:.2f} M")
+    typer.echo(f"{label} Dice on {len(eval_ids)} val cases: {steps}")
+    typer.echo(f"saved {out}")
+
+
 @app.command("verify")
 @user_errors
 def verify_cmd(bundle: Path = typer.Argument(..., help="Bundle directory.")):

@@ -142,44 +142,6 @@ def count_macs(model, shape) -> tuple[int, int]:
     return int(macs), int(params)
 
 
-def prune_stage(model, spec, cfg: CompressConfig, dataset, eval_ids, train_dir, calib, shape) -> dict:
-    """Prune ``model`` in place (channels, heads), re-estimate BatchNorm, optionally fine-tune; Dice at each step."""
-    import torch
-
-    from .evaluate import evaluate_cases
-    from .prune import calibration_batches, finetune, prune_model, recalibrate_batchnorm
-
-    if cfg.finetune_epochs and train_dir is None:
-        raise EdgesegError("--finetune-epochs needs labelled training data: pass --calib DATA_DIR or --calib-from-checkpoint")
-    if train_dir is not None:
-        batches = calibration_batches(spec, train_dir, num_images=min(cfg.calib_size, 64))
-    elif calib is not None:
-        inputs = torch.from_numpy(calib.inputs[tuple(spec.preprocessing.size)])
-        batches = list(inputs.split(8))
-    else:
-        raise EdgesegError("pruning needs training images (for channel statistics and BatchNorm): pass --calib")
-
-    def dice() -> dict | None:
-        if dataset is None or not eval_ids:
-            return None
-        return evaluate_cases(torch_predictor(model), spec, dataset, eval_ids, "prune: evaluate")["mean"]
-
-    stages = {"before": dice()}
-    report = prune_model(model, shape, ratio=cfg.prune, target_macs=cfg.prune_macs, calib_batches=batches,
-                         recalibrate=False)
-    stages["after_pruning"] = dice()
-    recalibrate_batchnorm(model, batches)
-    stages["after_bn_recalibration"] = dice()
-    recovery = None
-    if cfg.finetune_epochs:
-        recovery = finetune(model, spec, train_dir, epochs=cfg.finetune_epochs, time_limit_minutes=cfg.finetune_minutes)
-        model.cpu().eval()
-        stages["after_recovery"] = dice()
-    summary = f"ratio {report.ratio:.2f}, MACs ×{report.macs_after / max(report.macs_before, 1):.2f}"
-    return {**report.to_dict(), "summary": summary, "dice": stages, "dice_cases": len(eval_ids),
-            "recovery": recovery, "finetune_epochs": cfg.finetune_epochs}
-
-
 def _stage(n: int, total: int, text: str) -> None:
     console.print(f"[bold cyan][{n}/{total}][/] {text}")
 
@@ -212,7 +174,13 @@ def compress(cfg: CompressConfig) -> dict:
         _stage(2, total, "prune" if (cfg.prune or cfg.prune_macs) else "prune: skipped (no --prune)")
         reference_ckpt = Path(work) / "reference.ckpt"
         if cfg.prune or cfg.prune_macs:
-            manifest["pruning"] = prune_stage(model, spec, cfg, dataset, eval_ids, train_dir, calib, shape)
+            from .prune.pipeline import PruneSettings, prune_and_recover
+
+            settings = PruneSettings(cfg.prune, cfg.prune_macs, cfg.finetune_epochs, cfg.finetune_minutes,
+                                     min(cfg.calib_size, 64))
+            calib_inputs = calib.inputs[tuple(spec.preprocessing.size)] if calib else None
+            manifest["pruning"] = prune_and_recover(model, spec, settings, shape, dataset, eval_ids, train_dir,
+                                                    calib_inputs)
             spec.pruning = {"report": manifest["pruning"], "source_checkpoint_sha256": source_sha}
             macs, params = count_macs(model, shape)
         manifest["macs"]["final"], manifest["params"]["final"] = macs, params

@@ -210,3 +210,18 @@ def test_calib_from_checkpoint_uses_recorded_training_cases(phantom_demo, tmp_pa
     monkeypatch.setenv("EDGESEG_DATA", str(tmp_path / "nowhere"))
     with pytest.raises(EdgesegError, match="not under"):
         compress(CompressConfig(checkpoint=default_checkpoint(), out=tmp_path / "c", calib_from_checkpoint=True))
+
+
+def test_prune_command_writes_a_loadable_pruned_checkpoint(phantom_demo, tmp_path):
+    out = tmp_path / "p.ckpt"
+    result = _run("prune", default_checkpoint(), "--data", phantom_demo, "--ratio", 0.25, "--calib-images", 8,
+                  "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "after bn recalibration" in result.output and "MACs" in result.output
+    from edgeseg.checkpoint import load_checkpoint
+
+    model, spec = load_checkpoint(out)
+    assert spec.pruning["report"]["dice"]["before"]["organ"]["dice"] > 0.9
+    assert spec.pruning["report"]["params_after"] == sum(p.numel() for p in model.parameters())
+    result = _run("prune", default_checkpoint(), "--data", phantom_demo, "--out", tmp_path / "q.ckpt")
+    assert result.exit_code == 2 and "exactly one of --ratio and --macs" in result.output

@@ -1,7 +1,9 @@
 """How benchmarks/checkpoints/chest_xray_hybrid_p50.ckpt was made: 50 % channel pruning + 12-epoch recovery.
 
 Run from the repository root: python benchmarks/suites/prune_chest_p50.py [OUT]   (~10 min on 2 cores)
-`edgeseg compress CKPT --int8 --prune 0.5 --finetune-epochs 12 --calib DATA` runs the same stages inside a bundle.
+The same from the CLI: `edgeseg prune benchmarks/checkpoints/chest_xray_hybrid.ckpt --data DATA --ratio 0.5
+--finetune-epochs 12 --finetune-minutes 15 --out OUT` (and `edgeseg compress CKPT --int8 --prune 0.5
+--finetune-epochs 12 --calib DATA` inside a bundle).
 """
 import sys
 
