@@ -115,8 +115,9 @@ def prune_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt).")
     """Structured pruning (channels, attention heads) + BatchNorm re-estimation + optional recovery → a pruned checkpoint."""
     from .checkpoint import load_checkpoint, save_checkpoint
     from .data.nnunet import NnUNetDataset
-    from .evaluate import check_compatible
+    from .evaluate import check_compatible, held_back_cases
     from .prune.pipeline import PruneSettings, prune_and_recover
+    from .report import pruning_steps
 
     if out.exists() and not force:
         raise EdgesegError(f"{out}: exists; pass --force to overwrite")
@@ -125,17 +126,14 @@ def prune_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt).")
     model, spec = load_checkpoint(checkpoint)
     dataset = NnUNetDataset(data)
     check_compatible(spec, dataset)
-    same = dataset.name == spec.data.get("dataset") and spec.data.get("val_cases")
-    eval_ids = list(spec.data["val_cases"]) if same else dataset.split("val", spec.training.get("seed", 0))
+    eval_ids = held_back_cases(spec, dataset, spec.training.get("seed", 0))
     report = prune_and_recover(model, spec, PruneSettings(ratio, macs, finetune_epochs, finetune_minutes, calib_images),
                                (1, spec.in_channels, *spec.preprocessing.size), dataset, eval_ids, data)
     spec.pruning = {"report": report}
     save_checkpoint(out, model, spec)
-    label = "foreground" if "foreground" in report["dice"]["before"] else next(iter(report["dice"]["before"]))
-    steps = " → ".join(f"{k.replace('_', ' ')} {v[label]['dice']:.4f}" for k, v in report["dice"].items() if v)
     typer.echo(f"{report['summary']}; MACs {report['macs_before'] / 1e9:.2f} G → {report['macs_after'] / 1e9:.2f} G, "
                f"params {report['params_before'] / 1e6:.2f} M → {report['params_after'] / 1e6:.2f} M")
-    typer.echo(f"{label} Dice on {len(eval_ids)} val cases: {steps}")
+    typer.echo(pruning_steps(report))
     typer.echo(f"saved {out}")
 
 

@@ -21,7 +21,7 @@ from .calibration import (CalibrationSet, build_calibration_set, check_disjoint,
 from .checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from .data.nnunet import NnUNetDataset, data_root
 from .errors import EdgesegError
-from .evaluate import check_compatible, compare_predictors
+from .evaluate import check_compatible, compare_predictors, held_back_cases
 from .inference import torch_predictor
 from .progress import console
 from .targets import get_target, load_profile
@@ -100,8 +100,7 @@ def resolve_data(cfg: CompressConfig, spec, sizes) -> tuple[NnUNetDataset | None
     if eval_dir is not None:
         dataset = NnUNetDataset(eval_dir)
         check_compatible(spec, dataset)
-        same = dataset.name == spec.data.get("dataset")
-        eval_ids = list(spec.data["val_cases"]) if same and spec.data.get("val_cases") else dataset.split("val", cfg.seed)
+        eval_ids = held_back_cases(spec, dataset, cfg.seed)
         if cfg.eval_cases:
             eval_ids = eval_ids[: cfg.eval_cases]
     train_dir = calib_dir or (dataset.root if dataset is not None and dataset.name == spec.data.get("dataset") else None)
@@ -133,15 +132,6 @@ def artifact_metadata(spec, source_sha: str) -> dict[str, str]:
             "edgeseg.source_checkpoint_sha256": source_sha}
 
 
-def count_macs(model, shape) -> tuple[int, int]:
-    """(MACs, params) of ``model`` at input ``shape``."""
-    import torch
-    import torch_pruning as tp
-
-    macs, params = tp.utils.count_ops_and_params(model, torch.zeros(*shape))
-    return int(macs), int(params)
-
-
 def _stage(n: int, total: int, text: str) -> None:
     console.print(f"[bold cyan][{n}/{total}][/] {text}")
 
@@ -149,6 +139,8 @@ def _stage(n: int, total: int, text: str) -> None:
 def compress(cfg: CompressConfig) -> dict:
     """Run the whole pipeline; returns the manifest written to ``cfg.out``."""
     from .onnx_export import export_onnx, onnx_parity
+
+    from .prune import count_macs
 
     start = time.perf_counter()
     model, spec = load_checkpoint(cfg.checkpoint)

@@ -35,6 +35,13 @@ def evaluate_checkpoint(model, spec, data_dir, split: str = "val") -> dict:
     return {**result, "split": split}
 
 
+def held_back_cases(spec, dataset: NnUNetDataset, seed: int = 0) -> list[str]:
+    """The validation cases the checkpoint recorded when ``dataset`` is its training dataset, else ``val``."""
+    if dataset.name == spec.data.get("dataset") and spec.data.get("val_cases"):
+        return list(spec.data["val_cases"])
+    return dataset.split("val", seed)
+
+
 def check_compatible(spec, dataset: NnUNetDataset) -> None:
     """Refuse data whose channels or labels do not fit the model."""
     if len(dataset.channel_names) != spec.in_channels:

@@ -17,6 +17,13 @@ def _headline_label(dice: dict) -> str | None:
     return "foreground" if "foreground" in dice else next(iter(dice), None)
 
 
+def pruning_steps(report: dict) -> str:
+    """``lung Dice on 65 cases: before 0.9659 → after pruning 0.0000 → …`` from a pruning report."""
+    label = _headline_label(report["dice"]["before"])
+    steps = " → ".join(f"{k.replace('_', ' ')} {v[label]['dice']:.4f}" for k, v in report["dice"].items() if v)
+    return f"{label} Dice on {report['dice_cases']} cases: {steps}"
+
+
 def speedup_lines(artifacts: list[dict]) -> list[str]:
     """Each quantized artifact's p50 speed-up over every FP32 artifact of the same runtime and over PyTorch eager."""
     p50 = {a["name"]: a["latency"]["p50_ms"] for a in artifacts if a.get("latency")}
@@ -66,11 +73,8 @@ def print_compress_summary(manifest: dict) -> None:
     console.print(table)
     for line in speedup_lines(artifacts):
         console.print(line)
-    pruning = manifest.get("pruning")
-    if pruning and pruning.get("dice", {}).get("before"):
-        label = _headline_label(pruning["dice"]["before"])
-        steps = " → ".join(f"{k.replace('_', ' ')} {v[label]['dice']:.4f}" for k, v in pruning["dice"].items() if v)
-        console.print(f"pruning ({pruning['summary']}), {label} Dice on {pruning['dice_cases']} cases: {steps}")
+    if manifest.get("pruning") and manifest["pruning"].get("dice", {}).get("before"):
+        console.print(f"pruning ({manifest['pruning']['summary']}), {pruning_steps(manifest['pruning'])}")
     if acc_label := next((_headline_label(a["accuracy"]["dice"]) for a in artifacts if a.get("accuracy")), None):
         console.print(f"{artifacts[0]['accuracy']['cases']} held-back validation cases. Dice and agreement (Dice of the "
                       f"artifact's masks against the FP32 model's) for '{acc_label}'; ΔDice in points (0.01 Dice) vs the "

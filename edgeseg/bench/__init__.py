@@ -1,4 +1,1 @@
-"""Measuring artifacts: latency now; the full harness (``edgeseg bench``) builds on it."""
-from .latency import measure_latency
-
-__all__ = ["measure_latency"]
+"""Measuring artifacts: isolated-process latency, drift statistics, the device fingerprint."""

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EdgesegError
-from .latency import summarize
 
 # PyTorch's OpenMP threads wait passively here, as a deployment sharing the CPU would configure them
 WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
@@ -44,6 +43,13 @@ def measure_isolated(bundle_dir: Path, artifacts: list[dict], sample: np.ndarray
     return {name: {**summarize(t, sample.shape[0], warmup), "load_seconds": float(np.median(loads[name])),
                    "peak_rss_mb": float(max(rss[name])),
                    "process": "one per artifact and round", "rounds": rounds} for name, t in times.items()}
+
+
+def summarize(times_ms: list[float], batch: int, warmup: int) -> dict[str, float]:
+    t = np.asarray(times_ms)
+    return {"p50_ms": float(np.percentile(t, 50)), "p90_ms": float(np.percentile(t, 90)),
+            "p99_ms": float(np.percentile(t, 99)), "mean_ms": float(t.mean()), "min_ms": float(t.min()),
+            "batch": int(batch), "warmup": warmup, "repeats": len(t)}
 
 
 def _run_worker(job: dict, timeout: float) -> dict:

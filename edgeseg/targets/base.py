@@ -28,6 +28,11 @@ class BuildRequest:
     options: dict = field(default_factory=dict)  # CLI overrides, e.g. {"calibration_method": "minmax"}
     checkpoint: Path | None = None     # the (pruned) edgeseg checkpoint, for the PyTorch reference
 
+    def fixed_size(self) -> tuple[int, ...] | None:
+        """The one spatial size the profile deploys at (inputs are always preprocessed to it), else None."""
+        sizes = self.profile.spatial_sizes(self.model_size)
+        return tuple(sizes[0]) if len(sizes) == 1 and self.options.get("static_spatial", True) else None
+
 
 @dataclass
 class Artifact:

@@ -116,12 +116,6 @@ def providers_for(device: str) -> list[str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
-def fixed_size(request: BuildRequest) -> tuple[int, ...] | None:
-    """The one spatial size a profile deploys at (inputs are always preprocessed to it), else None (dynamic)."""
-    sizes = request.profile.spatial_sizes(request.model_size)
-    return tuple(sizes[0]) if len(sizes) == 1 and request.options.get("static_spatial", True) else None
-
-
 class OrtRunner:
     """An ONNX file in an ONNX Runtime session."""
 
@@ -157,7 +151,7 @@ class OnnxRuntimeTarget:
                                    method=opts.get("calibration_method", "minmax"),
                                    op_types=opts.get("op_types_to_quantize"), extra_options=opts.get("extra_options"),
                                    rewrite_conv_transpose=opts.get("rewrite_conv_transpose", True),
-                                   fixed_size=fixed_size(request))
+                                   fixed_size=request.fixed_size())
         elif profile.precision == "fp16":
             details = fp16_convert(request.fp32_onnx, out, names)
         else:

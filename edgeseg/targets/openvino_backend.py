@@ -98,9 +98,7 @@ class OpenVinoTarget:
             raise EdgesegError(f"profile {profile.name}: OpenVINO FP16 is for GPU/NPU devices; use int8 or fp32 on CPU")
         model = ov.Core().read_model(str(request.fp32_onnx))
         details: dict = {}
-        from .onnxruntime_backend import fixed_size
-
-        if (size := fixed_size(request)) is not None:  # static spatial size: shape subgraphs fold away
+        if (size := request.fixed_size()) is not None:  # static spatial size: shape subgraphs fold away
             shape = list(model.input(0).get_partial_shape())
             model.reshape({model.input(0): ov.PartialShape([shape[0], shape[1], *size])})
             details["fixed_spatial_size"] = list(size)
