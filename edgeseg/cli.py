@@ -203,10 +203,14 @@ def demo_cmd(workdir: Path = typer.Option(Path("edgeseg-demo"), help="Folder for
 
 
 def main() -> None:
+    import signal
+
+    # a plain `kill` raises SystemExit, so staging directories and temp files are cleaned up like on Ctrl-C
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     app()
 
 
-from . import cli_deploy  # noqa: E402,F401  (registers calibrate, compress, verify, build-engine, profiles)
+from . import cli_bench, cli_deploy  # noqa: E402,F401  (register calibrate, compress, …, bench)
 
 if __name__ == "__main__":
     main()

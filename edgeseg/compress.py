@@ -15,6 +15,7 @@ import numpy as np
 
 from .bench.fingerprint import device_fingerprint
 from .bench.isolated import measure_isolated
+from .bench.runners import load_runners
 from .bundle import staging_dir, tool_versions, write_manifest
 from .calibration import (CalibrationSet, build_calibration_set, check_disjoint, check_preprocessing,
                           load_calibration)
@@ -188,9 +189,10 @@ def compress(cfg: CompressConfig) -> dict:
 
         float_nodes = plan_float_nodes(onnx.load(str(fp32_onnx)), cfg.preset, cfg.keep_float, cfg.quantize_ops)
 
-        _stage(4, total, f"build {len(profiles) + 2} artifacts: torch-fp32, onnx fp32, {', '.join(p.name for p in profiles)}")
+        always = ["torch-fp32", "x86-onnxruntime-fp32"]  # the reference and the plain FP32 ONNX
+        builds = [load_profile(name) for name in always] + [p for p in profiles if p.name not in always]
+        _stage(4, total, f"build {len(builds)} artifacts: {', '.join(p.name for p in builds)}")
         options = {"calibration_method": cfg.calib_method} if cfg.calib_method else {}
-        builds = [load_profile("torch-fp32"), load_profile("x86-onnxruntime-fp32"), *profiles]
         artifacts = []
         for profile in builds:
             t0 = time.perf_counter()
@@ -220,36 +222,17 @@ def compress(cfg: CompressConfig) -> dict:
     return manifest
 
 
-def runners_for(artifacts: list[dict], bundle_dir: Path, threads: dict[str, int | None], skip=()) -> dict:
-    """A runner for every artifact that can run on this machine; the reason for the others."""
-    from .targets.onnxruntime_backend import OrtRunner
-
-    runners = {}
-    for artifact in (a for a in artifacts if a["name"] not in skip):
-        target = get_target(artifact["runtime"])
-        reason = target.missing()
-        if artifact["runtime"] == "tensorrt" and reason:
-            # the QDQ ONNX is what TensorRT will run; ONNX Runtime's CPU kernels check its accuracy here
-            runners[artifact["name"]] = OrtRunner(bundle_dir / artifact["files"]["model"], artifact["precision"], "cpu",
-                                                  threads[artifact["name"]])
-            artifact["measured_with"] = f"QDQ ONNX on ONNX Runtime CPU (TensorRT: {reason}); latency not representative"
-        elif reason:
-            artifact["not_measured"] = reason
-        else:
-            try:
-                runners[artifact["name"]] = target.load(bundle_dir, artifact, threads[artifact["name"]])
-            except EdgesegError as exc:  # e.g. a CUDA profile on a machine without a GPU
-                artifact["not_measured"] = str(exc)
-    return runners
-
-
 def measure_artifacts(artifacts, profiles, bundle_dir, model, spec, dataset, eval_ids, cfg, sample) -> None:
     """Drift vs the FP32 PyTorch reference on ``eval_ids`` and batch-1 latency, recorded into each artifact."""
     import torch
 
     reference = artifacts[0]["name"]
     threads = {a["name"]: cfg.threads or p.threads or None for a, p in zip(artifacts, profiles)}
-    runners = runners_for(artifacts, bundle_dir, threads, skip={reference})
+    runners, others = load_runners(artifacts, bundle_dir, threads, skip={reference})
+    for artifact in artifacts:
+        if artifact["name"] in others:
+            status, reason = others[artifact["name"]]
+            artifact["measured_with" if status == "accuracy_only" else "not_measured"] = reason
     torch.set_num_threads(threads[reference] or torch.get_num_threads())
     runners = {reference: torch_predictor(model), **runners}
     if dataset is not None and eval_ids:
@@ -274,6 +257,8 @@ def measure_artifacts(artifacts, profiles, bundle_dir, model, spec, dataset, eva
                                     "runtime": "torch", "latency": latency.pop(timed[-1]["name"])}
     for artifact in artifacts:
         runner = runners.get(artifact["name"])
+        if "error" in latency.get(artifact["name"], {}):
+            artifact["not_measured"] = latency.pop(artifact["name"])["error"]
         if artifact["name"] in latency:
             artifact["latency"] = latency[artifact["name"]]
         artifact["executed_precision"] = getattr(runner, "executed_precision", "fp32 (PyTorch eager)") if runner else None

@@ -53,34 +53,44 @@ def check_compatible(spec, dataset: NnUNetDataset) -> None:
 
 
 def compare_predictors(predictors: dict[str, Predictor], reference: str, spec, dataset: NnUNetDataset,
-                       case_ids: list[str], description: str = "compare") -> dict[str, dict]:
-    """Score several predictors on the same cases: Dice vs ground truth, drift and agreement vs ``reference``.
+                       case_ids: list[str], description: str = "compare", full: bool = False) -> dict[str, dict]:
+    """Score several predictors on the same cases: against ground truth, and drift and agreement against
+    ``reference`` (agreement needs no labels, so it is all an unlabelled dataset gets).
 
-    Returns ``{name: {"mean": {label: {dice, iou}}, "drift": {label: mean ΔDice vs reference},
-    "agreement": {label: mean Dice between its and the reference's masks}, "worst": {label: (case, ΔDice)}}}``.
+    Returns ``{name: {"mean": {label: {dice, iou, …}} | None, "drift": {label: mean ΔDice} | None,
+    "drift_ci95", "agreement": {label: mean Dice against the reference's masks}, "worst": {label: (case, ΔDice)},
+    "structure_changes", "hd95_undefined", "cases"}}``. ``full`` adds sensitivity, specificity and HD95 (in the
+    image's spacing units).
     """
     from .bench.drift import bootstrap_mean_ci, structure_changes
+    from .metrics import undefined_hd95
 
     per_case = {name: {} for name in predictors}
     agreement = {name: {} for name in predictors}
     changes: dict[str, list] = {name: [] for name in predictors}
+    labelled = True
     for cid in track(case_ids, description):
         case = dataset.load(cid)
+        labelled &= case.label is not None
         masks = {name: predict_mask(p, case.image, spec.preprocessing, spec.spatial_dims) for name, p in predictors.items()}
         for name, mask in masks.items():
-            per_case[name][cid] = case_scores(mask, case.label, spec.label_names)
+            if case.label is not None:
+                per_case[name][cid] = case_scores(mask, case.label, spec.label_names, full, case.geometry.spacing)
             agreement[name][cid] = case_scores(mask, masks[reference], spec.label_names)
             changes[name] += [{"case": cid, **c} for c in structure_changes(masks[reference], mask, spec.label_names)]
-    ref = per_case[reference]
     out = {}
     for name in predictors:
-        labels = list(ref[case_ids[0]]) if case_ids else []
-        deltas = {lab: [(cid, per_case[name][cid][lab]["dice"] - ref[cid][lab]["dice"]) for cid in case_ids] for lab in labels}
-        out[name] = {"mean": mean_scores(list(per_case[name].values())),
-                     "drift": {lab: float(np.mean([d for _, d in deltas[lab]])) for lab in labels},
-                     "agreement": {lab: s["dice"] for lab, s in mean_scores(list(agreement[name].values())).items()},
-                     "drift_ci95": {lab: bootstrap_mean_ci([d for _, d in deltas[lab]]) for lab in labels},
-                     "worst": {lab: min(deltas[lab], key=lambda cd: cd[1]) for lab in labels},
-                     "structure_changes": changes[name],
-                     "cases": per_case[name]}
+        result = {"mean": None, "drift": None, "drift_ci95": None, "worst": None, "hd95_undefined": {},
+                  "agreement": {lab: s["dice"] for lab, s in mean_scores(list(agreement[name].values())).items()},
+                  "structure_changes": changes[name], "cases": per_case[name] if labelled else {}}
+        if labelled and case_ids:
+            ref = per_case[reference]
+            deltas = {lab: [(cid, per_case[name][cid][lab]["dice"] - ref[cid][lab]["dice"]) for cid in case_ids]
+                      for lab in ref[case_ids[0]]}
+            result.update(mean=mean_scores(list(per_case[name].values())),
+                          hd95_undefined=undefined_hd95(list(per_case[name].values())),
+                          drift={lab: float(np.mean([d for _, d in ds])) for lab, ds in deltas.items()},
+                          drift_ci95={lab: bootstrap_mean_ci([d for _, d in ds]) for lab, ds in deltas.items()},
+                          worst={lab: min(ds, key=lambda cd: cd[1]) for lab, ds in deltas.items()})
+        out[name] = result
     return out

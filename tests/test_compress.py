@@ -12,7 +12,7 @@ from edgeseg.calibration import build_calibration_set, save_calibration
 from edgeseg.checkpoint import read_spec
 from edgeseg.cli import app
 from edgeseg.compress import CompressConfig, compress
-from edgeseg.demo import default_checkpoint, ensure_phantom
+from edgeseg.demo import default_checkpoint
 from edgeseg.errors import EdgesegError
 
 runner = CliRunner()
@@ -20,20 +20,6 @@ runner = CliRunner()
 
 def _run(*args):
     return runner.invoke(app, [str(a) for a in args])
-
-
-@pytest.fixture(scope="session")
-def phantom_demo(tmp_path_factory):
-    return ensure_phantom(tmp_path_factory.mktemp("demo"))
-
-
-@pytest.fixture(scope="session")
-def bundle(phantom_demo, tmp_path_factory):
-    out = tmp_path_factory.mktemp("bundles") / "phantom"
-    result = _run("compress", default_checkpoint(), "--int8", "--calib", phantom_demo, "--calib-size", 16,
-                  "--eval-cases", 8, "--out", out)
-    assert result.exit_code == 0, result.output
-    return out
 
 
 def test_bundle_manifest_records_everything(bundle):

@@ -79,3 +79,41 @@ def test_hd95_3d_honours_anisotropic_spacing():
     with pytest.raises(ValueError, match="spacing"):
         hd95(vol, shifted, spacing=(1.0, 1.0))
 
+
+
+def test_hd95_on_the_bounding_box_equals_the_whole_image():
+    """HD95 is computed on the masks' bounding box for speed; a mask touching the border must not change."""
+    from edgeseg.metrics import hd95
+
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        a, b = rng.random((40, 50)) > 0.7, rng.random((40, 50)) > 0.8
+        a[:, :3] = False
+        b[0, :] = True  # touches the image border
+        big_a, big_b = np.zeros((80, 90), bool), np.zeros((80, 90), bool)
+        big_a[:40, :50], big_b[:40, :50] = a, b  # same border contact at rows/cols 0
+        assert hd95(a, b, (1.0, 0.7)) == pytest.approx(hd95(big_a, big_b, (1.0, 0.7)))
+
+
+def test_full_case_scores_and_means_skip_undefined_values():
+    from edgeseg.metrics import undefined_hd95
+
+    target = np.zeros((8, 8), int)
+    target[1:4, 1:4] = 1            # organ 9 px
+    pred = np.zeros((8, 8), int)
+    pred[1:4, 1:3] = 1              # 6 px inside it
+    pred[6, 6] = 2                  # a lesion the ground truth does not have
+    s = case_scores(pred, target, ["background", "organ", "lesion"], full=True, spacing=(0.5, 0.5))
+    assert s["organ"]["sensitivity"] == pytest.approx(6 / 9)
+    assert s["organ"]["specificity"] == pytest.approx(1.0)  # no false positive among the 55 negatives
+    assert s["organ"]["hd95"] == pytest.approx(0.5)          # the missing column is one 0.5 mm pixel away
+    assert np.isnan(s["lesion"]["sensitivity"])              # no positives in the ground truth
+    assert s["lesion"]["specificity"] == pytest.approx(63 / 64)
+    assert s["lesion"]["hd95"] == float("inf")               # exactly one side empty
+    assert s["foreground"]["sensitivity"] == pytest.approx(6 / 9)
+    other = case_scores(target, target, ["background", "organ", "lesion"], full=True)
+    mean = mean_scores([s, other])
+    assert mean["lesion"]["hd95"] == 0.0                     # inf left out; the other case has both empty
+    assert np.isnan(mean["lesion"]["sensitivity"])           # undefined in both cases
+    assert mean["organ"]["sensitivity"] == pytest.approx((6 / 9 + 1) / 2)
+    assert undefined_hd95([s, other]) == {"organ": 0, "lesion": 1, "foreground": 0}

@@ -23,33 +23,68 @@ WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def measure_isolated(bundle_dir: Path, artifacts: list[dict], sample: np.ndarray, threads: dict[str, int | None],
-                     repeats: int = 30, rounds: int = 2, warmup: int = 5, timeout: float = 600) -> dict[str, dict]:
-    """``{artifact name: latency summary + load_seconds}`` for each artifact, each timed in its own process."""
-    times: dict[str, list[float]] = {a["name"]: [] for a in artifacts}
-    loads: dict[str, list[float]] = {a["name"]: [] for a in artifacts}
-    rss: dict[str, list[float]] = {a["name"]: [] for a in artifacts}
+                     repeats: int = 30, rounds: int = 2, warmup: int = 5, timeout: float = 900,
+                     batch_sizes: tuple[int, ...] = (), end_to_end: dict | None = None, progress=None) -> dict[str, dict]:
+    """``{artifact name: batch-1 latency summary + load_seconds + peak_rss_mb}`` for each artifact, each timed
+    in its own process per round (``{"error": reason}`` for one whose worker failed). ``batch_sizes`` adds
+    ``"batches": {"batch_<B>": summary}`` (the sample repeated B times); ``end_to_end`` (``{"data", "cases", "preprocessing", "spatial_dims"}``) adds
+    ``"end_to_end"``: read + preprocess + infer + postprocess + write per case, timed in the last round."""
+    names = [a["name"] for a in artifacts]
+    times: dict[str, dict[int, list[float]]] = {n: {b: [] for b in (1, *batch_sizes)} for n in names}
+    loads: dict[str, list[float]] = {n: [] for n in names}
+    rss: dict[str, list[float]] = {n: [] for n in names}
+    e2e: dict[str, list[dict]] = {n: [] for n in names}
     per_round = max(1, repeats // rounds)
     with tempfile.TemporaryDirectory(prefix="edgeseg-lat-") as tmp:
-        sample_path = Path(tmp) / "sample.npy"
-        np.save(sample_path, np.ascontiguousarray(sample, dtype=np.float32))
-        for _ in range(rounds):
-            for artifact in artifacts:
-                job = {"bundle": str(artifact.get("root", bundle_dir)), "artifact": artifact, "threads": threads.get(artifact["name"]),
-                       "repeats": per_round, "warmup": warmup, "input": str(sample_path)}
-                result = _run_worker(job, timeout)
-                times[artifact["name"]] += result["times_ms"]
+        inputs = {}
+        for b in (1, *batch_sizes):
+            inputs[b] = str(Path(tmp) / f"sample_b{b}.npy")
+            np.save(inputs[b], np.ascontiguousarray(np.repeat(sample[:1], b, axis=0), dtype=np.float32))
+        failed: dict[str, str] = {}
+        for r in range(rounds):
+            for artifact in (a for a in artifacts if a["name"] not in failed):
+                job = {"bundle": str(artifact.get("root", bundle_dir)), "artifact": artifact,
+                       "threads": threads.get(artifact["name"]), "repeats": per_round, "warmup": warmup,
+                       "inputs": inputs, "end_to_end": end_to_end if r == rounds - 1 else None,
+                       "out_dir": str(Path(tmp) / "masks")}
+                try:
+                    result = _run_worker(job, timeout)
+                except (EdgesegError, subprocess.TimeoutExpired) as exc:  # one artifact failing: measure the others
+                    failed[artifact["name"]] = str(exc)
+                    continue
+                finally:
+                    if progress:
+                        progress()
+                for b, t in result["times_ms"].items():
+                    times[artifact["name"]][int(b)] += t
                 loads[artifact["name"]].append(result["load_seconds"])
                 rss[artifact["name"]].append(result["peak_rss_mb"])
-    return {name: {**summarize(t, sample.shape[0], warmup), "load_seconds": float(np.median(loads[name])),
-                   "peak_rss_mb": float(max(rss[name])),
-                   "process": "one per artifact and round", "rounds": rounds} for name, t in times.items()}
+                e2e[artifact["name"]] += result.get("end_to_end") or []
+    out = {name: {"error": reason} for name, reason in failed.items()}
+    for name in (n for n in names if n not in failed):
+        out[name] = {**summarize(times[name][1], 1, warmup), "load_seconds": float(np.median(loads[name])),
+                     "peak_rss_mb": float(max(rss[name])), "process": "one per artifact and round", "rounds": rounds}
+        if batch_sizes:
+            out[name]["batches"] = {f"batch_{b}": summarize(times[name][b], b, _batch_warmup(warmup)) for b in batch_sizes}
+        if e2e[name]:
+            out[name]["end_to_end"] = summarize_end_to_end(e2e[name])
+    return out
 
 
 def summarize(times_ms: list[float], batch: int, warmup: int) -> dict[str, float]:
     t = np.asarray(times_ms)
-    return {"p50_ms": float(np.percentile(t, 50)), "p90_ms": float(np.percentile(t, 90)),
+    p50 = float(np.percentile(t, 50))
+    return {"p50_ms": p50, "p90_ms": float(np.percentile(t, 90)),
             "p99_ms": float(np.percentile(t, 99)), "mean_ms": float(t.mean()), "min_ms": float(t.min()),
-            "batch": int(batch), "warmup": warmup, "repeats": len(t)}
+            "batch": int(batch), "warmup": warmup, "repeats": len(t), "throughput_per_s": batch * 1e3 / p50}
+
+
+def summarize_end_to_end(rows: list[dict]) -> dict:
+    """p50/p90/mean of the per-case totals and the mean time per stage."""
+    total = np.asarray([r["total"] for r in rows])
+    stages = {k: float(np.mean([r[k] for r in rows])) for k in ("read", "preprocess_postprocess", "infer", "write")}
+    return {"cases": len(rows), "p50_ms": float(np.percentile(total, 50)), "p90_ms": float(np.percentile(total, 90)),
+            "mean_ms": float(total.mean()), "stages_ms": stages, "infer_fraction": stages["infer"] / float(total.mean())}
 
 
 def _run_worker(job: dict, timeout: float) -> dict:
@@ -63,26 +98,88 @@ def _run_worker(job: dict, timeout: float) -> dict:
     return json.loads(lines[-1])
 
 
-def _worker(job: dict) -> dict:
-    from ..targets import get_target
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process. Linux: ``VmHWM`` of its own address space — ``ru_maxrss`` would
+    report at least the parent's RSS at fork time, since Linux carries it across ``execve``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
 
-    batch = np.load(job["input"])
-    start = time.perf_counter()
-    runner = get_target(job["artifact"]["runtime"]).load(Path(job["bundle"]), job["artifact"], job["threads"])
-    runner(batch)
-    load_seconds = time.perf_counter() - start
-    for _ in range(job["warmup"]):
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
+
+
+def _batch_warmup(warmup: int) -> int:
+    return max(1, warmup // 2)
+
+
+def _time_calls(runner, batch: np.ndarray, warmup: int, repeats: int) -> list[float]:
+    for _ in range(warmup):
         runner(batch)
     out = []
-    for _ in range(job["repeats"]):
+    for _ in range(repeats):
         t0 = time.perf_counter()
         runner(batch)
         out.append((time.perf_counter() - t0) * 1e3)
-    import resource
+    return out
 
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux: the whole worker process
-    return {"times_ms": out, "load_seconds": load_seconds, "peak_rss_mb": peak_kib / 1024,
-            "executed_precision": runner.executed_precision}
+
+def _end_to_end(runner, job: dict, out_dir: Path) -> list[dict]:
+    """Per case: read the image file(s), preprocess, infer, postprocess, write the mask; the first case is
+    run once untimed first (caches, lazy allocations)."""
+    from ..data.io import write_array
+    from ..data.nnunet import NnUNetDataset
+    from ..data.preprocessing import PreprocessSpec
+    from ..inference import predict_mask
+
+    dataset = NnUNetDataset(job["data"], require_labels=False)
+    spec = PreprocessSpec.from_dict(job["preprocessing"])
+    infer_ms = [0.0]
+
+    def timed_runner(batch):
+        t0 = time.perf_counter()
+        out = runner(batch)
+        infer_ms[0] += (time.perf_counter() - t0) * 1e3
+        return out
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, cid in enumerate([job["cases"][0], *job["cases"]]):
+        infer_ms[0] = 0.0
+        t0 = time.perf_counter()
+        image, geometry = dataset.load_image(cid)
+        t1 = time.perf_counter()
+        mask = predict_mask(timed_runner, image, spec, job["spatial_dims"])
+        t2 = time.perf_counter()
+        write_array(out_dir / f"{cid}{'.nii.gz' if mask.ndim == 3 else '.png'}", mask, geometry)
+        t3 = time.perf_counter()
+        if i:
+            predict = (t2 - t1) * 1e3
+            rows.append({"case": cid, "read": (t1 - t0) * 1e3, "infer": infer_ms[0],
+                         "preprocess_postprocess": predict - infer_ms[0], "write": (t3 - t2) * 1e3,
+                         "total": (t3 - t0) * 1e3})
+    return rows
+
+
+def _worker(job: dict) -> dict:
+    from ..targets import get_target
+
+    inputs = {int(b): np.load(path) for b, path in job["inputs"].items()}
+    start = time.perf_counter()
+    runner = get_target(job["artifact"]["runtime"]).load(Path(job["bundle"]), job["artifact"], job["threads"])
+    runner(inputs[min(inputs)])
+    load_seconds = time.perf_counter() - start
+    # larger batches: half the calls (each does B times the work)
+    times = {b: _time_calls(runner, batch, job["warmup"] if b == 1 else _batch_warmup(job["warmup"]),
+                            job["repeats"] if b == 1 else max(3, job["repeats"] // 2))
+             for b, batch in sorted(inputs.items())}
+    e2e = _end_to_end(runner, job["end_to_end"], Path(job["out_dir"])) if job.get("end_to_end") else None
+    return {"times_ms": times, "load_seconds": load_seconds, "peak_rss_mb": peak_rss_mb(),
+            "executed_precision": runner.executed_precision, "end_to_end": e2e}
 
 
 if __name__ == "__main__":

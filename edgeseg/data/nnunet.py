@@ -125,8 +125,8 @@ class NnUNetDataset:
         chosen = sorted(ids[i] for i in order[:n_val]) if name == "val" else sorted(ids[i] for i in order[n_val:])
         return chosen
 
-    def load(self, case_id: str) -> CaseData:
-        """Read a case's channels and label, checking channel count, sizes and label values."""
+    def load_image(self, case_id: str) -> tuple[np.ndarray, Geometry]:
+        """A case's channels as ``(channels, *spatial)`` float32 and their geometry (no label read)."""
         case = self.cases[case_id]
         parts, geometry = [], None
         for f in case.image_files:
@@ -139,6 +139,12 @@ class NnUNetDataset:
         if image.shape[0] != len(self.channel_names):
             raise EdgesegError(f"{case.image_files[0]}: case {case_id} has {image.shape[0]} channels, "
                                f"dataset.json names {len(self.channel_names)} ({', '.join(self.channel_names)})")
+        return image, geometry
+
+    def load(self, case_id: str) -> CaseData:
+        """Read a case's channels and label, checking channel count, sizes and label values."""
+        case = self.cases[case_id]
+        image, geometry = self.load_image(case_id)
         label = None
         if case.label_file is not None:
             label, _ = read_label(case.label_file)

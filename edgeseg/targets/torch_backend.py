@@ -11,23 +11,33 @@ from .base import Artifact, BuildRequest, module_missing
 
 
 class TorchRunner:
-    def __init__(self, checkpoint: Path, threads: int | None = None, device: str = "cpu"):
+    """An edgeseg checkpoint in PyTorch: eager (the reference) or ``torch.compile``d, FP32 or FP16 on CUDA."""
+
+    def __init__(self, checkpoint: Path, threads: int | None = None, device: str = "cpu", compile: bool = False,
+                 half: bool = False):
         import torch
 
         from ..checkpoint import load_checkpoint
 
         if threads:
             torch.set_num_threads(int(threads))
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise EdgesegError(f"device {device!r}: PyTorch sees no CUDA GPU here")
+        if half and not device.startswith("cuda"):
+            raise EdgesegError("FP16 PyTorch runs on a CUDA device only")
         self.model, self.spec = load_checkpoint(checkpoint)
-        self.device = device
-        self.model = self.model.to(device).eval()
-        self.executed_precision = f"fp32 (PyTorch {torch.__version__} eager, {device})"
+        self.device, self.dtype = device, torch.float16 if half else torch.float32
+        self.model = self.model.to(device, self.dtype).eval()
+        if compile:
+            self.model = torch.compile(self.model)
+        mode = "torch.compile (inductor)" if compile else "eager"
+        self.executed_precision = f"{'fp16' if half else 'fp32'} (PyTorch {torch.__version__} {mode}, {device})"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device, self.dtype)
             return self.model(x).float().cpu().numpy()
 
 
@@ -47,4 +57,6 @@ class TorchTarget:
                         profile=request.profile.name, device=request.profile.device)
 
     def load(self, bundle_dir: Path, artifact: dict, threads: int | None = None) -> TorchRunner:
-        return TorchRunner(Path(bundle_dir) / artifact["files"]["model"], threads)
+        details = artifact.get("details") or {}
+        return TorchRunner(Path(bundle_dir) / artifact["files"]["model"], threads, artifact.get("device", "cpu"),
+                           compile=bool(details.get("compile")), half=artifact["precision"] == "fp16")

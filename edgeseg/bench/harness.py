@@ -1,0 +1,334 @@
+"""``edgeseg bench``: every artifact of a bundle — and, on request, what users would pick instead — run on the
+same cases: accuracy against ground truth and against the FP32 reference, model-only and end-to-end latency,
+cold start, memory and size. Returns the result dict of ``benchmarks/SCHEMA.md`` (schema ``edgeseg-bench`` v1).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..bundle import MANIFEST, read_manifest, verify_bundle
+from ..checkpoint import CheckpointSpec, file_sha256
+from ..data.nnunet import NnUNetDataset
+from ..errors import EdgesegError
+from ..evaluate import check_compatible, compare_predictors, held_back_cases
+from ..inference import predict_logits
+from ..progress import console, progress_bar
+from ..targets import get_target
+from .fingerprint import device_fingerprint
+from .isolated import measure_isolated
+from .runners import load_runners
+from .schema import RESULT_SCHEMA_NAME, RESULT_SCHEMA_VERSION
+
+
+@dataclass
+class BenchConfig:
+    bundle: Path
+    data: Path
+    split: str = "val"
+    max_cases: int | None = None          # the first N cases of the split
+    backends: list[str] = field(default_factory=list)  # runtimes to run; empty = all (the reference always runs)
+    threads: int | None = None            # None: every core this process may use
+    repeats: int = 50
+    rounds: int = 2
+    warmup: int = 5
+    batch_size: int = 8                   # the larger batch for throughput (0: batch 1 only)
+    e2e_cases: int = 8
+    latency: bool = True
+    compare_baselines: bool = False
+    baseline_checkpoint: Path | None = None  # e.g. the unpruned model, PyTorch eager
+    command: str | None = None
+
+
+def headline_label(labels: list[str]) -> str:
+    """The label one-number summaries use: the union of all structures when there are several."""
+    return "foreground" if len(labels) > 2 else labels[1]
+
+
+def _refused(manifest: dict, problems: list[str]) -> dict[str, str]:
+    """Artifacts whose files failed sha256 verification → the first problem."""
+    out = {}
+    for artifact in manifest["artifacts"]:
+        hits = [p for p in problems if p.split(":")[0] in artifact["files"].values()]
+        if hits:
+            out[artifact["name"]] = hits[0]
+    return out
+
+
+def _cases(cfg: BenchConfig, spec, dataset: NnUNetDataset) -> list[str]:
+    ids = held_back_cases(spec, dataset) if cfg.split == "val" else dataset.split(cfg.split)
+    ids = ids[: cfg.max_cases] if cfg.max_cases else ids
+    if not ids:
+        raise EdgesegError(f"{dataset.root}: no cases in split {cfg.split!r}")
+    return ids
+
+
+def first_model_input(spec, image: np.ndarray) -> np.ndarray:
+    """The first batch the inference path feeds the model for ``image``, cut to one sample: the latency input."""
+    captured = []
+
+    def capture(batch: np.ndarray) -> np.ndarray:
+        captured.append(np.array(batch[:1]))
+        return np.zeros((batch.shape[0], spec.num_classes, *batch.shape[2:]), np.float32)
+
+    predict_logits(capture, image, spec.preprocessing, spec.spatial_dims)
+    return captured[0]
+
+
+def _choose_reference(artifacts: list[dict], refused: dict) -> dict:
+    """The FP32 PyTorch model when torch is here, else the first FP32 artifact whose runtime is."""
+    fp32 = [a for a in artifacts if a["precision"] == "fp32" and a["name"] not in refused and a["runtime"] != "tensorrt"]
+    for artifact in sorted(fp32, key=lambda a: a["runtime"] != "torch"):
+        if get_target(artifact["runtime"]).missing() is None:
+            return artifact
+    if any(a["precision"] == "fp32" and a["name"] in refused for a in artifacts):
+        raise EdgesegError("the bundle's FP32 reference failed sha256 verification; drift cannot be measured "
+                           f"({next(iter(refused.values()))})")
+    raise EdgesegError("no FP32 artifact of this bundle can run here (install torch, onnxruntime or openvino)")
+
+
+def _calibration(manifest: dict, spec, dataset: NnUNetDataset, case_ids: list[str]):
+    """A calibration set for the INT8 baselines, rebuilt like the bundle's (same size/strategy/seed) from the
+    training cases and checked disjoint from the evaluated cases."""
+    from ..calibration import build_calibration_set, check_disjoint
+
+    recipe = manifest.get("calibration") or {}
+    recorded = spec.data.get("train_cases") if dataset.name == spec.data.get("dataset") else None
+    calib = build_calibration_set(dataset.root, spec.preprocessing, spec.spatial_dims, recipe.get("size", 64),
+                                  recipe.get("strategy", "stratified"), recipe.get("seed", 0), "train", case_ids,
+                                  [tuple(spec.preprocessing.size)], recorded)
+    check_disjoint(calib, case_ids, dataset.name)
+    return calib
+
+
+def _jsonable(value):
+    """NaN and ±inf become None (JSON has neither); tuples become lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    return value
+
+
+def _accuracy(scores: dict | None, n_cases: int) -> dict | None:
+    if scores is None:
+        return None
+    worst = {lab: {"case": c, "delta": d} for lab, (c, d) in scores["worst"].items()} if scores["worst"] else None
+    return {"cases": n_cases, "mean": scores["mean"], "hd95_undefined": scores["hd95_undefined"],
+            "drift": scores["drift_ci95"], "agreement": scores["agreement"], "worst_case": worst,
+            "structure_changes": scores["structure_changes"], "per_case": scores["cases"]}
+
+
+def _latency(lat: dict | None) -> dict | None:
+    if not lat or "error" in lat:
+        return None
+    keys = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "batch", "warmup", "repeats", "throughput_per_s")
+    out = {"batch_1": {k: lat[k] for k in keys}, **lat.get("batches", {})}
+    return {**out, "cold_start_s": lat["load_seconds"], "peak_rss_mb": lat["peak_rss_mb"], "rounds": lat["rounds"]}
+
+
+def _role(artifact: dict, reference: str) -> str:
+    if artifact["name"] == reference:
+        return "reference"
+    return "baseline" if artifact.get("origin") == "baseline" or artifact["precision"] == "fp32" else "candidate"
+
+
+def run_bench(cfg: BenchConfig) -> dict:
+    """Measure a bundle on ``cfg.data``; returns the result (see ``benchmarks/SCHEMA.md``)."""
+    start = time.perf_counter()
+    bundle = Path(cfg.bundle)
+    manifest = read_manifest(bundle)
+    problems = verify_bundle(bundle)
+    refused = _refused(manifest, problems)
+    spec = CheckpointSpec.from_dict({**manifest["model"], "preprocessing": manifest["preprocessing"]})
+    dataset = NnUNetDataset(cfg.data, require_labels=False)
+    check_compatible(spec, dataset)
+    case_ids = _cases(cfg, spec, dataset)
+    backends = {get_target(b).name for b in cfg.backends}
+    threads = cfg.threads or len(os.sched_getaffinity(0))
+    artifacts = [{**a, "origin": "bundle", "description": _describe(a)} for a in manifest["artifacts"]]
+    reference = _choose_reference(artifacts, refused)
+    artifacts = [a for a in artifacts if a is reference or not backends or a["runtime"] in backends]
+    notes: list[str] = [f"{n}: sha256 verification failed ({p})" for n, p in refused.items()]
+    calib_cases = set((manifest.get("calibration") or {}).get("cases", []))
+    overlap = sorted(calib_cases & set(case_ids)) if (manifest.get("calibration") or {}).get("dataset") == dataset.name else []
+
+    with tempfile.TemporaryDirectory(prefix="edgeseg-bench-") as work:
+        baselines, skipped = [], []
+        if cfg.compare_baselines:
+            baselines, skipped = _baselines(cfg, bundle, manifest, reference, spec, dataset, case_ids, Path(work), notes)
+        if cfg.baseline_checkpoint:
+            ckpt = Path(cfg.baseline_checkpoint).resolve()
+            if not ckpt.is_file():
+                raise EdgesegError(f"{ckpt}: baseline checkpoint not found")
+            baselines.append({"name": f"baseline:{ckpt.stem}", "runtime": "torch", "precision": "fp32",
+                              "files": {"model": ckpt.name}, "root": str(ckpt.parent), "profile": None, "device": "cpu",
+                              "origin": "baseline", "external": True, "details": {"sha256": file_sha256(ckpt)},
+                              "description": f"{ckpt.name}, PyTorch eager (e.g. the model before compression)"})
+        candidates = [a for a in artifacts + baselines if a["name"] not in refused]
+        thread_map = {a["name"]: threads for a in candidates}
+        runners, others = load_runners(candidates, bundle, thread_map)
+        if reference["name"] not in runners:
+            raise EdgesegError(f"the reference {reference['name']} cannot run here: {others[reference['name']][1]}")
+        first_image, _ = dataset.load_image(case_ids[0])
+        sample = first_model_input(spec, first_image)
+        _smoke_test(runners, others, sample, reference["name"])
+        _set_torch_threads(threads)
+        console.print(f"[bold cyan]bench[/] {len(runners)} runnable of {len(candidates)} artifacts on {len(case_ids)} "
+                      f"{dataset.name} {cfg.split} cases, {threads} threads")
+        scores = compare_predictors(runners, reference["name"], spec, dataset, case_ids, "accuracy", full=True)
+        timed = [a for a in candidates if a["name"] in runners and a["name"] not in others]
+        latency = _measure_latency(cfg, bundle, timed, sample, thread_map, dataset, case_ids, spec) if cfg.latency else {}
+        states = {**{n: ("refused", [f"sha256 verification failed: {p}"]) for n, p in refused.items()},
+                  **{n: (s, [reason]) for n, (s, reason) in others.items()},
+                  **{s["name"]: (s["status"], s["notes"]) for s in skipped}}
+        entries = [_entry(a, reference["name"], runners, states, scores, latency, len(case_ids), manifest)
+                   for a in artifacts + baselines + skipped]
+    _add_ratios(entries, reference["name"])
+    labels = spec.label_names
+    device = device_fingerprint(threads)
+    result = {"schema": RESULT_SCHEMA_NAME, "schema_version": RESULT_SCHEMA_VERSION,
+              "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+              "edgeseg_version": device["versions"].get("edgeseg", "unknown"),
+              "command": cfg.command, "seconds": round(time.perf_counter() - start, 1),
+              "bundle": {"path": str(bundle), "source_checkpoint": manifest.get("source_checkpoint"),
+                         "manifest_sha256": file_sha256(bundle / MANIFEST),
+                         "verification": {"ok": not problems, "problems": problems},
+                         "pruning": (manifest.get("pruning") or {}).get("summary")},
+              "data": {"dataset": dataset.name, "root": str(dataset.root), "split": cfg.split, "cases": case_ids,
+                       "labelled": bool(scores[reference["name"]]["mean"] is not None),
+                       "fingerprint": dataset.fingerprint(case_ids), "calibration_overlap": overlap},
+              "model": {"arch": spec.arch, "spatial_dims": spec.spatial_dims, "in_channels": spec.in_channels,
+                        "labels": labels, "input_size": list(spec.preprocessing.size),
+                        "macs": (manifest.get("macs") or {}).get("final"), "params": (manifest.get("params") or {}).get("final")},
+              "settings": {"threads": threads, "repeats": cfg.repeats, "rounds": cfg.rounds, "warmup": cfg.warmup,
+                           "batch_sizes": [1] + ([cfg.batch_size] if cfg.batch_size > 1 else []),
+                           "e2e_cases": min(cfg.e2e_cases, len(case_ids)) if cfg.latency else 0,
+                           "backends": sorted(backends) or ["all"], "compare_baselines": cfg.compare_baselines,
+                           "headline_label": headline_label(labels)},
+              "device": device, "reference": reference["name"], "artifacts": entries,
+              "notes": notes + ([f"{len(overlap)} evaluated cases were in the bundle's calibration set"] if overlap else [])}
+    return _jsonable(result)
+
+
+def _describe(artifact: dict) -> str:
+    profile = artifact.get("profile")
+    if artifact["runtime"] == "torch" and artifact["precision"] == "fp32":
+        return "FP32 model, PyTorch eager (the reference)"
+    try:
+        from ..targets import load_profile
+
+        return load_profile(profile).description if profile else artifact["name"]
+    except EdgesegError:
+        return profile or artifact["name"]
+
+
+def _baselines(cfg, bundle, manifest, reference, spec, dataset, case_ids, work, notes):
+    from .baselines import build_baselines
+
+    fp32_onnx = next((bundle / a["files"]["model"] for a in manifest["artifacts"]
+                      if a["runtime"] == "onnxruntime" and a["precision"] == "fp32"), None)
+    try:
+        calib = _calibration(manifest, spec, dataset, case_ids).inputs
+    except EdgesegError as exc:
+        calib = None
+        notes.append(f"INT8 baselines: no calibration set ({exc})")
+    cuda = _cuda_available()
+    if not cuda:
+        notes.append("GPU baselines (PyTorch CUDA FP32/FP16) skipped: no CUDA GPU visible to PyTorch")
+    console.print("[bold cyan]bench[/] building baselines: torch.compile, OpenVINO f32/default, ORT quantize_static "
+                  "defaults, NNCF defaults")
+    return build_baselines(bundle, manifest, reference, fp32_onnx, calib, work, cuda, tuple(spec.preprocessing.size))
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def _set_torch_threads(threads: int) -> None:
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
+
+
+def _smoke_test(runners: dict, others: dict, sample: np.ndarray, reference: str) -> None:
+    """Run each loaded artifact once; one that fails is reported and left out, the reference must work."""
+    for name in list(runners):
+        try:
+            out = runners[name](sample)
+            if not np.isfinite(out).all():
+                raise ValueError("non-finite logits")
+        except Exception as exc:  # noqa: BLE001 — any runtime error disqualifies this artifact only
+            if name == reference:
+                raise EdgesegError(f"the reference {name} failed on the first case: {exc}") from None
+            others[name] = ("not_measured", f"failed on the first case: {type(exc).__name__}: {str(exc)[:200]}")
+            del runners[name]
+
+
+def _measure_latency(cfg, bundle, timed, sample, thread_map, dataset, case_ids, spec) -> dict:
+    e2e = {"data": str(dataset.root), "cases": case_ids[: cfg.e2e_cases], "preprocessing": spec.preprocessing.to_dict(),
+           "spatial_dims": spec.spatial_dims} if cfg.e2e_cases > 0 else None
+    batches = (cfg.batch_size,) if cfg.batch_size > 1 else ()
+    with progress_bar() as bar:
+        task = bar.add_task("latency (one process per artifact and round)", total=len(timed) * cfg.rounds, info="")
+        return measure_isolated(bundle, timed, sample, thread_map, repeats=cfg.repeats, rounds=cfg.rounds,
+                                warmup=cfg.warmup, batch_sizes=batches, end_to_end=e2e,
+                                progress=lambda: bar.advance(task))
+
+
+def _entry(artifact, reference, runners, states, scores, latency, n_cases, manifest) -> dict:
+    """One artifact's record in the result; ``states`` holds ``(status, notes)`` of those not fully measured."""
+    name = artifact["name"]
+    status, notes = states.get(name, ("measured", []))
+    notes = list(notes)
+    lat = latency.get(name)
+    if lat and "error" in lat:
+        notes.append(f"latency not measured: {lat['error']}")
+    runner = runners.get(name)
+    same_model = not artifact.get("external")  # baselines other than --baseline-checkpoint run the bundle's model
+    return {"name": name, "origin": artifact.get("origin", "bundle"), "role": _role(artifact, reference),
+            "runtime": artifact["runtime"], "precision": artifact["precision"], "profile": artifact.get("profile"),
+            "device": artifact.get("device", "cpu"), "description": artifact.get("description", ""),
+            "executed_precision": getattr(runner, "executed_precision", None),
+            "status": status, "notes": notes,
+            "size_bytes": _size(artifact),
+            "params": (manifest.get("params") or {}).get("final") if same_model else None,
+            "macs": (manifest.get("macs") or {}).get("final") if same_model else None,
+            "accuracy": _accuracy(scores.get(name), n_cases) if name in runners else None,
+            "latency": _latency(lat), "end_to_end": (lat or {}).get("end_to_end"),
+            "ratios": {"model_speedup_vs_reference": None, "e2e_speedup_vs_reference": None}}
+
+
+def _size(artifact: dict) -> int | None:
+    if artifact.get("hashes"):
+        return sum(h["bytes"] for h in artifact["hashes"].values())
+    files = [Path(artifact["root"]) / f for f in artifact.get("files", {}).values()] if artifact.get("root") else []
+    return sum(f.stat().st_size for f in files) if files and all(f.is_file() for f in files) else None
+
+
+def _add_ratios(entries: list[dict], reference: str) -> None:
+    ref = next(e for e in entries if e["name"] == reference)
+    for e in entries:
+        for key, (a, b) in {"model_speedup_vs_reference": (ref["latency"], e["latency"]),
+                            "e2e_speedup_vs_reference": (ref["end_to_end"], e["end_to_end"])}.items():
+            if a and b:
+                e["ratios"][key] = a.get("batch_1", a)["p50_ms"] / b.get("batch_1", b)["p50_ms"]

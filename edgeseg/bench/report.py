@@ -1,0 +1,367 @@
+"""What people read from an ``edgeseg bench`` result: a Markdown report, a terminal summary, a Pareto plot."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from ..data.io import atomic_write
+
+DASH = "—"
+STATUS_NOTES = {"accuracy_only": "accuracy only", "not_measured": "not measured", "refused": "refused: sha256"}
+MAX_CHANGES_LISTED = 20
+METRICS = ("dice", "iou", "sensitivity", "specificity")
+ROLE_COLOURS = {"candidate": "tab:blue", "reference": "tab:green", "baseline": "tab:orange"}
+GPU_VERSIONS = {"driver": "driver", "cuda": "CUDA", "tensorrt": "TensorRT"}
+
+
+def headline(result: dict) -> str:
+    """The label the one-number columns show (``settings.headline_label``)."""
+    return result["settings"]["headline_label"]
+
+
+def _signed(value: float, digits: int) -> str:
+    """``+0.12`` / ``−0.05`` / ``0.00`` (no sign on a value that rounds to zero), with a Unicode minus."""
+    text = f"{value:+.{digits}f}"
+    return f"{0:.{digits}f}" if float(text) == 0 else text.replace("-", "−")
+
+
+def _num(value: float | None, spec: str, suffix: str = "") -> str:
+    return DASH if value is None else f"{value:{spec}}{suffix}"
+
+
+def _ms(value: float | None) -> str:
+    """Milliseconds with about three significant digits."""
+    return DASH if value is None else f"{value:.{2 if value < 10 else 1 if value < 100 else 0}f}"
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> str:
+    return DASH if not numerator or not denominator else f"{numerator / denominator:.2f}×"
+
+
+def _points_ci(drift: dict | None) -> str:
+    """A Dice delta (fraction) in points with its interval: ``−0.05 [−0.09, −0.01]``."""
+    if not drift or drift.get("mean") is None:
+        return DASH
+    text = _signed(drift["mean"] * 100, 2)
+    if drift.get("low") is not None and drift.get("high") is not None:
+        text += f" [{_signed(drift['low'] * 100, 2)}, {_signed(drift['high'] * 100, 2)}]"
+    return text
+
+
+def _per_label(artifact: dict, key: str, label: str):
+    """``accuracy[key][label]`` or None (``key``: mean, drift, agreement, worst_case); every accessor takes nulls."""
+    return ((artifact.get("accuracy") or {}).get(key) or {}).get(label)
+
+
+def _metric(artifact: dict, label: str, metric: str) -> float | None:
+    return (_per_label(artifact, "mean", label) or {}).get(metric)
+
+
+def _model_p50(artifact: dict) -> float | None:
+    return ((artifact.get("latency") or {}).get("batch_1") or {}).get("p50_ms")
+
+
+def _e2e_p50(artifact: dict) -> float | None:
+    return (artifact.get("end_to_end") or {}).get("p50_ms")
+
+
+def _changes(artifact: dict) -> list[dict]:
+    return (artifact.get("accuracy") or {}).get("structure_changes") or []
+
+
+def _short_name(artifact: dict) -> str:
+    """``openvino-int8`` for ``x86-avx512-openvino-int8`` (profile dropped), ``ort-…`` for ``baseline:ort-…``."""
+    name = artifact["name"].removeprefix("baseline:")
+    profile = artifact.get("profile")
+    return name.removeprefix(f"{profile}-") if profile and name != profile else name
+
+
+def _main_cells(result: dict, artifact: dict) -> dict[str, str]:
+    """Every main-table cell of one artifact, keyed by column; Markdown and the terminal pick from these."""
+    label, latency, ratios = headline(result), artifact.get("latency") or {}, artifact.get("ratios") or {}
+    is_reference = artifact["name"] == result["reference"]
+    worst = _per_label(artifact, "worst_case", label)
+    changes = _changes(artifact)
+    vanished = sum(c["change"] == "vanished" for c in changes)
+    status = STATUS_NOTES.get(artifact["status"])
+    largest = latency.get(f"batch_{max(result['settings']['batch_sizes'])}") or {}
+    return {
+        "artifact": artifact["name"] + (f" ({status})" if status else ""),
+        "role": artifact["role"],
+        "executed": artifact.get("executed_precision") or DASH,
+        "mb": _num(None if artifact.get("size_bytes") is None else artifact["size_bytes"] / 1e6, ".2f"),
+        "dice": _num(_metric(artifact, label, "dice"), ".4f"),
+        "delta": "reference" if is_reference else _points_ci(_per_label(artifact, "drift", label)),
+        "agree": _num(_per_label(artifact, "agreement", label), ".4f"),
+        "worst": DASH if not worst or is_reference else f"{worst['case']} {_signed(worst['delta'] * 100, 1)}",
+        "changes": f"{vanished}/{len(changes) - vanished}" if artifact.get("accuracy") else DASH,
+        "hd95": _num(_metric(artifact, label, "hd95"), ".2f"),
+        "p50": _ms(_model_p50(artifact)),
+        "x_ref": _num(ratios.get("model_speedup_vs_reference"), ".2f", "×"),
+        "throughput": _num(largest.get("throughput_per_s"), ".1f"),
+        "e2e": _ms(_e2e_p50(artifact)),
+        "e2e_x_ref": _num(ratios.get("e2e_speedup_vs_reference"), ".2f", "×"),
+        "cold": _num(latency.get("cold_start_s"), ".2f"),
+        "rss": _num(latency.get("peak_rss_mb"), ".0f"),
+    }
+
+
+def _markdown_headers(result: dict) -> dict[str, str]:
+    label, batch = headline(result), max(result["settings"]["batch_sizes"])
+    return {"artifact": "artifact", "role": "role", "executed": "executed precision", "mb": "MB",
+            "dice": f"Dice {label}", "delta": "ΔDice pts [95 % CI]", "agree": "agreement", "worst": "worst case",
+            "changes": "vanished/appeared", "hd95": f"HD95 {label}", "p50": "model p50 ms (b1)", "x_ref": "× ref",
+            "throughput": f"img/s (b{batch})", "e2e": "e2e p50 ms", "e2e_x_ref": "e2e × ref",
+            "cold": "cold start s", "rss": "peak RSS MB"}
+
+
+TERMINAL_HEADERS = {"artifact": "artifact", "executed": "executed", "mb": "MB", "dice": "Dice",
+                    "delta": "ΔDice pts [CI]", "agree": "agree", "worst": "worst", "hd95": "HD95", "p50": "p50 ms",
+                    "x_ref": "×ref", "e2e": "e2e ms", "e2e_x_ref": "e2e ×ref"}
+TERMINAL_TEXT_COLUMNS = {"artifact", "executed", "worst"}
+
+
+def baseline_rows(result: dict) -> list[list[str]]:
+    """[artifact, baseline, model speed-up, e2e speed-up, Dice difference in points] for each candidate
+    (a compressed bundle artifact) with latency against the reference and each baseline with latency."""
+    label, artifacts = headline(result), result["artifacts"]
+    baselines = [b for b in artifacts if b["role"] in ("reference", "baseline") and _model_p50(b) is not None]
+    rows = []
+    for a in artifacts:
+        if a["role"] != "candidate" or not a.get("latency"):
+            continue
+        for b in baselines:
+            dice_a, dice_b = _metric(a, label, "dice"), _metric(b, label, "dice")
+            dice_diff = DASH if dice_a is None or dice_b is None else _signed((dice_a - dice_b) * 100, 2)
+            rows.append([a["name"], b["name"], _ratio(_model_p50(b), _model_p50(a)),
+                         _ratio(_e2e_p50(b), _e2e_p50(a)), dice_diff])
+    return rows
+
+
+def _warnings(result: dict) -> list[tuple[str, str]]:
+    """(kind, text) for everything a reader must not miss."""
+    overlap = result["data"].get("calibration_overlap") or []
+    found = [("warning", f"{len(overlap)} evaluation case(s) were in the calibration set: {', '.join(overlap[:5])}")
+             ] if overlap else []
+    found += [("warning", f"bundle verification: {p}") for p in result["bundle"]["verification"]["problems"]]
+    for a in result["artifacts"]:
+        if changes := _changes(a):
+            first = changes[0]
+            found.append(("warning", f"{a['name']}: a structure of the reference masks vanished or appeared in "
+                                     f"{len(changes)} case/label pair(s), e.g. {first['label']} {first['change']} "
+                                     f"in {first['case']}"))
+        if a["status"] in ("refused", "not_measured"):
+            reason = "; ".join(a.get("notes") or []) or STATUS_NOTES[a["status"]]
+            found.append((a["status"].replace("_", " "), f"{a['name']}: {reason}"))
+    return found
+
+
+def _threads(result: dict) -> str:
+    threads = result["settings"].get("threads") or result["device"].get("threads")
+    return f"{threads or 'runtime-default'} threads"
+
+
+def _device_line(result: dict) -> str:
+    """CPU model, ISA flags, threads, then GPU and Jetson when present."""
+    device, cpu = result["device"], result["device"]["cpu"]
+    parts = [f"{cpu['model']} ({cpu['arch']}; {', '.join(cpu['isa']) or 'no INT8/BF16 ISA flags'})",
+             _threads(result), f"{cpu['usable_cores']} of {cpu['logical_cores']} cores usable",
+             f"{device['ram_gib']} GiB RAM", device["os"], f"Python {device['python']}"]
+    if gpu := device.get("gpu"):
+        extras = ", ".join(f"{name} {gpu[k]}" for k, name in GPU_VERSIONS.items() if gpu.get(k))
+        parts.append(f"GPU {gpu.get('name') or 'NVIDIA'}" + (f" ({extras})" if extras else ""))
+    if jetson := device.get("jetson"):
+        power = jetson.get("power_mode") and f"power mode {jetson['power_mode']}"
+        parts.append(", ".join(filter(None, [jetson.get("model") or "Jetson", jetson.get("l4t_release"), power])))
+    return " · ".join(parts)
+
+
+def data_line(result: dict) -> str:
+    data = result["data"]
+    labelled = "" if data["labelled"] else " (no labels: agreement only)"
+    return f"{data['dataset']}, split {data['split']}, {len(data['cases'])} cases{labelled}"
+
+
+def _md_table(headers: list[str], rows: list[list[str]], text_columns: int) -> list[str]:
+    """A pipe table; the first ``text_columns`` columns left-aligned, the numbers right-aligned."""
+    align = ["---" if i < text_columns else "---:" for i in range(len(headers))]
+    return ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in [headers, align, *rows]]
+
+
+FOOTNOTE = """\
+- **Dice** (and IoU, sensitivity, specificity, HD95) is against the ground truth, averaged over cases; HD95 over the
+  cases where it is defined, in the data's spacing units (mm for NIfTI).
+- **ΔDice** is the artifact's Dice minus the reference's (`{reference}`), in Dice points (1 point = 0.01 Dice),
+  with a bootstrap 95 % confidence interval over cases. **Worst case**: the case with the largest drop.
+- **Agreement** is the mean Dice between the artifact's masks and the reference's masks: it needs no labels.
+- **Model-only latency**: the runner alone on an already preprocessed batch (p50 over the repeats, batch 1 unless
+  stated; img/s = batch / p50). **End-to-end**: per case, read the file(s) + preprocess + infer (whole sliding
+  window / all slices) + postprocess + write the mask file. **× ref** = the reference's p50 / this p50.
+- Every latency is measured in its own process (one per artifact and round), so runtimes cannot disturb each other;
+  cold start = session creation / engine load + first run, peak RSS = that worker process's."""
+
+
+def _per_label_section(result: dict) -> list[str]:
+    rows = []
+    for a in (a for a in result["artifacts"] if a.get("accuracy")):
+        accuracy = a["accuracy"]
+        for label in dict.fromkeys([*(accuracy.get("mean") or {}), *(accuracy.get("agreement") or {})]):
+            drift = DASH if a["name"] == result["reference"] else _points_ci(_per_label(a, "drift", label))
+            rows.append([a["name"], label, *(_num(_metric(a, label, m), ".4f") for m in METRICS),
+                         _num(_metric(a, label, "hd95"), ".2f"), drift, _num(_per_label(a, "agreement", label), ".4f")])
+    if not rows:
+        return ["No artifact has accuracy results."]
+    return _md_table(["artifact", "label", "Dice", "IoU", "sens", "spec", "HD95", "ΔDice pts [95 % CI]",
+                      "agreement"], rows, text_columns=2)
+
+
+def _baseline_section(result: dict) -> list[str]:
+    if rows := baseline_rows(result):
+        return [*_md_table(["artifact", "baseline", "model p50 speed-up", "e2e speed-up",
+                            f"Dice {headline(result)} diff pts"], rows, text_columns=2), "",
+                *(f"- `{b['name']}`: {b['description']}" for b in result["artifacts"] if b["role"] != "candidate")]
+    why = "no baseline has latency" if result["settings"]["compare_baselines"] else "baselines were not requested"
+    return [f"No comparison: {why}, or no low-precision bundle artifact was timed."]
+
+
+def _changes_section(result: dict) -> list[str]:
+    lines = []
+    for a in result["artifacts"]:
+        changes = _changes(a)
+        lines += [f"- `{a['name']}`: {c['label']} **{c['change']}** in `{c['case']}` (reference {c['reference_voxels']}"
+                  f" voxels, artifact {c['artifact_voxels']})" for c in changes[:MAX_CHANGES_LISTED]]
+        if len(changes) > MAX_CHANGES_LISTED:
+            lines.append(f"- `{a['name']}`: … and {len(changes) - MAX_CHANGES_LISTED} more")
+    return lines or ["No structure of the reference masks vanished or appeared."]
+
+
+def markdown_report(result: dict) -> str:
+    """The whole result as Markdown: context, main table, per label, against baselines, structure changes, notes."""
+    bundle, artifacts, headers = result["bundle"], result["artifacts"], _markdown_headers(result)
+    versions = ", ".join(f"{k} {v}" for k, v in result["device"]["versions"].items() if v) or DASH
+    command = f", `{result['command']}`" if result.get("command") else ""
+    source = (bundle.get("source_checkpoint") or {}).get("name", "?")
+    lines = [f"# edgeseg bench: `{Path(bundle['path']).name}` (from `{source}`)", "",
+             f"- Data: {data_line(result)}; headline label `{headline(result)}`",
+             f"- Device: {_device_line(result)}", f"- Versions: {versions}",
+             f"- Run: {result['created']}, edgeseg {result['edgeseg_version']}, {result['seconds']:.0f} s{command}",
+             *([f"- Pruning: {bundle['pruning']}"] if bundle.get("pruning") else []),
+             *(f"- **{kind}**: {text}" for kind, text in _warnings(result)),
+             "", "## Results", "",
+             *_md_table(list(headers.values()), [[cells[k] for k in headers] for cells in
+                                                 (_main_cells(result, a) for a in artifacts)], text_columns=3),
+             "", "## Per label", "", *_per_label_section(result),
+             "", "## Against what users would pick instead", "", *_baseline_section(result),
+             "", "## Structure changes", "", *_changes_section(result),
+             "", "## Notes", "",
+             *([f"- {note}" for note in result.get("notes") or []]
+               + [f"- `{a['name']}`: {note}" for a in artifacts for note in a.get("notes") or []] or ["None."]),
+             "", "---", "", FOOTNOTE.format(reference=result["reference"]), ""]
+    return "\n".join(lines)
+
+
+COMPACT_COLUMNS = ("artifact", "executed", "mb", "dice", "delta", "agree", "worst", "p50", "x_ref", "throughput",
+                   "e2e", "e2e_x_ref", "cold", "rss")
+
+
+def compact_table(result: dict, columns: tuple[str, ...] = COMPACT_COLUMNS) -> list[str]:
+    """The main table with fewer columns (Markdown lines), e.g. for a README that shows several results."""
+    headers = _markdown_headers(result)
+    rows = [[cells[k] for k in columns] for cells in (_main_cells(result, a) for a in result["artifacts"])]
+    return _md_table([headers[k] for k in columns], rows, text_columns=2)
+
+
+def print_bench_summary(result: dict) -> None:
+    """A compact Rich table of the main columns on stdout, then one line per warning and baseline comparison."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ..report import console
+
+    table = Table(title=f"{Path(result['bundle']['path']).name} · {data_line(result)} · "
+                        f"{headline(result)} · {result['device']['cpu']['model']}, {_threads(result)}")
+    for key, header in TERMINAL_HEADERS.items():
+        table.add_column(header, justify="left" if key in TERMINAL_TEXT_COLUMNS else "right")
+    for artifact in result["artifacts"]:
+        cells = _main_cells(result, artifact)
+        table.add_row(*(escape(cells[key]) for key in TERMINAL_HEADERS))
+    console.print(table)
+    for name, baseline, model, e2e, dice in baseline_rows(result):
+        console.print(escape(f"{name} vs {baseline}: speed-up model {model}, end-to-end {e2e}; Dice {dice} pts"))
+    for kind, text in _warnings(result):
+        console.print(f"[bold yellow]{kind}[/]: {escape(text)}")
+
+
+def pareto_front(points: list[tuple[str, float, float]]) -> list[str]:
+    """Names of the (name, latency, dice) points no other point beats on both (lower latency, higher Dice),
+    by increasing latency. Points with a missing or non-finite value are ignored."""
+    clean = [(n, x, y) for n, x, y in points
+             if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)]
+    return [n for n, x, y in sorted(clean, key=lambda p: (p[1], -p[2]))
+            if not any(x2 <= x and y2 >= y and (x2 < x or y2 > y) for _, x2, y2 in clean)]
+
+
+def _draw_panel(ax, points: list[tuple[dict, float, float]], xlabel: str, ylabel: str) -> None:
+    """Scatter by role, short-name annotations, the Pareto front as a step line with its points ringed."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if not points:
+        ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+        return
+    for role in dict.fromkeys(a["role"] for a, _, _ in points):
+        mine = [(x, y) for a, x, y in points if a["role"] == role]
+        ax.scatter(*zip(*mine), color=ROLE_COLOURS.get(role, "tab:gray"), label=role, zorder=3)
+    for a, x, y in points:
+        ax.annotate(_short_name(a), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    on_front = set(pareto_front([(a["name"], x, y) for a, x, y in points]))
+    front = sorted((x, y) for a, x, y in points if a["name"] in on_front)
+    ax.step(*zip(*front), where="post", color="black", linestyle="--", linewidth=1, label="Pareto front")
+    ax.scatter(*zip(*front), s=180, facecolors="none", edgecolors="black", zorder=4)
+    xs = [x for _, x, _ in points]
+    if min(xs) > 0 and max(xs) / min(xs) > 10:
+        ax.set_xscale("log")
+    ax.margins(x=0.2, y=0.1)  # room for the annotations
+    ax.legend(fontsize=8, loc="best")
+
+
+def plot_pareto(result: dict, path: str | Path) -> Path | None:
+    """Latency (model-only and end-to-end p50) against headline Dice (agreement when unlabelled), as a PNG.
+    None when matplotlib is missing or no artifact has both a latency and an accuracy number."""
+    try:
+        from matplotlib.figure import Figure  # no pyplot: renders with Agg, touches no global backend
+    except ImportError:
+        return None
+    label, artifacts = headline(result), result["artifacts"]
+    if any(_metric(a, label, "dice") is not None for a in artifacts):
+        y_of, ylabel = (lambda a: _metric(a, label, "dice")), f"Dice {label} (vs ground truth)"
+    else:
+        y_of = lambda a: _per_label(a, "agreement", label)  # noqa: E731
+        ylabel = f"agreement with {result['reference']} ({label}; no labels)"
+    panels = {"model-only p50, batch 1 (ms)": _model_p50, "end-to-end p50 per case (ms)": _e2e_p50}
+    series = {xlabel: [(a, x_of(a), y_of(a)) for a in artifacts if x_of(a) is not None and y_of(a) is not None]
+              for xlabel, x_of in panels.items()}
+    if not any(series.values()):
+        return None
+    fig = Figure(figsize=(13, 5.5), layout="constrained")
+    for ax, (xlabel, points) in zip(fig.subplots(1, 2), series.items()):
+        _draw_panel(ax, points, xlabel, ylabel)
+    fig.suptitle(f"{data_line(result)} · {result['device']['cpu']['model']}, {_threads(result)}")
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    return path
+
+
+def write_reports(result: dict, json_path: str | Path) -> dict[str, Path]:
+    """Write the result JSON, the Markdown report (``.md``) and the Pareto plot (``.png``) side by side.
+    The JSON goes first so a measurement survives a failing report; keys: json, markdown, png (when drawn)."""
+    json_path = Path(json_path)
+    text = json.dumps(result, indent=1, allow_nan=False) + "\n"
+    atomic_write(json_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    paths = {"json": json_path, "markdown": json_path.with_suffix(".md")}
+    markdown = markdown_report(result)
+    atomic_write(paths["markdown"], lambda tmp: tmp.write_text(markdown, encoding="utf-8"))
+    if (png := plot_pareto(result, json_path.with_suffix(".png"))) is not None:
+        paths["png"] = png
+    return paths

@@ -1,0 +1,56 @@
+"""CLI command ``edgeseg bench``: a thin layer over :func:`edgeseg.bench.harness.run_bench`."""
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .cli import app, user_errors
+from .cli_deploy import _split_list
+
+EXIT_REFUSED = 3  # results written, but some artifacts failed sha256 verification and were not run
+
+
+@app.command("bench")
+@user_errors
+def bench_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (from `edgeseg compress`)."),
+              data: Path = typer.Option(..., help="Dataset folder (nnU-Net layout); labels optional (agreement only)."),
+              split: str = typer.Option("val", help="val | train | all (val: the checkpoint's held-back cases)."),
+              cases: int = typer.Option(0, help="Use only the first N cases of the split (0: all)."),
+              backends: list[str] = typer.Option([], help="Runtimes to run: torch,onnxruntime,openvino,tensorrt (default all; the FP32 reference always runs)."),
+              threads: Optional[int] = typer.Option(None, help="Threads for every runtime (default: all usable cores); recorded."),
+              repeats: int = typer.Option(50, help="Timed batch-1 runs per artifact (after warm-up), split over the rounds."),
+              rounds: int = typer.Option(2, help="Rounds: each artifact timed in a fresh process per round, artifacts alternating."),
+              warmup: int = typer.Option(5, help="Untimed runs before timing, in each process."),
+              batch_size: int = typer.Option(8, help="The larger batch for throughput (0 or 1: batch 1 only)."),
+              e2e_cases: int = typer.Option(8, help="Cases timed end to end (read → preprocess → infer → postprocess → write)."),
+              no_latency: bool = typer.Option(False, help="Accuracy only."),
+              compare_baselines: bool = typer.Option(False, help="Also build and measure what users would pick instead (torch.compile, OpenVINO f32/default, ORT/NNCF INT8 defaults)."),
+              baseline_checkpoint: Optional[Path] = typer.Option(None, help="Also measure this checkpoint in PyTorch eager (e.g. the unpruned model)."),
+              out: Path = typer.Option(Path("bench.json"), help="Result JSON; the Markdown (.md) and the plot (.png) go beside it."),
+              force: bool = typer.Option(False, help="Overwrite existing result files.")):
+    """Dice drift and latency of every artifact of a bundle (and the FP32 reference) on the same cases."""
+    from .bench.harness import BenchConfig, run_bench
+    from .bench.report import print_bench_summary, write_reports
+    from .errors import EdgesegError
+
+    if out.exists() and not force:
+        raise EdgesegError(f"{out}: exists; pass --force to overwrite")
+    if out.suffix != ".json":
+        raise EdgesegError(f"--out must name a .json file, got {out}")
+    cfg = BenchConfig(bundle=bundle, data=data, split=split, max_cases=cases or None, backends=_split_list(backends),
+                      threads=threads, repeats=repeats, rounds=rounds, warmup=warmup, batch_size=batch_size,
+                      e2e_cases=e2e_cases, latency=not no_latency, compare_baselines=compare_baselines,
+                      baseline_checkpoint=baseline_checkpoint, command=shlex.join(["edgeseg", *sys.argv[1:]]))
+    result = run_bench(cfg)
+    print_bench_summary(result)
+    paths = write_reports(result, out)
+    typer.echo(f"wrote {', '.join(str(p) for p in paths.values())} ({result['seconds']:.0f} s)")
+    refused = [a["name"] for a in result["artifacts"] if a["status"] == "refused"]
+    if refused:
+        typer.echo(f"error: {len(refused)} artifact(s) failed sha256 verification and were not run: "
+                   f"{', '.join(refused)}", err=True)
+        raise typer.Exit(EXIT_REFUSED)
