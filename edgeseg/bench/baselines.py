@@ -9,6 +9,7 @@ first example does: no preprocessing, no ignored scope, no tuned options.
 from __future__ import annotations
 
 import inspect
+import logging
 from pathlib import Path
 
 from ..targets import get_target, load_profile
@@ -37,14 +38,18 @@ def ort_quantize_static_defaults(fp32_onnx: Path, out: Path, calibration: dict) 
 
     from ..targets.onnxruntime_backend import _Reader
 
-    quantize_static(str(fp32_onnx), str(out), _Reader(calibration))
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its "consider pre-processing" advice: the point here is the defaults
+    try:
+        quantize_static(str(fp32_onnx), str(out), _Reader(calibration))
+    finally:
+        root.setLevel(level)
     return {"quantizer": "onnxruntime.quantization.quantize_static", "defaults": _defaults(quantize_static)}
 
 
 def nncf_quantize_defaults(fp32_onnx: Path, out_xml: Path, calibration: dict) -> dict:
     """``nncf.quantize(ov_model, nncf.Dataset(samples))`` and ``ov.save_model`` with their defaults."""
-    import logging
-
     import nncf
     import openvino as ov
 
@@ -57,23 +62,32 @@ def nncf_quantize_defaults(fp32_onnx: Path, out_xml: Path, calibration: dict) ->
 
 
 def build_baselines(bundle_dir: Path, manifest: dict, reference: dict, fp32_onnx: Path | None,
-                    calibration: dict | None, work: Path, cuda: bool, model_size: tuple[int, ...]) -> tuple[list[dict], list[dict]]:
+                    calibration: dict | None, work: Path, cuda: bool, model_size: tuple[int, ...],
+                    runtimes: set[str] = frozenset()) -> tuple[list[dict], list[dict]]:
     """Baseline artifact records built into ``work`` and records of those that could not be built
-    (with ``status``/``notes``). The bundle's own FP32 artifacts stand in where they already are a baseline."""
+    (with ``status``/``notes``), for ``runtimes`` only when given. The bundle's own FP32 artifacts stand in
+    where they already are a baseline."""
     profiles = {a.get("profile") for a in manifest["artifacts"]}
     built, skipped = [], []
 
-    def attempt(name: str, runtime: str, precision: str, make) -> None:
-        reason = get_target(runtime).missing(build=True)
-        if reason:
-            skipped.append(_skipped(name, runtime, precision, reason))
-            return
-        try:
-            built.append(make())
-        except Exception as exc:  # a default tool failing on this model is a result to report, not a crash
-            skipped.append(_skipped(name, runtime, precision, f"build failed: {str(exc).splitlines()[0][:200]}"))
+    def wanted(runtime: str) -> bool:
+        return not runtimes or runtime in runtimes
 
-    if reference["runtime"] == "torch":
+    def attempt(name: str, runtime: str, precision: str, make) -> None:
+        if not wanted(runtime):
+            return
+        reason = get_target(runtime).missing(build=True)
+        if precision == "int8" and not calibration:
+            reason = "no calibration data for the INT8 baselines (pass --data with training cases)"
+        try:
+            if not reason:
+                built.append(make())
+                return
+        except Exception as exc:  # a default tool failing on this model is a result to report, not a crash
+            reason = f"build failed: {str(exc).splitlines()[0][:200]}"
+        skipped.append(_skipped(name, runtime, precision, reason))
+
+    if reference["runtime"] == "torch" and wanted("torch"):
         ckpt = {"model": reference["files"]["model"]}
         built.append(_record("torch-compile", "torch", "fp32", ckpt, bundle_dir,
                              "FP32 model, torch.compile (inductor, default mode)", {"compile": True}))
@@ -88,27 +102,24 @@ def build_baselines(bundle_dir: Path, manifest: dict, reference: dict, fp32_onnx
                                  ("x86-openvino-default", "openvino-default",
                                   "FP32 IR at OpenVINO's default precision (BF16 on AVX-512 BF16/AMX CPUs)")):
         if profile not in profiles:
-            attempt(short, "openvino", "fp32", lambda p=profile, s=short, t=text: _openvino_fp32(p, s, t, fp32_onnx, work, model_size))
-    if not calibration:
-        reason = "no calibration data for the INT8 baselines (pass --data with training cases)"
-        skipped += [_skipped(n, r, "int8", reason) for n, r in (("ort-quantize-static-defaults", "onnxruntime"),
-                                                        ("nncf-defaults", "openvino"))]
-    else:
-        def ort_default():
-            details = ort_quantize_static_defaults(fp32_onnx, work / "ort_quantize_static_defaults.onnx", calibration)
-            return _record("ort-quantize-static-defaults", "onnxruntime", "int8",
-                           {"model": "ort_quantize_static_defaults.onnx"}, work,
-                           "ONNX Runtime quantize_static with all defaults (QDQ, S8/S8 per-tensor, MinMax)", details)
+            attempt(short, "openvino", "fp32",
+                    lambda p=profile, s=short, t=text: _openvino_fp32(p, s, t, fp32_onnx, work, model_size))
 
-        def nncf_default():
-            details = nncf_quantize_defaults(fp32_onnx, work / "nncf_defaults.xml", calibration)
-            return _record("nncf-defaults", "openvino", "int8",
-                           {"model": "nncf_defaults.xml", "weights": "nncf_defaults.bin"}, work,
-                           "NNCF quantize with all defaults, run at OpenVINO's default precision", details)
+    def ort_default():
+        details = ort_quantize_static_defaults(fp32_onnx, work / "ort_quantize_static_defaults.onnx", calibration)
+        return _record("ort-quantize-static-defaults", "onnxruntime", "int8",
+                       {"model": "ort_quantize_static_defaults.onnx"}, work,
+                       "ONNX Runtime quantize_static with all defaults (QDQ, S8/S8 per-tensor, MinMax)", details)
 
-        attempt("ort-quantize-static-defaults", "onnxruntime", "int8", ort_default)
-        attempt("nncf-defaults", "openvino", "int8", nncf_default)
-    skipped.append(_skipped("neural-compressor-int8", "torch", "int8", INC_REASON))
+    def nncf_default():
+        details = nncf_quantize_defaults(fp32_onnx, work / "nncf_defaults.xml", calibration)
+        return _record("nncf-defaults", "openvino", "int8", {"model": "nncf_defaults.xml", "weights": "nncf_defaults.bin"},
+                       work, "NNCF quantize with all defaults, run at OpenVINO's default precision", details)
+
+    attempt("ort-quantize-static-defaults", "onnxruntime", "int8", ort_default)
+    attempt("nncf-defaults", "openvino", "int8", nncf_default)
+    if wanted("torch"):
+        skipped.append(_skipped("neural-compressor-int8", "torch", "int8", INC_REASON))
     return built, skipped
 
 

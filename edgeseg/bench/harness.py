@@ -167,7 +167,8 @@ def run_bench(cfg: BenchConfig) -> dict:
     with tempfile.TemporaryDirectory(prefix="edgeseg-bench-") as work:
         baselines, skipped = [], []
         if cfg.compare_baselines:
-            baselines, skipped = _baselines(cfg, bundle, manifest, reference, spec, dataset, case_ids, Path(work), notes)
+            baselines, skipped = _baselines(bundle, manifest, reference, spec, dataset, case_ids, Path(work), notes,
+                                            backends)
         if cfg.baseline_checkpoint:
             ckpt = Path(cfg.baseline_checkpoint).resolve()
             if not ckpt.is_file():
@@ -234,7 +235,7 @@ def _describe(artifact: dict) -> str:
         return profile or artifact["name"]
 
 
-def _baselines(cfg, bundle, manifest, reference, spec, dataset, case_ids, work, notes):
+def _baselines(bundle, manifest, reference, spec, dataset, case_ids, work, notes, backends):
     from .baselines import build_baselines
 
     fp32_onnx = next((bundle / a["files"]["model"] for a in manifest["artifacts"]
@@ -249,7 +250,8 @@ def _baselines(cfg, bundle, manifest, reference, spec, dataset, case_ids, work, 
         notes.append("GPU baselines (PyTorch CUDA FP32/FP16) skipped: no CUDA GPU visible to PyTorch")
     console.print("[bold cyan]bench[/] building baselines: torch.compile, OpenVINO f32/default, ORT quantize_static "
                   "defaults, NNCF defaults")
-    return build_baselines(bundle, manifest, reference, fp32_onnx, calib, work, cuda, tuple(spec.preprocessing.size))
+    return build_baselines(bundle, manifest, reference, fp32_onnx, calib, work, cuda, tuple(spec.preprocessing.size),
+                           backends)
 
 
 def _cuda_available() -> bool:
