@@ -37,12 +37,15 @@ class _Reader:
 def qdq_quantize(fp32_onnx: Path, out: Path, calibration: dict, float_nodes: list[str], *, symmetric: bool,
                  activation_type: str = "uint8", weight_type: str = "int8", method: str = "minmax",
                  op_types: list[str] | None = None, extra_options: dict | None = None,
-                 rewrite_conv_transpose: bool = False, fixed_size: tuple[int, ...] | None = None) -> dict:
+                 rewrite_conv_transpose: bool = False, fixed_size: tuple[int, ...] | None = None,
+                 calibration_cache: Path | None = None) -> dict:
     """Static QDQ quantization of ``fp32_onnx`` into ``out``; returns the settings and what was left float.
 
     Optional exact rewrites first (ConvTranspose → Conv + DepthToSpace; spatial size pinned), then the graph
     is pre-processed (BatchNorm folded, shapes inferred; symbolic shape inference is skipped because it fails
-    on transformer graphs). ``float_nodes`` get no QDQ pair.
+    on transformer graphs). ``float_nodes`` get no QDQ pair. ``calibration_cache``: tensor ranges are read
+    from this JSON file when it exists (no calibration run), else computed and written to it — for building
+    many variants of one model.
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -68,7 +71,8 @@ def qdq_quantize(fp32_onnx: Path, out: Path, calibration: dict, float_nodes: lis
                         activation_type=types[activation_type], weight_type=types[weight_type], per_channel=True,
                         calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                                           "percentile": CalibrationMethod.Percentile}[method],
-                        nodes_to_exclude=excluded, op_types_to_quantize=op_types, extra_options=options)
+                        nodes_to_exclude=excluded, op_types_to_quantize=op_types, extra_options=options,
+                        calibration_cache_path=calibration_cache)
     ops = collections.Counter(n.op_type for n in onnx.load(str(out)).graph.node)
     return {"quantizer": "onnxruntime.quantization.quantize_static", "format": "QDQ", "per_channel": True,
             "activation_type": activation_type, "weight_type": weight_type, "symmetric_activations": symmetric,

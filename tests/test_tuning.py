@@ -1,0 +1,75 @@
+"""Per-node INT8 sensitivity (issue D) with real ONNX Runtime quantization on a deliberately fragile model."""
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from edgeseg.checkpoint import load_checkpoint, read_spec, save_checkpoint
+from edgeseg.cli import app
+from edgeseg.data.nnunet import NnUNetDataset
+from edgeseg.demo import default_checkpoint
+from edgeseg.errors import EdgesegError
+from edgeseg.tuning.scorer import tuning_cases
+from edgeseg.tuning.sensitivity import SensitivityConfig, measure_sensitivity
+
+FRAGILE = "encoders.0.stages.1.1.block"
+
+
+@pytest.fixture(scope="module")
+def fragile_checkpoint(tmp_path_factory):
+    """The phantom model with one activation given a huge outlier range that the FP32 output ignores:
+    channel 0 after the first conv+BN+ReLU of the second encoder stage reads ~20000, and the next conv
+    gives that channel zero weight. Per-tensor INT8 of that activation wipes out the other channels."""
+    model, spec = load_checkpoint(default_checkpoint())
+    block = model.encoders[0].stages[1][1].block
+    with torch.no_grad():
+        block[1].bias[0] += 20000.0
+        block[3].weight[:, 0] = 0.0
+    path = tmp_path_factory.mktemp("fragile") / "fragile.ckpt"
+    save_checkpoint(path, model, spec)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sensitivity(fragile_checkpoint, phantom_demo):
+    return measure_sensitivity(SensitivityConfig(checkpoint=fragile_checkpoint, calib=phantom_demo, data=phantom_demo,
+                                                 cases=6, calib_size=8, threads=2))
+
+
+def test_the_fragile_layer_ranks_first(sensitivity):
+    assert sensitivity["all_int8"]["delta"]["lesion"] < -0.2  # all INT8 breaks the lesion
+    top, rest = sensitivity["nodes"][:2], sensitivity["nodes"][2:]
+    # the two convs around the outlier tensor: its producer (conv+BN at block.0/1) and its consumer (block.3/4)
+    assert {n["module"] for n in top} == {f"{FRAGILE}.1", f"{FRAGILE}.4"}
+    assert all(n["dice_cost"]["lesion"] > 0.2 for n in top)
+    assert all(n["worst_label_cost"] < 0.02 for n in rest)
+
+
+def test_result_records_cases_and_is_json(sensitivity, phantom_demo):
+    json.dumps(sensitivity, allow_nan=False)
+    tune, calib = sensitivity["tuning"]["cases"], sensitivity["calibration"]["cases"]
+    assert len(tune) == 6 and not set(tune) & set(calib)
+    assert not set(tune) & set(read_spec(default_checkpoint()).data["val_cases"])
+    assert sensitivity["mode"] == "quantize-one" and sensitivity["nodes"][0]["op_type"] in ("Conv", "MatMul", "Gemm")
+
+
+def test_tuning_on_the_reported_validation_cases_is_refused(phantom_demo):
+    spec = read_spec(default_checkpoint())
+    dataset = NnUNetDataset(phantom_demo)
+    with pytest.raises(EdgesegError, match="validation cases"):
+        tuning_cases(spec, dataset, [], split="val")
+    train = tuning_cases(spec, dataset, spec.data["train_cases"][:5], split="train", n=100)
+    assert not set(train) & set(spec.data["train_cases"][:5]) and not set(train) & set(spec.data["val_cases"])
+
+
+def test_cli_writes_json_and_chart(fragile_checkpoint, phantom_demo, tmp_path):
+    out = tmp_path / "s.json"
+    args = ["sensitivity", fragile_checkpoint, "--calib", phantom_demo, "--data", phantom_demo, "--cases", 3,
+            "--calib-size", 4, "--mode", "float-one", "--threads", 2, "--out", out]
+    res = CliRunner().invoke(app, [str(a) for a in args])
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["mode"] == "float-one"
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    res = CliRunner().invoke(app, [str(a) for a in args[:-2] + ["--mode", "nope", "--out", tmp_path / "x.json"]])
+    assert res.exit_code == 2 and "--mode" in res.output
