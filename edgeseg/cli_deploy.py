@@ -83,22 +83,46 @@ def compress_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt)
                  baseline_checkpoint: Optional[Path] = typer.Option(None, help="Also time this checkpoint in PyTorch eager, for speed-ups over it (default with --prune: the input)."),
                  threads: Optional[int] = typer.Option(None, help="Threads for latency (default: each profile's)."),
                  latency_repeats: int = typer.Option(30, help="Timed batch-1 runs per artifact (each artifact in its own process)."),
+                 max_dice_drop: Optional[float] = typer.Option(None, help="Accuracy-aware INT8: largest mean Dice drop per label, in points, on the tuning cases; sensitive nodes go back to float until it holds."),
+                 per_label: Optional[str] = typer.Option(None, help="Per-label limits in points, e.g. lung=0.3,nodule=1.0 (others: --max-dice-drop)."),
+                 tune_data: Optional[Path] = typer.Option(None, help="Labelled dataset for tuning (its training cases minus the calibration cases; default: the --calib dataset)."),
+                 tune_cases: int = typer.Option(16, help="Tuning cases."),
+                 budget_minutes: float = typer.Option(10.0, help="Time budget of the accuracy-aware search."),
+                 allow_miss: bool = typer.Option(False, help="Exit 0 even when a target cannot meet the Dice limits (the best plan found is kept)."),
                  force: bool = typer.Option(False, help="Replace an existing bundle.")):
     """Prune → calibrate → INT8/FP16 per target → verified bundle; prints size, MACs, Dice drift and latency."""
     from .compress import CompressConfig, compress
     from .report import print_compress_summary
 
     precision = "int8" if int8 else precision
+    tuning = None
+    if max_dice_drop is not None or per_label:
+        from .tuning.accuracy_aware import AccuracyAwareSettings
+        from .tuning.search import DiceLimits
+
+        if precision != "int8":
+            raise EdgesegError("--max-dice-drop tunes INT8 artifacts; use it with --int8")
+        tuning = AccuracyAwareSettings(DiceLimits.parse(max_dice_drop if max_dice_drop is not None else 0.5, per_label),
+                                       tune_data, tune_cases, budget_minutes, allow_miss)
     cfg = CompressConfig(checkpoint=checkpoint, out=out, precision=precision, targets=_split_list(targets),
                          profiles=_split_list(target_profile), calib=calib, calib_from_checkpoint=calib_from_checkpoint,
                          calib_size=calib_size, calib_strategy=calib_strategy, calib_method=calib_method,
                          eval_data=eval_data, eval_cases=eval_cases or None, prune=prune, prune_macs=prune_macs,
                          finetune_epochs=finetune_epochs, finetune_minutes=finetune_minutes, keep_float=keep_float,
                          quantize_ops=quantize, preset=not no_preset, baseline_checkpoint=baseline_checkpoint, threads=threads,
-                         latency_repeats=latency_repeats, force=force)
+                         latency_repeats=latency_repeats, force=force, accuracy_aware=tuning)
     manifest = compress(cfg)
     print_compress_summary(manifest)
     typer.echo(f"wrote {out} ({len(manifest['artifacts'])} artifacts, {manifest['compress_seconds']:.0f} s)")
+    if tuning is not None:
+        from .tuning.accuracy_aware import missed_targets, print_accuracy_aware
+
+        print_accuracy_aware(manifest["accuracy_aware"])
+        missed = missed_targets(manifest)
+        if missed and not allow_miss:
+            typer.echo(f"error: the Dice limits could not be met for {', '.join(missed)} within the budget; the best "
+                       "plan found is in the bundle (pass --allow-miss to accept it)", err=True)
+            raise typer.Exit(4)
 
 
 @app.command("prune")

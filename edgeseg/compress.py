@@ -52,6 +52,7 @@ class CompressConfig:
     quantize_ops: list[str] = field(default_factory=list)
     preset: bool = True
     baseline_checkpoint: Path | None = None              # also time this model's PyTorch eager (default when pruning: the input)
+    accuracy_aware: object | None = None                 # edgeseg.tuning.accuracy_aware.AccuracyAwareSettings
     threads: int | None = None
     latency_repeats: int = 30
     seed: int = 0
@@ -188,6 +189,15 @@ def compress(cfg: CompressConfig) -> dict:
         import onnx
 
         float_nodes = plan_float_nodes(onnx.load(str(fp32_onnx)), cfg.preset, cfg.keep_float, cfg.quantize_ops)
+        plans: dict[str, list[dict]] = {}
+        if cfg.accuracy_aware is not None and calib is not None:
+            from .tuning.accuracy_aware import tune_float_plans
+
+            console.print(f"[bold cyan]accuracy-aware INT8[/] limits {cfg.accuracy_aware.limits.to_dict()}")
+            plans, manifest["accuracy_aware"] = tune_float_plans(
+                cfg.accuracy_aware, model, spec, fp32_onnx, calib, profiles,
+                {"preset": cfg.preset, "keep_float": cfg.keep_float, "quantize": cfg.quantize_ops}, train_dir,
+                dataset, eval_ids, cfg.threads, Path(work) / "tuning", cfg.seed)
 
         always = ["torch-fp32", "x86-onnxruntime-fp32"]  # the reference and the plain FP32 ONNX
         builds = [load_profile(name) for name in always] + [p for p in profiles if p.name not in always]
@@ -199,7 +209,7 @@ def compress(cfg: CompressConfig) -> dict:
             console.print(f"  building {profile.name} …")
             request = BuildRequest(fp32_onnx=fp32_onnx, out_dir=stage, profile=profile,
                                    calibration=calib.inputs if calib else {}, model_size=tuple(spec.preprocessing.size),
-                                   float_nodes=float_nodes if profile.precision != "fp32" else [],
+                                   float_nodes=plans.get(profile.name, float_nodes) if profile.precision != "fp32" else [],
                                    metadata=artifact_metadata(spec, source_sha), options=options,
                                    checkpoint=reference_ckpt)
             artifact = get_target(profile.target).build(request).to_dict()

@@ -73,3 +73,73 @@ def test_cli_writes_json_and_chart(fragile_checkpoint, phantom_demo, tmp_path):
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     res = CliRunner().invoke(app, [str(a) for a in args[:-2] + ["--mode", "nope", "--out", tmp_path / "x.json"]])
     assert res.exit_code == 2 and "--mode" in res.output
+
+
+def _compress(*args):
+    return CliRunner().invoke(app, ["compress", *[str(a) for a in args]])
+
+
+def test_compress_max_dice_drop_returns_the_fragile_layer_to_float(fragile_checkpoint, phantom_demo, tmp_path):
+    from edgeseg.bundle import load_bundle
+
+    out = tmp_path / "b"
+    res = _compress(fragile_checkpoint, "--int8", "--calib", phantom_demo, "--calib-size", 8, "--eval-cases", 6,
+                    "--targets", "onnx,openvino", "--max-dice-drop", 0.5, "--tune-cases", 6, "--latency-repeats", 2,
+                    "--threads", 2, "--out", out)
+    assert res.exit_code == 0, res.output
+    manifest = load_bundle(out)  # the precision map round-trips through the verified manifest
+    report = manifest["accuracy_aware"]
+    assert report["limits"]["max_dice_drop_points"] == 0.5 and len(report["tuning"]["cases"]) == 6
+    assert report["sensitivity"]["ranking"][0]["module"].startswith(FRAGILE)
+    artifacts = {a["name"]: a for a in manifest["artifacts"]}
+    for name, result in report["targets"].items():
+        assert result["met"] and result["history"][0]["problems"]  # all INT8 broke the limit, the search fixed it
+        consumer = [n for n in result["added"] if n["module"] == f"{FRAGILE}.4"]
+        assert consumer and len(result["added"]) <= 2
+        assert consumer[0]["name"] in artifacts[name]["float_nodes"] or name.endswith("openvino-int8")
+        assert all(d > -0.5 for d in result["score"]["delta_points"].values())
+        # held-back validation cases (not tuned on) agree too
+        assert artifacts[name]["accuracy"]["drift_vs_fp32"]["lesion"] > -0.02
+    assert not set(report["tuning"]["cases"]) & set(manifest["evaluation"]["cases"])
+    assert not set(report["tuning"]["cases"]) & set(manifest["calibration"]["cases"])
+
+
+def test_budget_exhaustion_keeps_the_best_and_exits_non_zero(fragile_checkpoint, phantom_demo, tmp_path):
+    from edgeseg.bundle import load_bundle
+
+    args = [fragile_checkpoint, "--int8", "--calib", phantom_demo, "--calib-size", 8, "--eval-cases", 2,
+            "--targets", "onnx", "--max-dice-drop", 0.5, "--tune-cases", 4, "--budget-minutes", 0,
+            "--latency-repeats", 2]
+    res = _compress(*args, "--out", tmp_path / "b")
+    assert res.exit_code == 4 and "could not be met" in res.output
+    result = load_bundle(tmp_path / "b")["accuracy_aware"]["targets"]["x86-onnxruntime-int8"]
+    assert not result["met"] and result["problems"] and len(result["history"]) == 1
+    assert _compress(*args, "--allow-miss", "--out", tmp_path / "c").exit_code == 0
+
+
+def test_dice_limits_parse_and_check():
+    from edgeseg.tuning.search import DiceLimits
+
+    limits = DiceLimits.parse(0.5, "lesion=1.0")
+    score = {"delta": {"organ": -0.006, "lesion": -0.009}, "vanished": []}
+    assert limits.check(score, ["background", "organ", "lesion"]) == ["organ -0.60 pts (limit -0.5)"]
+    assert limits.excess(score) == pytest.approx(0.1)
+    assert limits.check({**score, "delta": {"organ": 0.0, "lesion": 0.0}, "vanished": [("c1", "lesion")]},
+                        ["background", "organ", "lesion"])[0].startswith("1 structure(s) vanished")
+    with pytest.raises(EdgesegError, match="LABEL=POINTS"):
+        DiceLimits.parse(0.5, "lesion")
+    with pytest.raises(EdgesegError, match="labels"):
+        DiceLimits.parse(0.5, "nodule=1").check(score, ["background", "organ", "lesion"])
+
+
+def test_tuning_cases_overlapping_the_evaluated_cases_are_refused(phantom_demo):
+    from edgeseg.calibration import build_calibration_set
+    from edgeseg.tuning.accuracy_aware import AccuracyAwareSettings, _tuning_scorer
+    from edgeseg.tuning.search import DiceLimits
+
+    model, spec = load_checkpoint(default_checkpoint())
+    dataset = NnUNetDataset(phantom_demo)
+    calib = build_calibration_set(phantom_demo, spec.preprocessing, 2, 4, case_ids=spec.data["train_cases"][:10])
+    settings = AccuracyAwareSettings(DiceLimits(0.5), tune_cases=4)
+    with pytest.raises(EdgesegError, match="overlap the"):
+        _tuning_scorer(settings, model, spec, calib, phantom_demo, dataset, spec.data["train_cases"], 0)

@@ -155,7 +155,7 @@ class OnnxRuntimeTarget:
                                    method=opts.get("calibration_method", "minmax"),
                                    op_types=opts.get("op_types_to_quantize"), extra_options=opts.get("extra_options"),
                                    rewrite_conv_transpose=opts.get("rewrite_conv_transpose", True),
-                                   fixed_size=request.fixed_size())
+                                   fixed_size=request.fixed_size(), calibration_cache=opts.get("calibration_cache"))
         elif profile.precision == "fp16":
             details = fp16_convert(request.fp32_onnx, out, names)
         else:

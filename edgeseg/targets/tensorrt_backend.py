@@ -148,7 +148,8 @@ class TensorRtTarget:
             details = qdq_quantize(request.fp32_onnx, out, request.calibration, names, symmetric=True,
                                    activation_type="int8", weight_type="int8",
                                    method=opts.get("calibration_method", "minmax"),
-                                   op_types=opts.get("op_types_to_quantize", QDQ_OP_TYPES))
+                                   op_types=opts.get("op_types_to_quantize", QDQ_OP_TYPES),
+                                   calibration_cache=opts.get("calibration_cache"))
         else:
             details = {"note": "FP32 ONNX; TensorRT builds FP16 with the float nodes pinned to FP32"}
             out.write_bytes(request.fp32_onnx.read_bytes())

@@ -19,7 +19,7 @@ def print_sensitivity(result: dict, top: int = 20) -> None:
     from ..report import console
 
     labels = list(result["all_int8"]["delta"])
-    verb = "comes back when kept float" if result["mode"] == "float-one" else "is lost when quantized alone"
+    verb = "come back when kept float" if result["mode"] == "float-one" else "are lost when quantized alone"
     table = Table(title=f"{result['checkpoint']['name']} · {len(result['nodes'])} quantized nodes · "
                         f"{len(result['tuning']['cases'])} {result['tuning']['dataset']} {result['tuning']['split']} "
                         f"cases · Dice points that {verb}")

@@ -35,7 +35,7 @@ class TuningScorer:
     """Dice of a predictor against the ground truth and the reference on the tuning cases, per label."""
 
     def __init__(self, reference: Predictor, spec, dataset: NnUNetDataset, case_ids: list[str]):
-        self.spec, self.case_ids = spec, case_ids
+        self.spec, self.case_ids, self.dataset_name = spec, case_ids, dataset.name
         self.cases = [dataset.load(c) for c in case_ids]
         if any(c.label is None for c in self.cases):
             raise EdgesegError("tuning cases need ground-truth labels")

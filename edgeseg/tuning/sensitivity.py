@@ -73,18 +73,66 @@ def quantized_nodes(qdq_model, source_model) -> list[dict]:
     PyTorch module each came from (recorded in ``source_model``, the exported FP32 graph)."""
     from ..targets.float_nodes import node_info
 
-    modules = {n.name: node_info(n)["module"] for n in source_model.graph.node}
+    source = {n.name: node_info(n) for n in source_model.graph.node}
     dequantized = {o for n in qdq_model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    return [{"name": n.name, "op_type": n.op_type, "module": modules.get(n.name, "")}
-            for n in qdq_model.graph.node if n.op_type in QUANTIZED_OPS and dequantized & set(n.input)]
+    nodes = []
+    for n in qdq_model.graph.node:
+        if n.op_type in QUANTIZED_OPS and dequantized & set(n.input):
+            # a ConvTranspose rewritten for ONNX Runtime (X → X_conv1x1 + X_d2s) is named as in the source graph,
+            # where keeping X float also keeps it out of the rewrite
+            name = n.name.removesuffix("_conv1x1") if n.name.removesuffix("_conv1x1") in source else n.name
+            info = source.get(name, {"op_type": n.op_type, "module": ""})
+            nodes.append({"name": name, "op_type": info["op_type"], "module": info["module"]})
+    return nodes
 
 
 def _costs(mode: str, base: dict, variant: dict) -> tuple[dict, dict]:
-    """Dice points (per label) and agreement this node's quantization costs; positive = it hurts."""
-    if mode == "float-one":
-        return ({lab: variant["delta"][lab] - base["delta"][lab] for lab in base["delta"]},
-                {lab: variant["agreement"][lab] - base["agreement"][lab] for lab in base["agreement"]})
-    return ({lab: -d for lab, d in variant["delta"].items()}, {lab: 1 - a for lab, a in variant["agreement"].items()})
+    """Dice (per label) and agreement this node's quantization costs relative to ``base``; positive = it hurts.
+
+    ``base`` is the all-INT8 model (``float-one``) or the model with every Conv/MatMul/Gemm float
+    (``quantize-one``: other quantizable ops such as the attention gates' Mul stay INT8 in every variant)."""
+    sign = 1 if mode == "float-one" else -1
+    return ({lab: sign * (variant["delta"][lab] - base["delta"][lab]) for lab in base["delta"]},
+            {lab: sign * (variant["agreement"][lab] - base["agreement"][lab]) for lab in base["agreement"]})
+
+
+def rank_nodes(fp32_onnx: Path, source_model, calibration: dict, float_names: list[str], scorer, mode: str,
+               threads: int | None, work: Path, headline: str) -> tuple[dict, list[dict]]:
+    """``(all-INT8 score, nodes most sensitive first)``: one ORT QDQ variant per quantized node, calibrated once;
+    ``float_names`` (the fragile-ops preset) stay float in every variant."""
+    from ..targets import load_profile
+    from ..targets.onnxruntime_backend import OrtRunner, qdq_quantize
+
+    if mode not in MODES:
+        raise EdgesegError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    options = load_profile("x86-onnxruntime-int8").options
+    size = scorer.spec.preprocessing.size
+
+    def variant(excluded: list[str]) -> dict:
+        out = work / "variant.onnx"
+        qdq_quantize(fp32_onnx, out, calibration, excluded, symmetric=False,
+                     activation_type=options.get("activation_type", "uint8"),
+                     weight_type=options.get("weight_type", "int8"),
+                     method=options.get("calibration_method", "minmax"), rewrite_conv_transpose=True,
+                     fixed_size=tuple(size), calibration_cache=work / "sensitivity.calibration.json")
+        return scorer.score(OrtRunner(out, "int8", "cpu", threads))
+
+    import onnx
+
+    all_int8 = variant(float_names)
+    nodes = quantized_nodes(onnx.load(str(work / "variant.onnx")), source_model)
+    base = all_int8 if mode == "float-one" else variant(float_names + [n["name"] for n in nodes])
+    rows = []
+    for node in track(nodes, f"sensitivity ({mode})"):
+        t0 = time.perf_counter()
+        others = [n["name"] for n in nodes if n is not node]
+        s = variant(float_names + ([node["name"]] if mode == "float-one" else others))
+        dice_cost, agreement_cost = _costs(mode, base, s)
+        rows.append({**node, "dice_cost": dice_cost, "agreement_cost": agreement_cost,
+                     "worst_label_cost": max(dice_cost.values()), "vanished": len(s["vanished"]),
+                     "seconds": round(time.perf_counter() - t0, 2)})
+    rows.sort(key=lambda r: (r["worst_label_cost"], r["agreement_cost"][headline]), reverse=True)
+    return all_int8, rows
 
 
 def measure_sensitivity(cfg: SensitivityConfig) -> dict:
@@ -95,9 +143,7 @@ def measure_sensitivity(cfg: SensitivityConfig) -> dict:
     from ..bench.fingerprint import device_fingerprint
     from ..inference import torch_predictor
     from ..onnx_export import export_onnx
-    from ..targets import load_profile
     from ..targets.float_nodes import plan_float_nodes
-    from ..targets.onnxruntime_backend import OrtRunner, qdq_quantize
 
     if cfg.mode not in MODES:
         raise EdgesegError(f"--mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
@@ -112,40 +158,16 @@ def measure_sensitivity(cfg: SensitivityConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     scorer = TuningScorer(torch_predictor(model), spec, dataset, tune_ids)
-    options = load_profile("x86-onnxruntime-int8").options
-    size = tuple(spec.preprocessing.size)
+    headline = "foreground" if len(spec.label_names) > 2 else spec.label_names[1]
     with tempfile.TemporaryDirectory(prefix="edgeseg-sens-") as tmp:
         work = Path(tmp)
-        fp32 = export_onnx(model, work / "fp32.onnx", (2, spec.in_channels, *size))
+        fp32 = export_onnx(model, work / "fp32.onnx", (2, spec.in_channels, *spec.preprocessing.size))
         source = onnx.load(str(fp32))
         float_plan = plan_float_nodes(source, cfg.preset)
-        preset_names = [n["name"] for n in float_plan]
-
-        def variant(excluded: list[str]) -> dict:
-            out = work / "variant.onnx"
-            qdq_quantize(fp32, out, calib.inputs, excluded, symmetric=False,
-                         activation_type=options.get("activation_type", "uint8"),
-                         weight_type=options.get("weight_type", "int8"),
-                         method=options.get("calibration_method", "minmax"), rewrite_conv_transpose=True,
-                         fixed_size=size, calibration_cache=work / "calibration_cache.json")
-            return scorer.score(OrtRunner(out, "int8", "cpu", cfg.threads))
-
         console.print(f"[bold cyan]sensitivity[/] calibrating once, then one variant per quantized node on "
                       f"{len(tune_ids)} {dataset.name} {cfg.split} cases ({cfg.mode})")
-        all_int8 = variant(preset_names)
-        nodes = quantized_nodes(onnx.load(str(work / "variant.onnx")), source)
-        base = all_int8 if cfg.mode == "float-one" else variant(preset_names + [n["name"] for n in nodes])
-        rows = []
-        for node in track(nodes, f"sensitivity ({cfg.mode})"):
-            t0 = time.perf_counter()
-            others = [n["name"] for n in nodes if n is not node]
-            s = variant(preset_names + ([node["name"]] if cfg.mode == "float-one" else others))
-            dice_cost, agreement_cost = _costs(cfg.mode, base, s)
-            rows.append({**node, "dice_cost": dice_cost, "agreement_cost": agreement_cost,
-                         "worst_label_cost": max(dice_cost.values()), "vanished": len(s["vanished"]),
-                         "seconds": round(time.perf_counter() - t0, 2)})
-    headline = "foreground" if len(spec.label_names) > 2 else spec.label_names[1]
-    rows.sort(key=lambda r: (r["worst_label_cost"], r["agreement_cost"][headline]), reverse=True)
+        all_int8, rows = rank_nodes(fp32, source, calib.inputs, [n["name"] for n in float_plan], scorer, cfg.mode,
+                                    cfg.threads, work, headline)
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "checkpoint": {"name": Path(cfg.checkpoint).name, "sha256": file_sha256(cfg.checkpoint)},
