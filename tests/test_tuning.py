@@ -112,8 +112,10 @@ def test_budget_exhaustion_keeps_the_best_and_exits_non_zero(fragile_checkpoint,
             "--latency-repeats", 2]
     res = _compress(*args, "--out", tmp_path / "b")
     assert res.exit_code == 4 and "could not be met" in res.output
-    result = load_bundle(tmp_path / "b")["accuracy_aware"]["targets"]["x86-onnxruntime-int8"]
+    report = load_bundle(tmp_path / "b")["accuracy_aware"]
+    result = report["targets"]["x86-onnxruntime-int8"]
     assert not result["met"] and result["problems"] and len(result["history"]) == 1
+    assert report["sensitivity"] is None  # no budget left to rank the nodes: none was spent on it
     assert _compress(*args, "--allow-miss", "--out", tmp_path / "c").exit_code == 0
 
 

@@ -70,10 +70,19 @@ def tune_float_plans(settings: AccuracyAwareSettings, model, spec, fp32_onnx: Pa
             entry["reason"] = reasons.get(entry["name"], entry["reason"])
         return plan
 
-    console.print(f"  accuracy-aware INT8: ranking nodes by Dice sensitivity on {len(scorer.case_ids)} tuning cases")
-    (work / "sensitivity").mkdir(parents=True, exist_ok=True)
-    all_int8, ranking = rank_nodes(fp32_onnx, source, calib.inputs, [n["name"] for n in plan_for([])], scorer,
-                                   "quantize-one", threads, work / "sensitivity", headline)
+    sensitivity: dict = {}
+
+    def ranking() -> list[dict]:  # measured once, and only when some target needs it
+        if not sensitivity:
+            console.print(f"  accuracy-aware INT8: ranking nodes by Dice sensitivity on {len(scorer.case_ids)} "
+                          "tuning cases")
+            (work / "sensitivity").mkdir(parents=True, exist_ok=True)
+            t0 = time.perf_counter()
+            all_int8, rows = rank_nodes(fp32_onnx, source, calib.inputs, [n["name"] for n in plan_for([])], scorer,
+                                        "quantize-one", threads, work / "sensitivity", headline)
+            sensitivity.update(all_int8=all_int8, rows=rows, seconds=round(time.perf_counter() - t0, 1))
+        return sensitivity["rows"]
+
     plans, targets = {}, {}
     int8 = [p for p in profiles if p.precision == "int8"]
     for i, profile in enumerate(int8):
@@ -91,9 +100,11 @@ def tune_float_plans(settings: AccuracyAwareSettings, model, spec, fp32_onnx: Pa
     report = {"limits": settings.limits.to_dict(), "budget_minutes": settings.budget_minutes,
               "tuning": {"dataset": scorer.dataset_name, "split": "train", "cases": scorer.case_ids},
               "sensitivity": {"measured_on": "ONNX Runtime QDQ, one node quantized at a time",
-                              "all_int8_delta_points": {k: v * 100 for k, v in all_int8["delta"].items()},
+                              "seconds": sensitivity["seconds"],
+                              "all_int8_delta_points": {k: v * 100 for k, v in sensitivity["all_int8"]["delta"].items()},
                               "ranking": [{k: r[k] for k in ("name", "op_type", "module", "worst_label_cost",
-                                                             "dice_cost", "agreement_cost")} for r in ranking[:40]]},
+                                                             "dice_cost", "agreement_cost")}
+                                          for r in sensitivity["rows"][:40]]} if sensitivity else None,
               "targets": targets, "seconds": round(time.perf_counter() - start, 1)}
     return plans, report
 

@@ -91,11 +91,12 @@ def _summary(score: dict) -> dict:
             "agreement": score["agreement"], "vanished": len(score["vanished"])}
 
 
-def search_float_nodes(trial, plan_for, ranking: list[dict], limits: DiceLimits, labels: list[str],
+def search_float_nodes(trial, plan_for, ranking, limits: DiceLimits, labels: list[str],
                        budget_seconds: float, progress=None) -> dict:
-    """Grow the float plan along ``ranking`` (most sensitive first; 1, 1, 2, 4, … nodes a step) until
+    """Grow the float plan along ``ranking()`` (most sensitive first; 1, 1, 2, 4, … nodes a step) until
     ``limits`` hold or the budget is spent, then try quantizing each added node back (least sensitive first).
-    ``plan_for(added)`` turns the added nodes into a whole float plan (preset included).
+    ``plan_for(added)`` turns the added nodes into a whole float plan (preset included); ``ranking`` is only
+    called when the all-INT8 model breaks the limits (ranking costs one trial per node).
 
     Returns ``{"met", "float_nodes", "added", "score", "history", "seconds"}``; when the limits cannot be met,
     the plan with the smallest excess found is returned with ``met`` False."""
@@ -116,8 +117,9 @@ def search_float_nodes(trial, plan_for, ranking: list[dict], limits: DiceLimits,
     best = (limits.excess(score), [], score)
     added: list[dict] = []
     position, step = 0, 1
-    while limits.check(score, labels) and position < len(ranking) and within_budget():
-        batch = ranking[position : position + step]
+    ranked = ranking() if limits.check(score, labels) and within_budget() else []
+    while limits.check(score, labels) and position < len(ranked) and within_budget():
+        batch = ranked[position : position + step]
         position += len(batch)
         added += batch
         score = run(plan_for(added), f"+{len(batch)} float: {', '.join(n['name'] for n in batch)}")
