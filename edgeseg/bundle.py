@@ -90,20 +90,25 @@ def read_manifest(bundle_dir: str | Path) -> dict:
     return manifest
 
 
-def verify_bundle(bundle_dir: str | Path) -> list[str]:
-    """Problems found re-hashing every file the manifest lists (empty list: the bundle is intact)."""
+def failed_files(bundle_dir: str | Path) -> dict[str, str]:
+    """``{relative path: why}`` for every file the manifest lists that is missing or fails its sha256."""
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
     entries = [e for a in manifest["artifacts"] for e in a.get("hashes", {}).values()]
     entries += list(manifest.get("extra_hashes", {}).values())
-    problems = []
+    failed = {}
     for entry in entries:
         path = bundle_dir / entry["path"]
         if not path.is_file():
-            problems.append(f"{entry['path']}: missing")
+            failed[entry["path"]] = "missing"
         elif path.stat().st_size != entry["bytes"] or file_sha256(path) != entry["sha256"]:
-            problems.append(f"{entry['path']}: sha256 mismatch (modified or corrupted)")
-    return problems
+            failed[entry["path"]] = "sha256 mismatch (modified or corrupted)"
+    return failed
+
+
+def verify_bundle(bundle_dir: str | Path) -> list[str]:
+    """Problems found re-hashing every file the manifest lists (empty list: the bundle is intact)."""
+    return [f"{path}: {reason}" for path, reason in failed_files(bundle_dir).items()]
 
 
 def load_bundle(bundle_dir: str | Path) -> dict:

@@ -48,6 +48,12 @@ def case_scores(pred: np.ndarray, target: np.ndarray, label_names: list[str], fu
     return scores
 
 
+def headline_label(label_names: list[str]) -> str:
+    """The label a one-number summary uses: ``foreground`` (the union :func:`case_scores` adds) when there
+    are several structures, else the only one."""
+    return "foreground" if len(label_names) > 2 else label_names[1]
+
+
 def mean_scores(per_case: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
     """Mean of :func:`case_scores` results over cases, per label and metric; NaN and ``inf`` values (undefined
     sensitivity, HD95 with one empty mask) are left out of the mean (NaN when no case has a finite value)."""

@@ -41,7 +41,7 @@ def main() -> None:
     from edgeseg.data.nnunet import NnUNetDataset
     from edgeseg.evaluate import compare_predictors, held_back_cases
     from edgeseg.inference import predict_mask
-    from edgeseg.metrics import case_scores
+    from edgeseg.metrics import case_scores, headline_label
     from edgeseg.tuning.sensitivity import load_or_build_calibration
 
     torch.set_num_threads(args.threads)
@@ -50,7 +50,7 @@ def main() -> None:
     limit = tuned["limits"]["max_dice_drop_points"]
     spec = read_spec(args.checkpoint)
     labels = spec.label_names
-    headline = "foreground" if len(labels) > 2 else labels[1]
+    headline = headline_label(labels)
     dataset = NnUNetDataset(args.data)
     val_ids = held_back_cases(spec, dataset)
     calib = load_or_build_calibration(args.data, spec, manifest["calibration"]["size"], manifest["calibration"]["seed"])

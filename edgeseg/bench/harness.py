@@ -14,14 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import MANIFEST, read_manifest, verify_bundle
+from ..bundle import MANIFEST, failed_files, read_manifest
 from ..checkpoint import CheckpointSpec, file_sha256
 from ..data.nnunet import NnUNetDataset
 from ..errors import EdgesegError
 from ..evaluate import check_compatible, compare_predictors, held_back_cases
 from ..inference import predict_logits
+from ..metrics import headline_label
 from ..progress import console, progress_bar
-from ..targets import get_target
+from ..targets import get_target, load_profile
 from .fingerprint import device_fingerprint
 from .isolated import measure_isolated
 from .runners import load_runners
@@ -47,16 +48,11 @@ class BenchConfig:
     command: str | None = None
 
 
-def headline_label(labels: list[str]) -> str:
-    """The label one-number summaries use: the union of all structures when there are several."""
-    return "foreground" if len(labels) > 2 else labels[1]
-
-
-def _refused(manifest: dict, problems: list[str]) -> dict[str, str]:
-    """Artifacts whose files failed sha256 verification → the first problem."""
+def _refused(manifest: dict, failed: dict[str, str]) -> dict[str, str]:
+    """Artifacts with a file that failed sha256 verification → ``"path: reason"`` of the first such file."""
     out = {}
     for artifact in manifest["artifacts"]:
-        hits = [p for p in problems if p.split(":")[0] in artifact["files"].values()]
+        hits = [f"{path}: {failed[path]}" for path in artifact["files"].values() if path in failed]
         if hits:
             out[artifact["name"]] = hits[0]
     return out
@@ -149,8 +145,9 @@ def run_bench(cfg: BenchConfig) -> dict:
     start = time.perf_counter()
     bundle = Path(cfg.bundle)
     manifest = read_manifest(bundle)
-    problems = verify_bundle(bundle)
-    refused = _refused(manifest, problems)
+    failed = failed_files(bundle)
+    problems = [f"{path}: {reason}" for path, reason in failed.items()]
+    refused = _refused(manifest, failed)
     spec = CheckpointSpec.from_dict({**manifest["model"], "preprocessing": manifest["preprocessing"]})
     dataset = NnUNetDataset(cfg.data, require_labels=False)
     check_compatible(spec, dataset)
@@ -228,8 +225,6 @@ def _describe(artifact: dict) -> str:
     if artifact["runtime"] == "torch" and artifact["precision"] == "fp32":
         return "FP32 model, PyTorch eager (the reference)"
     try:
-        from ..targets import load_profile
-
         return load_profile(profile).description if profile else artifact["name"]
     except EdgesegError:
         return profile or artifact["name"]

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..data.nnunet import NnUNetDataset
 from ..errors import EdgesegError
 from ..evaluate import check_compatible
+from ..metrics import headline_label
 from ..progress import console
 from .scorer import TuningScorer, tuning_cases
 from .search import DiceLimits, TargetTrial, search_float_nodes
@@ -58,7 +59,7 @@ def tune_float_plans(settings: AccuracyAwareSettings, model, spec, fp32_onnx: Pa
     start = time.perf_counter()
     budget = settings.budget_minutes * 60
     scorer = _tuning_scorer(settings, model, spec, calib, default_data, eval_dataset, eval_ids, seed)
-    labels, headline = spec.label_names, ("foreground" if len(spec.label_names) > 2 else spec.label_names[1])
+    labels, headline = spec.label_names, headline_label(spec.label_names)
     source = onnx.load(str(fp32_onnx))
 
     def plan_for(added: list[dict]) -> list[dict]:
@@ -89,7 +90,6 @@ def tune_float_plans(settings: AccuracyAwareSettings, model, spec, fp32_onnx: Pa
         left = budget - (time.perf_counter() - start)
         trial = TargetTrial(profile, fp32_onnx, calib.inputs, tuple(spec.preprocessing.size), scorer, threads,
                             work / profile.name)
-        (work / profile.name).mkdir(parents=True, exist_ok=True)
         console.print(f"  accuracy-aware INT8: {profile.name} (budget {max(left, 0) / 60:.1f} min)")
         result = search_float_nodes(trial, plan_for, ranking, settings.limits, labels, max(left, 0) / (len(int8) - i),
                                     progress=lambda h: console.print(f"    {h['step'][:90]}: {h['delta_points']} "

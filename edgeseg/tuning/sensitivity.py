@@ -28,6 +28,7 @@ from ..checkpoint import file_sha256, load_checkpoint
 from ..data.nnunet import NnUNetDataset
 from ..errors import EdgesegError
 from ..evaluate import check_compatible, held_back_cases
+from ..metrics import headline_label
 from ..progress import console, track
 from .scorer import TuningScorer, tuning_cases
 
@@ -158,7 +159,7 @@ def measure_sensitivity(cfg: SensitivityConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     scorer = TuningScorer(torch_predictor(model), spec, dataset, tune_ids)
-    headline = "foreground" if len(spec.label_names) > 2 else spec.label_names[1]
+    headline = headline_label(spec.label_names)
     with tempfile.TemporaryDirectory(prefix="edgeseg-sens-") as tmp:
         work = Path(tmp)
         fp32 = export_onnx(model, work / "fp32.onnx", (2, spec.in_channels, *spec.preprocessing.size))
