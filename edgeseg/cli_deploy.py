@@ -77,7 +77,7 @@ def compress_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt)
                  finetune_minutes: Optional[float] = typer.Option(None, help="Time limit of the recovery fine-tune."),
                  keep_float: list[str] = typer.Option([], help="Also keep these nodes float: name/op/module glob or @group (repeatable)."),
                  quantize: list[str] = typer.Option([], help="Quantize these preset nodes after all (glob or @group)."),
-                 no_preset: bool = typer.Option(False, help="Drop the fragile-ops preset (quantize LayerNorm, Softmax, ...)."),
+                 no_preset: bool = typer.Option(False, "--no-preset", help="Drop the fragile-ops preset (quantize LayerNorm, Softmax, ...)."),
                  eval_data: Optional[Path] = typer.Option(None, help="Dataset for the drift check (default: the calibration dataset)."),
                  eval_cases: int = typer.Option(32, help="Held-back validation cases for the drift check (0: all)."),
                  baseline_checkpoint: Optional[Path] = typer.Option(None, help="Also time this checkpoint in PyTorch eager, for speed-ups over it (default with --prune: the input)."),

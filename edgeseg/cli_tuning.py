@@ -18,7 +18,7 @@ def sensitivity_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ck
                     cases: int = typer.Option(16, help="Tuning cases (seeded; disjoint from the calibration set)."),
                     mode: str = typer.Option("quantize-one", help="quantize-one: FP32 with one node INT8 · float-one: all INT8 with one node float."),
                     calib_size: int = typer.Option(64, help="Calibration samples (when --calib is a dataset)."),
-                    no_preset: bool = typer.Option(False, help="Measure the fragile-ops preset's nodes too."),
+                    no_preset: bool = typer.Option(False, "--no-preset", help="Measure the fragile-ops preset's nodes too."),
                     threads: Optional[int] = typer.Option(None, help="Threads for PyTorch and ONNX Runtime."),
                     top: int = typer.Option(20, help="Rows shown on the terminal."),
                     out: Path = typer.Option(Path("sensitivity.json"), help="Result JSON; the bar chart (.png) goes beside it."),

@@ -189,7 +189,7 @@ def compress(cfg: CompressConfig) -> dict:
         import onnx
 
         float_nodes = plan_float_nodes(onnx.load(str(fp32_onnx)), cfg.preset, cfg.keep_float, cfg.quantize_ops)
-        plans: dict[str, list[dict]] = {}
+        plans: dict[str, dict] = {}  # profile name → {"float_nodes", "options"} from the accuracy-aware search
         if cfg.accuracy_aware is not None and calib is not None:
             from .tuning.accuracy_aware import tune_float_plans
 
@@ -209,8 +209,10 @@ def compress(cfg: CompressConfig) -> dict:
             console.print(f"  building {profile.name} …")
             request = BuildRequest(fp32_onnx=fp32_onnx, out_dir=stage, profile=profile,
                                    calibration=calib.inputs if calib else {}, model_size=tuple(spec.preprocessing.size),
-                                   float_nodes=plans.get(profile.name, float_nodes) if profile.precision != "fp32" else [],
-                                   metadata=artifact_metadata(spec, source_sha), options=options,
+                                   float_nodes=([] if profile.precision == "fp32" else
+                                                plans.get(profile.name, {}).get("float_nodes", float_nodes)),
+                                   metadata=artifact_metadata(spec, source_sha),
+                                   options={**options, **plans.get(profile.name, {}).get("options", {})},
                                    checkpoint=reference_ckpt)
             artifact = get_target(profile.target).build(request).to_dict()
             artifact["build_seconds"] = round(time.perf_counter() - t0, 1)

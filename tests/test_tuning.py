@@ -94,14 +94,23 @@ def test_compress_max_dice_drop_returns_the_fragile_layer_to_float(fragile_check
     artifacts = {a["name"]: a for a in manifest["artifacts"]}
     for name, result in report["targets"].items():
         assert result["met"] and result["history"][0]["problems"]  # all INT8 broke the limit, the search fixed it
-        consumer = [n for n in result["added"] if n["module"] == f"{FRAGILE}.4"]
-        assert consumer and len(result["added"]) <= 2
-        assert consumer[0]["name"] in artifacts[name]["float_nodes"] or name.endswith("openvino-int8")
+        own = result if result["method"] == "edgeseg-float-plan" else result["alternatives"]["edgeseg-float-plan"]
+        consumer = [n for n in own["added"] if n["module"] == f"{FRAGILE}.4"]
+        assert consumer and len(own["added"]) <= 2 and "latency_cost_ms" in consumer[0]
+        assert (consumer[0]["name"] in artifacts[name]["float_nodes"] or name.endswith("openvino-int8")
+                or result["method"] != "edgeseg-float-plan")
         assert all(d > -0.5 for d in result["score"]["delta_points"].values())
+        assert result["latency"]["all_int8_p50_ms"] > 0 and result["latency"]["speed_retained"] > 0
         # held-back validation cases (not tuned on) agree too
         assert artifacts[name]["accuracy"]["drift_vs_fp32"]["lesion"] > -0.02
     assert not set(report["tuning"]["cases"]) & set(manifest["evaluation"]["cases"])
     assert not set(report["tuning"]["cases"]) & set(manifest["calibration"]["cases"])
+    # OpenVINO also ran NNCF's accuracy control with the same limits; both candidates are recorded
+    ov = report["targets"]["x86-avx512-openvino-int8"]
+    assert "nncf-accuracy-control" in ov["alternatives"]
+    assert ("edgeseg-float-plan" in ov["alternatives"]) == (ov["method"] == "nncf-accuracy-control")
+    assert ("accuracy_control" in artifacts["x86-avx512-openvino-int8"]["details"]["quantizer"]) == (
+        ov["method"] == "nncf-accuracy-control")
 
 
 def test_budget_exhaustion_keeps_the_best_and_exits_non_zero(fragile_checkpoint, phantom_demo, tmp_path):
@@ -128,6 +137,8 @@ def test_dice_limits_parse_and_check():
     assert limits.excess(score) == pytest.approx(0.1)
     assert limits.check({**score, "delta": {"organ": 0.0, "lesion": 0.0}, "vanished": [("c1", "lesion")]},
                         ["background", "organ", "lesion"])[0].startswith("1 structure(s) vanished")
+    assert limits.slack(score) == pytest.approx(-0.1)  # organ is 0.1 over its 0.5 limit; lesion has 0.1 left
+    assert limits.slack({**score, "delta": {"organ": 0.0, "lesion": -0.002}}) == pytest.approx(0.5)
     with pytest.raises(EdgesegError, match="LABEL=POINTS"):
         DiceLimits.parse(0.5, "lesion")
     with pytest.raises(EdgesegError, match="labels"):
@@ -145,3 +156,26 @@ def test_tuning_cases_overlapping_the_evaluated_cases_are_refused(phantom_demo):
     settings = AccuracyAwareSettings(DiceLimits(0.5), tune_cases=4)
     with pytest.raises(EdgesegError, match="overlap the"):
         _tuning_scorer(settings, model, spec, calib, phantom_demo, dataset, spec.data["train_cases"], 0)
+
+
+def test_nncf_alternative_replaces_the_float_plan_only_when_better():
+    from edgeseg.tuning.accuracy_aware import _prefer_alternative, _swap_in
+
+    def result(mine_met, mine_ms, theirs_met, theirs_ms):
+        return {"met": mine_met, "slack_points": 0.1 if mine_met else -0.2, "score": {"delta_points": {"a": -0.1}},
+                "problems": [] if mine_met else ["a over"], "added": [{"name": "conv1"}],
+                "latency": {"all_int8_p50_ms": 10.0, "p50_ms": mine_ms, "speed_retained": 10.0 / mine_ms},
+                "alternatives": {"nncf-accuracy-control": {
+                    "met": theirs_met, "slack_points": 0.05 if theirs_met else -0.1, "score": {"delta_points": {}},
+                    "problems": [], "fake_quantize_ops": 40, "seconds": 3.0, "p50_ms": theirs_ms}}}
+
+    assert not _prefer_alternative(result(True, 11.0, True, 10.8))   # within the 5 % timing noise: keep ours
+    assert _prefer_alternative(result(True, 12.0, True, 10.5))
+    assert _prefer_alternative(result(False, 10.0, True, 14.0))      # meeting the limits beats speed
+    assert not _prefer_alternative(result(True, 14.0, False, 10.0))
+    assert _prefer_alternative(result(False, 10.0, False, 10.0))     # neither: the one closer to the limits
+    swapped = result(True, 12.0, True, 10.5)
+    _swap_in(swapped, "nncf-accuracy-control")
+    assert swapped["method"] == "nncf-accuracy-control" and swapped["added"] == []
+    assert swapped["alternatives"]["edgeseg-float-plan"]["added"] == [{"name": "conv1"}]
+    assert swapped["latency"]["p50_ms"] == 10.5 and swapped["latency"]["speed_retained"] == pytest.approx(10 / 10.5, abs=1e-3)

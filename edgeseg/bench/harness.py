@@ -129,9 +129,18 @@ def _accuracy(scores: dict | None, n_cases: int) -> dict | None:
 def _latency(lat: dict | None) -> dict | None:
     if not lat or "error" in lat:
         return None
-    keys = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "batch", "warmup", "repeats", "throughput_per_s")
+    keys = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "batch", "warmup", "repeats", "throughput_per_s",
+            "round_p50_ms")
     out = {"batch_1": {k: lat[k] for k in keys}, **lat.get("batches", {})}
     return {**out, "cold_start_s": lat["load_seconds"], "peak_rss_mb": lat["peak_rss_mb"], "rounds": lat["rounds"]}
+
+
+def _workload(latency: dict) -> dict | None:
+    """The fixed workload's timing in this run (null without latency or when its worker failed)."""
+    from .workload import WORKLOAD_NAME
+
+    lat = _latency(latency.get(WORKLOAD_NAME))
+    return {"name": WORKLOAD_NAME, "runtime": "onnxruntime", "latency": {"batch_1": lat["batch_1"]}} if lat else None
 
 
 def _role(artifact: dict, reference: str) -> str:
@@ -187,7 +196,8 @@ def run_bench(cfg: BenchConfig) -> dict:
                       f"{dataset.name} {cfg.split} cases, {threads} threads")
         scores = compare_predictors(runners, reference["name"], spec, dataset, case_ids, "accuracy", full=True)
         timed = [a for a in candidates if a["name"] in runners and a["name"] not in others]
-        latency = _measure_latency(cfg, bundle, timed, sample, thread_map, dataset, case_ids, spec) if cfg.latency else {}
+        latency = (_measure_latency(cfg, bundle, timed, sample, thread_map, dataset, case_ids, spec, Path(work))
+                   if cfg.latency else {})
         states = {**{n: ("refused", [f"sha256 verification failed: {p}"]) for n, p in refused.items()},
                   **{n: (s, [reason]) for n, (s, reason) in others.items()},
                   **{s["name"]: (s["status"], s["notes"]) for s in skipped}}
@@ -215,7 +225,7 @@ def run_bench(cfg: BenchConfig) -> dict:
                            "e2e_cases": min(cfg.e2e_cases, len(case_ids)) if cfg.latency else 0,
                            "backends": sorted(backends) or ["all"], "compare_baselines": cfg.compare_baselines,
                            "headline_label": headline_label(labels)},
-              "device": device, "reference": reference["name"], "artifacts": entries,
+              "device": device, "reference": reference["name"], "artifacts": entries, "workload": _workload(latency),
               "notes": notes + ([f"{len(overlap)} evaluated cases were in the bundle's calibration set"] if overlap else [])}
     return _jsonable(result)
 
@@ -281,7 +291,13 @@ def _smoke_test(runners: dict, others: dict, sample: np.ndarray, reference: str)
             del runners[name]
 
 
-def _measure_latency(cfg, bundle, timed, sample, thread_map, dataset, case_ids, spec) -> dict:
+def _measure_latency(cfg, bundle, timed, sample, thread_map, dataset, case_ids, spec, work: Path) -> dict:
+    """Isolated latency of ``timed`` and, interleaved with them, of the fixed workload (:mod:`.workload`)."""
+    from .workload import workload_artifact
+
+    workload = workload_artifact(work)
+    timed = [*timed, workload]
+    thread_map = {**thread_map, workload["name"]: cfg.threads or len(os.sched_getaffinity(0))}
     e2e = {"data": str(dataset.root), "cases": case_ids[: cfg.e2e_cases], "preprocessing": spec.preprocessing.to_dict(),
            "spatial_dims": spec.spatial_dims} if cfg.e2e_cases > 0 else None
     batches = (cfg.batch_size,) if cfg.batch_size > 1 else ()

@@ -28,12 +28,14 @@ def measure_isolated(bundle_dir: Path, artifacts: list[dict], sample: np.ndarray
     """``{artifact name: batch-1 latency summary + load_seconds + peak_rss_mb}`` for each artifact, each timed
     in its own process per round (``{"error": reason}`` for one whose worker failed). ``batch_sizes`` adds
     ``"batches": {"batch_<B>": summary}`` (the sample repeated B times); ``end_to_end`` (``{"data", "cases", "preprocessing", "spatial_dims"}``) adds
-    ``"end_to_end"``: read + preprocess + infer + postprocess + write per case, timed in the last round."""
+    ``"end_to_end"``: read + preprocess + infer + postprocess + write per case, timed in the last round (not for
+    an artifact marked ``model_only``). ``round_p50_ms``: the batch-1 median of each round (run-to-run spread)."""
     names = [a["name"] for a in artifacts]
     times: dict[str, dict[int, list[float]]] = {n: {b: [] for b in (1, *batch_sizes)} for n in names}
     loads: dict[str, list[float]] = {n: [] for n in names}
     rss: dict[str, list[float]] = {n: [] for n in names}
     e2e: dict[str, list[dict]] = {n: [] for n in names}
+    round_p50: dict[str, list[float]] = {n: [] for n in names}
     per_round = max(1, repeats // rounds)
     with tempfile.TemporaryDirectory(prefix="edgeseg-lat-") as tmp:
         inputs = {}
@@ -45,7 +47,8 @@ def measure_isolated(bundle_dir: Path, artifacts: list[dict], sample: np.ndarray
             for artifact in (a for a in artifacts if a["name"] not in failed):
                 job = {"bundle": str(artifact.get("root", bundle_dir)), "artifact": artifact,
                        "threads": threads.get(artifact["name"]), "repeats": per_round, "warmup": warmup,
-                       "inputs": inputs, "end_to_end": end_to_end if r == rounds - 1 else None,
+                       "inputs": inputs,
+                       "end_to_end": end_to_end if r == rounds - 1 and not artifact.get("model_only") else None,
                        "out_dir": str(Path(tmp) / "masks")}
                 try:
                     result = _run_worker(job, timeout)
@@ -57,13 +60,15 @@ def measure_isolated(bundle_dir: Path, artifacts: list[dict], sample: np.ndarray
                         progress()
                 for b, t in result["times_ms"].items():
                     times[artifact["name"]][int(b)] += t
+                round_p50[artifact["name"]].append(float(np.median(result["times_ms"]["1"])))
                 loads[artifact["name"]].append(result["load_seconds"])
                 rss[artifact["name"]].append(result["peak_rss_mb"])
                 e2e[artifact["name"]] += result.get("end_to_end") or []
     out = {name: {"error": reason} for name, reason in failed.items()}
     for name in (n for n in names if n not in failed):
         out[name] = {**summarize(times[name][1], 1, warmup), "load_seconds": float(np.median(loads[name])),
-                     "peak_rss_mb": float(max(rss[name])), "process": "one per artifact and round", "rounds": rounds}
+                     "peak_rss_mb": float(max(rss[name])), "process": "one per artifact and round", "rounds": rounds,
+                     "round_p50_ms": round_p50[name]}
         if batch_sizes:
             out[name]["batches"] = {f"batch_{b}": summarize(times[name][b], b, _batch_warmup(warmup)) for b in batch_sizes}
         if e2e[name]:

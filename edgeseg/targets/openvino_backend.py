@@ -132,9 +132,14 @@ class OpenVinoTarget:
                   "ignored_scope": nncf.IgnoredScope(names=names, validate=False)}
         if opts.get("model_type") == "transformer":
             kwargs["model_type"] = nncf.ModelType.TRANSFORMER
-        quantized = nncf.quantize(model, nncf.Dataset(samples), **kwargs)
+        control = opts.get("accuracy_control")  # edgeseg.tuning.accuracy_control.NncfAccuracyControl
+        if control is not None:
+            quantized = control.quantize(model, nncf.Dataset(samples), kwargs)
+        else:
+            quantized = nncf.quantize(model, nncf.Dataset(samples), **kwargs)
         ops = collections.Counter(op.get_type_name() for op in quantized.get_ordered_ops())
-        return quantized, {"quantizer": f"nncf {nncf.__version__} quantize (OpenVINO backend)",
+        how = control.describe() if control is not None else "quantize"
+        return quantized, {"quantizer": f"nncf {nncf.__version__} {how} (OpenVINO backend)",
                            "preset": opts.get("preset", "performance"), "model_type": opts.get("model_type", "default"),
                            "fast_bias_correction": kwargs["fast_bias_correction"], "calibration_samples": len(samples),
                            "ignored_scope": names, "float_nodes_not_mapped": unmapped,

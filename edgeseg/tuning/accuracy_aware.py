@@ -49,8 +49,10 @@ def _tuning_scorer(settings, model, spec, calib, default_data: Path | None, eval
 
 def tune_float_plans(settings: AccuracyAwareSettings, model, spec, fp32_onnx: Path, calib, profiles,
                      plan_options: dict, default_data: Path | None, eval_dataset, eval_ids: list[str],
-                     threads: int | None, work: Path, seed: int = 0) -> tuple[dict[str, list[dict]], dict]:
-    """``({profile name: float plan}, report for the manifest)`` for every INT8 profile in ``profiles``."""
+                     threads: int | None, work: Path, seed: int = 0) -> tuple[dict[str, dict], dict]:
+    """``({profile name: {"float_nodes": plan, "options": build options}}, report for the manifest)`` for every
+    INT8 profile in ``profiles``. The OpenVINO target, when all-INT8 breaks the limits, also gets NNCF's
+    ``quantize_with_accuracy_control``; the better of the two is kept (options then carry it)."""
     import onnx
 
     from ..targets.float_nodes import plan_float_nodes
@@ -91,11 +93,23 @@ def tune_float_plans(settings: AccuracyAwareSettings, model, spec, fp32_onnx: Pa
         trial = TargetTrial(profile, fp32_onnx, calib.inputs, tuple(spec.preprocessing.size), scorer, threads,
                             work / profile.name)
         console.print(f"  accuracy-aware INT8: {profile.name} (budget {max(left, 0) / 60:.1f} min)")
-        result = search_float_nodes(trial, plan_for, ranking, settings.limits, labels, max(left, 0) / (len(int8) - i),
+        share = max(left, 0) / (len(int8) - i)
+        nncf_too = profile.target == "openvino"  # half its share is kept for NNCF's own search, if needed
+        result = search_float_nodes(trial, plan_for, ranking, settings.limits, labels, share / 2 if nncf_too else share,
                                     progress=lambda h: console.print(f"    {h['step'][:90]}: {h['delta_points']} "
                                                                      f"{'ok' if not h['problems'] else 'over'}"))
-        plans[profile.name] = result.pop("float_nodes")
-        result["added"] = [{k: n[k] for k in ("name", "op_type", "module", "worst_label_cost")} for n in result["added"]]
+        plan, options = result.pop("float_nodes"), {}
+        control = None
+        if nncf_too and result["history"][0]["problems"] and result["seconds"] < share:
+            control, result["alternatives"] = _nncf_accuracy_control(trial, plan_for([]), scorer, settings.limits, labels)
+        result["latency"] = _precision_costs(trial, plan_for, result, control)
+        result["added"] = [{k: n[k] for k in ("name", "op_type", "module", "worst_label_cost", "latency_cost_ms")
+                            if k in n} for n in result["added"]]
+        result["method"] = "edgeseg-float-plan"
+        if control is not None and _prefer_alternative(result):
+            _swap_in(result, "nncf-accuracy-control")
+            plan, options = plan_for([]), {"accuracy_control": control}
+        plans[profile.name] = {"float_nodes": plan, "options": options}
         targets[profile.name] = result
     report = {"limits": settings.limits.to_dict(), "budget_minutes": settings.budget_minutes,
               "tuning": {"dataset": scorer.dataset_name, "split": "train", "cases": scorer.case_ids},
@@ -107,6 +121,76 @@ def tune_float_plans(settings: AccuracyAwareSettings, model, spec, fp32_onnx: Pa
                                           for r in sensitivity["rows"][:40]]} if sensitivity else None,
               "targets": targets, "seconds": round(time.perf_counter() - start, 1)}
     return plans, report
+
+
+def _nncf_accuracy_control(trial, preset_plan: list[dict], scorer, limits, labels) -> tuple[object, dict]:
+    """Run NNCF's own accuracy-control search on the OpenVINO target and score its model like every trial."""
+    from .accuracy_control import NncfAccuracyControl
+    from .search import _summary
+
+    control = NncfAccuracyControl(scorer, limits)
+    console.print("    NNCF quantize_with_accuracy_control with the same limits …")
+    score = trial(preset_plan, {"accuracy_control": control})
+    problems = limits.check(score, labels)
+    console.print(f"    NNCF accuracy control: {_summary(score)['delta_points']} {'over' if problems else 'ok'}")
+    details = trial.last_artifact["details"]
+    return control, {"nncf-accuracy-control": {"met": not problems, "score": _summary(score), "problems": problems,
+                                               "slack_points": round(limits.slack(score), 4),
+                                               "fake_quantize_ops": details["fake_quantize_ops"],
+                                               "seconds": control.seconds}}
+
+
+def _precision_costs(trial, plan_for, result: dict, control) -> dict:
+    """Latency of the chosen plan against the all-INT8 artifact (and NNCF's model, if any), and each float
+    node's own cost (the chosen plan with that node quantized again), timed in one run."""
+    added = result["added"]
+    if not added and control is None:
+        return {"speed_retained": 1.0, "note": "no node returned to float: the all-INT8 artifact itself"}
+    if (reason := trial.timing_unavailable()) is not None:
+        return {"not_measured": f"latency needs the target's runtime ({reason})"}
+    variants = {"all-int8": (plan_for([]), None), "chosen": (plan_for(added), None)}
+    if control is not None:
+        variants["nncf-accuracy-control"] = (plan_for([]), {"accuracy_control": control})
+    if len(added) <= 8:
+        for n in added:
+            variants[f"without {n['name']}"] = (plan_for([m for m in added if m is not n]), None)
+    console.print(f"    timing {len(variants)} variants (batch 1, own process each)")
+    p50 = {name: lat.get("p50_ms") for name, lat in trial.latencies(variants).items()}
+    for n in added:
+        if p50.get(f"without {n['name']}") and p50["chosen"]:
+            n["latency_cost_ms"] = round(p50["chosen"] - p50[f"without {n['name']}"], 3)
+    out = {"all_int8_p50_ms": p50["all-int8"], "p50_ms": p50["chosen"],
+           "speed_retained": round(p50["all-int8"] / p50["chosen"], 3) if p50["all-int8"] and p50["chosen"] else None,
+           "note": "batch 1, one run on this machine; per-node costs are within its noise when small"}
+    if control is not None:
+        result["alternatives"]["nncf-accuracy-control"]["p50_ms"] = p50["nncf-accuracy-control"]
+    return out
+
+
+def _prefer_alternative(result: dict, margin: float = 0.05) -> bool:
+    """NNCF's model wins when it meets the limits and edgeseg's plan does not, or both meet and it is faster by
+    more than ``margin`` in the same run (smaller differences are timing noise here); neither meeting, when it
+    is closer to the limits."""
+    other = result["alternatives"]["nncf-accuracy-control"]
+    if other["met"] != result["met"]:
+        return other["met"]
+    if not result["met"]:
+        return other["slack_points"] > result["slack_points"]
+    mine, theirs = result["latency"].get("p50_ms"), other.get("p50_ms")
+    return bool(mine and theirs and theirs < mine * (1 - margin))
+
+
+def _swap_in(result: dict, method: str) -> None:
+    """Make ``method``'s candidate the target's result; edgeseg's own plan moves to the alternatives."""
+    keys = ("met", "score", "problems", "slack_points", "added")
+    chosen = result["alternatives"].pop(method)
+    own = {k: result[k] for k in keys}
+    result["alternatives"]["edgeseg-float-plan"] = {**own, "p50_ms": result["latency"].get("p50_ms")}
+    result.update({k: chosen.get(k, []) for k in keys}, method=method)
+    result["alternatives"][method] = {"fake_quantize_ops": chosen["fake_quantize_ops"], "seconds": chosen["seconds"]}
+    lat = result["latency"]
+    if chosen.get("p50_ms") and lat.get("all_int8_p50_ms"):
+        lat.update(p50_ms=chosen["p50_ms"], speed_retained=round(lat["all_int8_p50_ms"] / chosen["p50_ms"], 3))
 
 
 def missed_targets(manifest: dict) -> list[str]:
@@ -125,8 +209,18 @@ def print_accuracy_aware(report: dict) -> None:
               f"train), limits {report['limits']}, {report['seconds']:.0f} s:")
     for name, result in report["targets"].items():
         state = "[green]met[/]" if result["met"] else "[bold red]missed[/]"
-        added = ", ".join(f"{n['module'] or n['name']} ({n['worst_label_cost'] * 100:+.2f})" for n in result["added"])
-        out.print(f"  {escape(name)}: {state}; ΔDice pts {result['score']['delta_points']}; "
-                  f"{len(result['added'])} node(s) back to float{': ' + escape(added) if added else ''}; "
+        added = ", ".join(f"{n['module'] or n['name']} ({n['worst_label_cost'] * 100:+.2f} pts"
+                          + (f", {n['latency_cost_ms']:+.2f} ms" if "latency_cost_ms" in n else "") + ")"
+                          for n in result["added"])
+        lat = result.get("latency", {})
+        speed = (f"{lat['speed_retained'] * 100:.0f} % of the all-INT8 speed" if lat.get("speed_retained")
+                 else lat.get("not_measured", "speed not measured"))
+        other = "; ".join(f"{m}: {'met' if a.get('met', True) else 'missed'}"
+                          + (f", {a['p50_ms']:.2f} ms" if a.get("p50_ms") else "")
+                          for m, a in result.get("alternatives", {}).items() if "score" in a)
+        out.print(f"  {escape(name)}: {state} by {result.get('method', 'edgeseg-float-plan')}; "
+                  f"ΔDice pts {result['score']['delta_points']}; "
+                  f"{len(result['added'])} node(s) back to float{': ' + escape(added) if added else ''}; {speed}; "
                   f"{len(result['history'])} trials, {result['seconds']:.0f} s"
+                  + (f"; also tried {other}" if other else "")
                   + (f"; still over: {'; '.join(result['problems'])}" if result["problems"] else ""))

@@ -46,14 +46,17 @@ class TuningScorer:
     def _mask(self, predict: Predictor, case) -> np.ndarray:
         return predict_mask(predict, case.image, self.spec.preprocessing, self.spec.spatial_dims)
 
-    def score(self, predict: Predictor) -> dict:
+    def score(self, predict: Predictor, indices: list[int] | None = None) -> dict:
         """``{"delta": {label: mean ΔDice vs GT}, "agreement": {label: mean Dice vs the reference's masks},
-        "vanished": [(case, label)], "worst": {label: (case, ΔDice)}}``."""
+        "vanished": [(case, label)], "worst": {label: (case, ΔDice)}, "per_case": [mean ΔDice over labels]}``
+        on all tuning cases or the ``indices`` among them."""
         labels = list(self.reference_scores[0])
         deltas = {lab: [] for lab in labels}
         agreement = {lab: [] for lab in labels}
         vanished = []
-        for case, ref_mask, ref in zip(self.cases, self.reference_masks, self.reference_scores):
+        chosen = range(len(self.cases)) if indices is None else indices
+        for i in chosen:
+            case, ref_mask, ref = self.cases[i], self.reference_masks[i], self.reference_scores[i]
             mask = self._mask(predict, case)
             own = case_scores(mask, case.label, self.spec.label_names)
             agree = case_scores(mask, ref_mask, self.spec.label_names)
@@ -65,4 +68,5 @@ class TuningScorer:
         return {"delta": {lab: float(np.mean([d for _, d in ds])) for lab, ds in deltas.items()},
                 "agreement": {lab: float(np.mean(v)) for lab, v in agreement.items()},
                 "worst": {lab: min(ds, key=lambda cd: cd[1]) for lab, ds in deltas.items()},
+                "per_case": [float(np.mean(ds)) for ds in zip(*([d for _, d in v] for v in deltas.values()))],
                 "vanished": vanished}

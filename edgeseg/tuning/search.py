@@ -55,12 +55,18 @@ class DiceLimits:
         over = sum(max(0.0, -d * 100 - self.per_label.get(lab, self.max_drop)) for lab, d in score["delta"].items())
         return over + 100 * len(score["vanished"])
 
+    def slack(self, score: dict) -> float:
+        """Points left before the tightest limit breaks (negative when over; −100 per vanished structure): a
+        continuous metric for searches that take one number, e.g. NNCF's accuracy control."""
+        room = min(self.per_label.get(lab, self.max_drop) + d * 100 for lab, d in score["delta"].items())
+        return room - 100 * len(score["vanished"])
+
     def to_dict(self) -> dict:
         return {"max_dice_drop_points": self.max_drop, "per_label_points": self.per_label}
 
 
 class TargetTrial:
-    """Build one target's artifact with a float plan and score it on the tuning cases."""
+    """Build one target's artifact with a float plan, score it on the tuning cases, time variants of it."""
 
     def __init__(self, profile, fp32_onnx: Path, calibration: dict, model_size: tuple[int, ...], scorer,
                  threads: int | None, work: Path):
@@ -68,22 +74,44 @@ class TargetTrial:
         self.model_size, self.scorer, self.threads, self.work = model_size, scorer, threads, work
         self.cache = work / f"{profile.name}.calibration.json"  # ORT/TensorRT: calibrate once for all trials
 
-    def __call__(self, float_nodes: list[dict]) -> dict:
-        from ..bench.runners import load_runners
+    def build(self, float_nodes: list[dict], options: dict | None = None, key: str = "trial") -> dict:
+        """The artifact (manifest entry, ``root`` = its own folder ``work/key``) for this float plan."""
         from ..targets import get_target
         from ..targets.base import BuildRequest
 
-        out = self.work / "trial"
+        out = self.work / key
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
         request = BuildRequest(fp32_onnx=self.fp32_onnx, out_dir=out, profile=self.profile,
                                calibration=self.calibration, model_size=self.model_size, float_nodes=float_nodes,
-                               metadata={}, options={"calibration_cache": self.cache})
-        artifact = get_target(self.profile.target).build(request).to_dict()
-        runners, others = load_runners([artifact], out, {artifact["name"]: self.threads})
+                               metadata={}, options={"calibration_cache": self.cache, **(options or {})})
+        return {**get_target(self.profile.target).build(request).to_dict(), "root": str(out)}
+
+    def __call__(self, float_nodes: list[dict], options: dict | None = None) -> dict:
+        from ..bench.runners import load_runners
+
+        artifact = self.last_artifact = self.build(float_nodes, options)
+        runners, others = load_runners([artifact], Path(artifact["root"]), {artifact["name"]: self.threads})
         if artifact["name"] not in runners:
             raise EdgesegError(f"{self.profile.name}: cannot run a trial here: {others[artifact['name']][1]}")
         return self.scorer.score(runners[artifact["name"]])
+
+    def timing_unavailable(self) -> str | None:
+        """Why this target's latency cannot be measured here (e.g. TensorRT absent), else None."""
+        from ..targets import get_target
+
+        return get_target(self.profile.target).missing()
+
+    def latencies(self, variants: dict[str, tuple[list[dict], dict | None]], repeats: int = 30) -> dict[str, dict]:
+        """Batch-1 latency summary of each ``{name: (float plan, build options)}`` variant, each built and timed
+        in its own process, interleaved over two rounds (one run, one machine: compare them as ratios)."""
+        from ..bench.isolated import measure_isolated
+
+        artifacts = [{**self.build(plan, options, f"latency-{i}"), "name": name}
+                     for i, (name, (plan, options)) in enumerate(variants.items())]
+        sample = self.calibration[tuple(self.model_size)][:1]
+        return measure_isolated(self.work, artifacts, sample, {a["name"]: self.threads for a in artifacts},
+                                repeats=repeats, rounds=2)
 
 
 def _summary(score: dict) -> dict:
@@ -137,5 +165,5 @@ def search_float_nodes(trial, plan_for, ranking, limits: DiceLimits, labels: lis
             if not limits.check(trial_score, labels):
                 added, score = fewer, trial_score
     return {"met": met, "float_nodes": plan_for(added), "added": added, "score": _summary(score),
-            "problems": limits.check(score, labels), "history": history,
+            "problems": limits.check(score, labels), "slack_points": round(limits.slack(score), 4), "history": history,
             "seconds": round(time.perf_counter() - start, 1)}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The project's own latency/Dice gate (run by .ci/run): compress the committed chest X-ray checkpoint, bench it
+# on 8 real validation cases, gate against benchmarks/baselines/<device-class>.json in relative mode
+# (latency ÷ the fixed workload of the same run).
+#   bash benchmarks/suites/ci_gate.sh [OUT_DIR]              # gate
+#   UPDATE_BASELINE=1 bash benchmarks/suites/ci_gate.sh      # re-measure (3 bench runs) and write the baseline
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+data="${EDGESEG_DATA:-../shared/datasets}/Dataset002_ChestXrayLungs"
+out="${1:-runs/ci_gate}"
+mkdir -p "$out"
+edgeseg compress benchmarks/checkpoints/chest_xray_hybrid.ckpt --int8 --calib "$data" --calib-size 32 \
+  --targets onnx,openvino --eval-cases 8 --latency-repeats 10 --threads 2 --out "$out/bundle" --force
+bench() {
+  edgeseg bench "$out/bundle" --data "$data" --split val --cases 8 --threads 2 --repeats 60 --rounds 6 \
+    --batch-size 0 --e2e-cases 0 --out "$1" --force
+}
+if [ -n "${UPDATE_BASELINE:-}" ]; then  # the baseline pools three runs: medians, and their run-to-run spread
+  for i in 1 2 3; do bench "$out/baseline-run$i.json"; done
+  exec edgeseg gate "$out"/baseline-run{1,2,3}.json --baseline-dir benchmarks/baselines --update-baseline
+fi
+bench "$out/bench.json"
+class=$(python -c "import sys; from edgeseg.bench.schema import read_result; from edgeseg.gate import device_class; \
+print(device_class(read_result(sys.argv[1])))" "$out/bench.json")
+baseline="benchmarks/baselines/$class.json"
+extra=()
+if [ ! -f "$baseline" ]; then  # a runner of another class: compare relative latencies with the reference class
+  baseline="benchmarks/baselines/cpu-x86_64-avx512vnni-2t.json"
+  extra=(--allow-device-mismatch)
+  echo "note: no baseline for device class $class; comparing with $baseline (relative mode) — commit one with UPDATE_BASELINE=1"
+fi
+edgeseg gate "$out/bench.json" --baseline "$baseline" --junit "$out/gate.xml" "${extra[@]}"

@@ -1,0 +1,163 @@
+"""What the gate compares: bench results reduced to per-artifact numbers (medians over repeated runs, with
+the per-round values their noise is estimated from), the device class they were measured on, and the baseline file that stores them.
+
+Latency is kept three ways for each of p50/p90: absolute milliseconds, divided by the FP32 reference's
+latency in the same run, and divided by the fixed workload's (:mod:`edgeseg.bench.workload`) in the same run.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..data.io import atomic_write
+from ..errors import EdgesegError
+
+BASELINE_SCHEMA, BASELINE_VERSION = "edgeseg-gate-baseline", 1
+MODES = ("workload", "reference", "absolute")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def device_class(result: dict) -> str:
+    """A coarse machine class results are comparable within: ``cpu-<arch>-<INT8 ISA tier>-<threads>t``,
+    ``gpu-<name>`` when CUDA artifacts were timed, ``jetson-<model>`` on a Jetson."""
+    device = result["device"]
+    if device.get("jetson"):
+        return f"jetson-{_slug(device['jetson'].get('model') or 'unknown')}"
+    timed_cuda = any(a.get("device") == "cuda" and a.get("latency") for a in result["artifacts"])
+    if device.get("gpu") and timed_cuda:
+        return f"gpu-{_slug(device['gpu'].get('name', 'nvidia'))}"
+    isa = set(device["cpu"].get("isa", []))
+    tier = next((name for name, flag in (("amx", "amx_int8"), ("avx512vnni", "avx512_vnni"), ("avxvnni", "avx_vnni"),
+                                          ("avx2", "avx2"), ("neon-dot", "asimddp"), ("neon", "asimd")) if flag in isa), "base")
+    threads = result["settings"].get("threads") or device["cpu"].get("usable_cores")
+    return f"cpu-{device['cpu']['arch']}-{tier}-{threads}t"
+
+
+def relative_sigma(values: list[float]) -> float:
+    """Robust relative standard deviation of timings: 1.4826 × median absolute deviation / median (0 for one
+    value); one outlying round barely moves it."""
+    if len(values) < 2:
+        return 0.0
+    med = float(np.median(values))
+    return float(1.4826 * np.median(np.abs(np.asarray(values) - med)) / med) if med > 0 else 0.0
+
+
+def _timing(entry: dict | None, metric: str) -> tuple[float, list[float]] | None:
+    """(metric in ms, the per-round medians) of an artifact or workload entry, if timed."""
+    lat = ((entry or {}).get("latency") or {}).get("batch_1")
+    if not lat:
+        return None
+    return float(lat[f"{metric}_ms"]), list(lat.get("round_p50_ms") or [])
+
+
+def _run_numbers(result: dict) -> dict[str, dict]:
+    """Per artifact of one bench result: latency in every mode (value, per-round values), accuracy, status."""
+    by_name = {a["name"]: a for a in result["artifacts"]}
+    reference = by_name[result["reference"]]
+    out = {}
+    for a in result["artifacts"]:
+        if a["origin"] != "bundle":
+            continue  # comparison points built by bench, not what is deployed
+        acc = a.get("accuracy") or {}
+        entry = {"status": a["status"], "runtime": a["runtime"], "precision": a["precision"], "role": a["role"],
+                 "dice": {k: v["dice"] for k, v in acc["mean"].items()} if acc.get("mean") else None,
+                 "agreement": acc.get("agreement"),
+                 "vanished": sorted(f"{c['case']}:{c['label']}" for c in acc.get("structure_changes") or []
+                                    if c["change"] == "vanished"),
+                 "latency": {}}
+        for metric in ("p50", "p90"):
+            own = _timing(a, metric)
+            if own is None:
+                continue
+            modes = {"absolute": own}
+            for mode, denominator in (("reference", reference), ("workload", result.get("workload"))):
+                base = _timing(denominator, metric)
+                if base and not (mode == "reference" and a is reference):
+                    # per round, the two were timed back to back: their ratio cancels what drifts between rounds
+                    modes[mode] = (own[0] / base[0], [x / y for x, y in zip(own[1], base[1])])
+            entry["latency"][metric] = modes
+        out[a["name"]] = entry
+    return out
+
+
+def summarize_runs(results: list[dict]) -> dict:
+    """One or more bench results of the same bundle, data and device class → the numbers the gate compares:
+    each latency is the median over the runs, with its rounds' values (of every run, each divided by its
+    run's value) for the noise estimate. (Rounds record p50s; a p90 gate borrows their spread.)"""
+    classes = {device_class(r) for r in results}
+    fingerprints = {r["data"]["fingerprint"] for r in results}
+    if len(classes) > 1 or len(fingerprints) > 1:
+        raise EdgesegError(f"the results to combine differ in device class ({', '.join(sorted(classes))}) or evaluated "
+                           "data; gate runs of one machine class on the same cases")
+    runs = [_run_numbers(r) for r in results]
+    artifacts = {}
+    for name in dict.fromkeys(n for run in runs for n in run):
+        entries = [run[name] for run in runs if name in run]
+        first = entries[0]
+        latency = {}
+        for metric in ("p50", "p90"):
+            latency[metric] = {}
+            for mode in MODES:
+                pairs = [e["latency"][metric][mode] for e in entries if mode in e["latency"].get(metric, {})]
+                if pairs:
+                    value = float(np.median([v for v, _ in pairs]))
+                    # every run's rounds scaled to that run's value (rounds time p50; the metric may be p90),
+                    # pooled over the runs: the spread holds within-run and run-to-run variation
+                    rounds = [v * r / np.median(rs) for v, rs in pairs if rs for r in rs]
+                    if len(pairs) > 1 and not rounds:
+                        rounds = [v for v, _ in pairs]
+                    latency[metric][mode] = {"value": value, "rounds": rounds, "sigma": relative_sigma(rounds),
+                                             "runs": len(pairs)}
+        artifacts[name] = {**{k: first[k] for k in ("runtime", "precision", "role", "dice", "agreement")},
+                           "status": first["status"] if all(e["status"] == first["status"] for e in entries) else
+                           "inconsistent", "vanished": sorted({v for e in entries for v in e["vanished"]}),
+                           "latency": latency}
+    r0 = results[0]
+    return {"device_class": classes.pop(), "reference": r0["reference"],
+            "workload": (r0.get("workload") or {}).get("name"),
+            "data": {"dataset": r0["data"]["dataset"], "split": r0["data"]["split"], "cases": r0["data"]["cases"],
+                     "fingerprint": r0["data"]["fingerprint"]},
+            "model": {"labels": r0["model"]["labels"], "headline_label": r0["settings"]["headline_label"]},
+            "runs": len(results), "artifacts": artifacts}
+
+
+def make_baseline(results: list[dict], sources: list[str]) -> dict:
+    """A baseline file's content from one or more bench results."""
+    return {"schema": BASELINE_SCHEMA, "schema_version": BASELINE_VERSION,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "sources": [{"path": s, "created": r["created"], "bundle_manifest_sha256": r["bundle"]["manifest_sha256"],
+                         "edgeseg_version": r["edgeseg_version"], "cpu": r["device"]["cpu"]["model"]}
+                        for s, r in zip(sources, results)],
+            **summarize_runs(results)}
+
+
+def write_baseline(baseline: dict, path: Path) -> None:
+    text = json.dumps(baseline, indent=1, allow_nan=False) + "\n"
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def read_baseline(path: Path) -> dict:
+    """A baseline file; refuses anything else, and a schema version newer than this edgeseg reads."""
+    path = Path(path)
+    try:
+        baseline = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise EdgesegError(f"{path}: cannot read the baseline ({e.strerror or e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EdgesegError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(baseline, dict) or baseline.get("schema") != BASELINE_SCHEMA:
+        raise EdgesegError(f"{path}: not an {BASELINE_SCHEMA} file (write one with `edgeseg gate --update-baseline`)")
+    if baseline.get("schema_version") != BASELINE_VERSION:
+        raise EdgesegError(f"{path}: {BASELINE_SCHEMA} schema_version {baseline.get('schema_version')!r}; this edgeseg "
+                           f"reads version {BASELINE_VERSION}: re-create the baseline with this edgeseg")
+    missing = {"device_class", "data", "artifacts"} - set(baseline)
+    if missing:
+        raise EdgesegError(f"{path}: baseline lacks {sorted(missing)}")
+    return baseline

@@ -1,0 +1,31 @@
+"""The gate's human summary: one row per check, failures first."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "—" if value is None else str(value)
+
+
+def print_gate(report: dict, baseline_path: Path) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ..report import console
+
+    table = Table(title=f"edgeseg gate vs {escape(str(baseline_path))} · {report['device_class']} · latency "
+                        f"{report['metric']} ({report['mode']}) · {report['runs']} run(s) vs {report['baseline_runs']}")
+    for column in ("", "artifact", "check", "baseline", "current", "limit", "why"):
+        table.add_column(column)
+    for c in sorted(report["checks"], key=lambda c: c.passed):
+        table.add_row("[green]ok[/]" if c.passed else "[bold red]FAIL[/]", escape(c.artifact), escape(c.check),
+                      _fmt(c.baseline), _fmt(c.current), escape(c.limit), escape(c.message))
+    console.print(table)
+    for note in report["notes"]:
+        console.print(f"note: {escape(note)}")
+    failed = [c for c in report["checks"] if not c.passed]
+    console.print(f"[bold red]gate failed[/]: {len(failed)} of {len(report['checks'])} checks broke a limit"
+                  if failed else f"[green]gate passed[/]: {len(report['checks'])} checks within limits")
