@@ -210,7 +210,7 @@ def main() -> None:
     app()
 
 
-from . import cli_bench, cli_deploy, cli_gate, cli_tuning  # noqa: E402,F401  (register compress, …, bench, gate, sensitivity)
+from . import cli_bench, cli_deploy, cli_gate, cli_infer, cli_tuning  # noqa: E402,F401  (register compress, …, bench, gate, infer, sensitivity)
 
 if __name__ == "__main__":
     main()

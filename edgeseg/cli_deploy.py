@@ -188,6 +188,23 @@ def build_engine_cmd(bundle: Path = typer.Argument(..., help="Bundle directory."
         typer.echo(f"built {name}: {path}")
 
 
+@app.command("prepare-engine")
+@user_errors
+def prepare_engine_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (verified first)."),
+                       cache: Path = typer.Option(..., help="Engine cache folder (e.g. a volume that outlives the container)."),
+                       artifact: Optional[str] = typer.Option(None, help="The TensorRT artifact (default: the bundle's first).")):
+    """Build (first start) or reuse the TensorRT engine for this device in CACHE; prints its path."""
+    from .bundle import load_bundle
+    from .targets.trt_engine_cache import ensure_engine
+
+    manifest = load_bundle(bundle)
+    chosen = [a for a in manifest["artifacts"] if a["runtime"] == "tensorrt" and artifact in (None, a["name"])]
+    if not chosen:
+        raise EdgesegError(f"{bundle}: no TensorRT artifact{f' named {artifact!r}' if artifact else ''}")
+    engine, built = ensure_engine(bundle, chosen[0], cache)
+    typer.echo(f"{'built' if built else 'reused'} {engine}")
+
+
 @app.command("profiles")
 def profiles_cmd():
     """List the target profiles (``export/*.toml``)."""

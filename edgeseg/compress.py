@@ -138,6 +138,18 @@ def _stage(n: int, total: int, text: str) -> None:
     console.print(f"[bold cyan][{n}/{total}][/] {text}")
 
 
+def _image_dims(dataset, train_dir) -> int | None:
+    """2 or 3: the dimensionality of the images the model was given (a 2D model may run on volume slices);
+    `edgeseg infer` refuses inputs of the other kind."""
+    from .data.nnunet import NnUNetDataset
+
+    source = dataset if dataset is not None else NnUNetDataset(train_dir) if train_dir else None
+    if source is None:
+        return None
+    image, _ = source.load_image(next(iter(source.cases)))
+    return image.ndim - 1
+
+
 def compress(cfg: CompressConfig) -> dict:
     """Run the whole pipeline; returns the manifest written to ``cfg.out``."""
     from .onnx_export import export_onnx, onnx_parity
@@ -161,7 +173,8 @@ def compress(cfg: CompressConfig) -> dict:
     manifest: dict = {"source_checkpoint": {"name": Path(cfg.checkpoint).name, "sha256": source_sha},
                       "model": {k: v for k, v in spec.to_dict().items() if k not in ("metrics", "training", "preprocessing")},
                       "preprocessing": spec.preprocessing.to_dict(), "labels": spec.label_names,
-                      "input": json.loads(artifact_metadata(spec, "")["edgeseg.input"]) | {"shape": list(shape)},
+                      "input": json.loads(artifact_metadata(spec, "")["edgeseg.input"]) | {"shape": list(shape)}
+                      | {"image_dims": _image_dims(dataset, train_dir)},
                       "macs": {"original": macs}, "params": {"original": params},
                       "calibration": calib.manifest if calib else None, "pruning": None, "artifacts": []}
     with staging_dir(cfg.out, cfg.force) as stage, tempfile.TemporaryDirectory(prefix="edgeseg-work-") as work:

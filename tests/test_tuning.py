@@ -179,3 +179,22 @@ def test_nncf_alternative_replaces_the_float_plan_only_when_better():
     assert swapped["method"] == "nncf-accuracy-control" and swapped["added"] == []
     assert swapped["alternatives"]["edgeseg-float-plan"]["added"] == [{"name": "conv1"}]
     assert swapped["latency"]["p50_ms"] == 10.5 and swapped["latency"]["speed_retained"] == pytest.approx(10 / 10.5, abs=1e-3)
+
+
+def test_give_back_keeps_only_the_nodes_the_limits_need():
+    from edgeseg.tuning.search import DiceLimits, _give_back
+
+    added = [{"name": f"n{i}"} for i in range(16)]  # ranking order; only n3 and n11 are needed
+    trials = []
+
+    def run(plan, what):
+        trials.append(what)
+        names = {n["name"] for n in plan}
+        return {"delta": {"lesion": 0.0 if {"n3", "n11"} <= names else -0.05}, "vanished": []}
+
+    kept, score = _give_back(added, None, run, lambda nodes: nodes, DiceLimits(0.5), ["background", "lesion"],
+                             lambda: True)
+    assert [n["name"] for n in kept] == ["n3", "n11"] and score["delta"]["lesion"] == 0.0
+    assert len(trials) < 16  # fewer than one trial per node
+    assert _give_back(added[:1], "s", run, lambda nodes: nodes, DiceLimits(0.5), ["background", "lesion"],
+                      lambda: True) == (added[:1], "s") and len(trials) < 17

@@ -119,12 +119,32 @@ def _summary(score: dict) -> dict:
             "agreement": score["agreement"], "vanished": len(score["vanished"])}
 
 
+def _give_back(added, score, run, plan_for, limits, labels, within_budget):
+    """Quantize again the added nodes the limits can do without, in halving chunks (least sensitive first):
+    a chunk that keeps the limits goes back to INT8 whole, one that breaks them is split. ~2·k·log2(n)
+    trials for k needed nodes out of n, instead of n one at a time."""
+    if len(added) < 2:
+        return added, score  # without its one node the plan is the all-INT8 model, which broke the limits
+    half = len(added) // 2
+    chunks = [c for c in (added[half:][::-1], added[:half][::-1]) if c]  # the whole set is the all-INT8 model
+    while chunks and within_budget():
+        chunk = chunks.pop(0)
+        fewer = [n for n in added if n not in chunk]
+        trial_score = run(plan_for(fewer), f"-{len(chunk)} float: {', '.join(n['name'] for n in chunk)}")
+        if not limits.check(trial_score, labels):
+            added, score = fewer, trial_score
+        elif len(chunk) > 1:
+            chunks[:0] = [chunk[: len(chunk) // 2], chunk[len(chunk) // 2 :]]
+    return added, score
+
+
 def search_float_nodes(trial, plan_for, ranking, limits: DiceLimits, labels: list[str],
                        budget_seconds: float, progress=None) -> dict:
     """Grow the float plan along ``ranking()`` (most sensitive first; 1, 1, 2, 4, … nodes a step) until
-    ``limits`` hold or the budget is spent, then try quantizing each added node back (least sensitive first).
+    ``limits`` hold or the budget is spent, then quantize back the added nodes the limits allow.
     ``plan_for(added)`` turns the added nodes into a whole float plan (preset included); ``ranking`` is only
-    called when the all-INT8 model breaks the limits (ranking costs one trial per node).
+    called when the all-INT8 model breaks the limits (ranking costs one trial per node). The give-back is
+    :func:`_give_back`.
 
     Returns ``{"met", "float_nodes", "added", "score", "history", "seconds"}``; when the limits cannot be met,
     the plan with the smallest excess found is returned with ``met`` False."""
@@ -157,13 +177,7 @@ def search_float_nodes(trial, plan_for, ranking, limits: DiceLimits, labels: lis
     met = not limits.check(best[2], labels)
     added, score = best[1], best[2]
     if met:  # the doubling steps may have added more than needed: give back what the limits allow
-        for node in reversed(list(added)):
-            if not within_budget():
-                break
-            fewer = [n for n in added if n is not node]
-            trial_score = run(plan_for(fewer), f"-1 float: {node['name']}")
-            if not limits.check(trial_score, labels):
-                added, score = fewer, trial_score
+        added, score = _give_back(added, score, run, plan_for, limits, labels, within_budget)
     return {"met": met, "float_nodes": plan_for(added), "added": added, "score": _summary(score),
             "problems": limits.check(score, labels), "slack_points": round(limits.slack(score), 4), "history": history,
             "seconds": round(time.perf_counter() - start, 1)}

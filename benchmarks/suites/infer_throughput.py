@@ -1,0 +1,64 @@
+"""Issue F: `edgeseg infer` on N real images against the pure model latency × N, measured in one run.
+
+    python benchmarks/suites/infer_throughput.py BUNDLE --data DATASET --n 100 --threads 2 --out result.json
+
+The images are read from the dataset folder (never copied); masks go to a temporary folder. The model-only
+latency is the artifact's batch-1 and batch-B p50 timed by bench's isolated worker, right before infer.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+
+    from edgeseg.bench.fingerprint import device_fingerprint
+    from edgeseg.bench.isolated import measure_isolated
+    from edgeseg.bundle import load_bundle
+    from edgeseg.checkpoint import CheckpointSpec
+    from edgeseg.data.io import read_array
+    from edgeseg.infer import InferConfig, run_infer
+    from edgeseg.infer.backend import choose_artifact
+
+    images = sorted((args.data / "imagesTr").glob("*"))[: args.n]
+    manifest = load_bundle(args.bundle)
+    spec = CheckpointSpec.from_dict({**manifest["model"], "preprocessing": manifest["preprocessing"]})
+    artifact, _ = choose_artifact(manifest, args.backend)
+    sample = spec.preprocessing(read_array(images[0])[0])[None]
+    model = measure_isolated(args.bundle, [artifact], sample, {artifact["name"]: args.threads}, repeats=60, rounds=2,
+                             batch_sizes=(args.batch_size,))[artifact["name"]]
+    with tempfile.TemporaryDirectory(prefix="edgeseg-infer-") as tmp:
+        t0 = time.perf_counter()
+        summary = run_infer(InferConfig(bundle=args.bundle, inputs=images, out=Path(tmp) / "masks", backend=args.backend,
+                                        threads=args.threads, batch_size=args.batch_size))
+        wall = time.perf_counter() - t0
+    n = summary["cases"]
+    batch = model["batches"][f"batch_{args.batch_size}"]
+    result = {"bundle": str(args.bundle), "artifact": artifact["name"], "images": n, "failed": summary["failed"],
+              "threads": args.threads, "batch_size": args.batch_size,
+              "model_p50_ms_batch1": model["p50_ms"], f"model_p50_ms_per_image_batch{args.batch_size}":
+                  batch["p50_ms"] / args.batch_size,
+              "infer_wall_s": round(wall, 3), "infer_wall_without_load_s": round(wall - summary["load_seconds"], 3),
+              "images_per_s": round(n / wall, 2), "stages_seconds": summary["stages_seconds"],
+              "ratio_vs_batch1_model_x_n": round(wall / (model["p50_ms"] * n / 1e3), 3),
+              "ratio_without_load_vs_batch1_model_x_n": round((wall - summary["load_seconds"]) / (model["p50_ms"] * n / 1e3), 3),
+              "device": device_fingerprint(args.threads)}
+    args.out.write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k != "device"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

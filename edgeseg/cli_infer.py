@@ -1,0 +1,47 @@
+"""CLI command ``edgeseg infer``: a thin layer over :func:`edgeseg.infer.run_infer`. Imports no torch."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .cli import app, user_errors
+
+
+@app.command("infer")
+@user_errors
+def infer_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (verified before any input is read)."),
+              inputs: list[Path] = typer.Argument(..., help="PNG/JPEG/TIFF images, NIfTI volumes, DICOM series folders, or folders of these."),
+              out: Path = typer.Option(..., "-o", "--out", help="Output folder (label maps in the input's geometry)."),
+              backend: str = typer.Option("auto", help="auto | openvino | onnxruntime | tensorrt (auto: TensorRT on NVIDIA, OpenVINO on x86, else ONNX Runtime)."),
+              artifact: Optional[str] = typer.Option(None, help="Use this artifact of the bundle."),
+              probabilities: bool = typer.Option(False, "--probabilities", help="Also write softmax probabilities."),
+              overlay: bool = typer.Option(False, "--overlay", help="Also write a PNG overlay per case."),
+              threads: Optional[int] = typer.Option(None, help="Inference threads (default: the runtime's)."),
+              batch_size: int = typer.Option(4, help="2D images per model call."),
+              engine_cache: Optional[Path] = typer.Option(None, help="TensorRT: build the engine for this device here on first use, reuse it after (keyed by artifact, device, TensorRT version)."),
+              report: Optional[Path] = typer.Option(None, help="Write the run summary (throughput, stage times, failures) as JSON."),
+              force: bool = typer.Option(False, "--force", help="Overwrite existing outputs.")):
+    """Segment images with a compressed bundle, using only its runtime."""
+    from .data.io import atomic_write
+    from .infer import InferConfig, run_infer
+
+    if batch_size < 1:
+        raise typer.BadParameter("--batch-size must be ≥ 1")
+    summary = run_infer(InferConfig(bundle=bundle, inputs=inputs, out=out, backend=backend, artifact=artifact,
+                                    probabilities=probabilities, overlay=overlay, force=force, threads=threads,
+                                    batch_size=batch_size, engine_cache=engine_cache))
+    stages = summary["stages_seconds"]
+    typer.echo(f"segmented {summary['cases']} case(s) with {summary['artifact']} into {out} in "
+               f"{summary['wall_seconds']:.2f} s ({summary['cases_per_second']} cases/s; model "
+               f"{summary['model_ms_per_image']} ms/image; read+preprocess {stages['read_preprocess']:.2f} s, "
+               f"infer {stages['infer']:.2f} s, postprocess+write {stages['postprocess_write']:.2f} s, overlapped)")
+    if report:
+        atomic_write(report, lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
+    for failure in summary["failed"]:
+        typer.echo(f"error: {failure['input']}: {failure['error']}", err=True)
+    if summary["failed"]:
+        typer.echo(f"{len(summary['failed'])} input(s) failed, {summary['cases']} segmented", err=True)
+        raise typer.Exit(1)

@@ -1,0 +1,96 @@
+"""TensorRT engines built on the device from a bundle's ONNX and cached outside the (possibly read-only)
+bundle, keyed by artifact + device + TensorRT version: the Jetson entrypoint's first start builds, later
+starts reuse. Torch-free (the device image has TensorRT, not torch).
+
+The builder is ``trtexec`` (JetPack ships it in /usr/src/tensorrt/bin) with the command recorded in the
+artifact, or the TensorRT Python API when ``trtexec`` is absent; ``EDGESEG_TRT_BUILDER`` replaces it with
+any command taking trtexec's ``--onnx=`` / ``--saveEngine=`` arguments (how the tests run it without a GPU).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+from ..checkpoint import file_sha256
+from ..data.io import atomic_write
+from ..errors import EdgesegError
+
+TRTEXEC_PATHS = ("trtexec", "/usr/src/tensorrt/bin/trtexec")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+
+
+def device_key() -> str:
+    """``<gpu or jetson model>-trt<version>``; ``EDGESEG_DEVICE_KEY`` overrides (tests, exotic boards)."""
+    if os.environ.get("EDGESEG_DEVICE_KEY"):
+        return os.environ["EDGESEG_DEVICE_KEY"]
+    name = None
+    try:
+        name = Path("/proc/device-tree/model").read_text(errors="replace").replace("\x00", "").strip() or None
+    except OSError:
+        pass
+    if name is None:
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=10)
+            name = out.stdout.strip().splitlines()[0].replace(",", " sm") if out.returncode == 0 and out.stdout.strip() else None
+        except (OSError, subprocess.SubprocessError):
+            pass
+    try:
+        import tensorrt
+
+        version = tensorrt.__version__
+    except ImportError:
+        raise EdgesegError("TensorRT is not installed here: no engine can be built or run") from None
+    if name is None:
+        raise EdgesegError("no NVIDIA GPU found (no /proc/device-tree/model, no nvidia-smi)")
+    return f"{_slug(name)}-trt{version}"
+
+
+def cached_engine_path(cache: Path, artifact: dict, onnx_path: Path) -> Path:
+    """Where this artifact's engine for this device lives in ``cache``."""
+    return Path(cache) / f"{artifact['name']}-{file_sha256(onnx_path)[:12]}-{device_key()}.engine"
+
+
+def _builder_command(artifact: dict, onnx_path: Path, engine_path: Path) -> list[str] | None:
+    """The trtexec-style build command, or None to use the TensorRT Python API."""
+    custom = os.environ.get("EDGESEG_TRT_BUILDER")
+    trtexec = custom or next((p for p in TRTEXEC_PATHS if shutil.which(p)), None)
+    if not trtexec:
+        return None
+    recorded = shlex.split(artifact["details"].get("trtexec", "trtexec"))[1:]  # shapes, precision flags
+    args = [a for a in recorded if not a.startswith(("--onnx=", "--saveEngine="))]
+    return [*shlex.split(trtexec), f"--onnx={onnx_path}", f"--saveEngine={engine_path}", *args]
+
+
+def ensure_engine(bundle_dir: Path, artifact: dict, cache: Path) -> tuple[Path, bool]:
+    """``(engine path, built now)``: reuse the cached engine for this device or build it (atomically)."""
+    onnx_path = Path(bundle_dir) / artifact["files"]["model"]
+    engine = cached_engine_path(cache, artifact, onnx_path)
+    if engine.is_file() and engine.stat().st_size > 0:
+        return engine, False
+    Path(cache).mkdir(parents=True, exist_ok=True)
+    command = _builder_command(artifact, onnx_path, engine)
+    if command is None:
+        from .tensorrt_backend import build_engine
+
+        details = artifact["details"]
+        build_engine(onnx_path, engine, {k: tuple(v) for k, v in details["shapes"].items()}, artifact["precision"],
+                     artifact["float_nodes"], details.get("workspace_mib", 1024))
+        return engine, True
+
+    def build(tmp: Path) -> None:
+        argv = [a.replace(f"--saveEngine={engine}", f"--saveEngine={tmp}") for a in command]
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        if proc.returncode != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise EdgesegError(f"engine build failed ({shlex.join(argv[:1])}): {tail[0][:300]}")
+
+    atomic_write(engine, build)
+    return engine, True
