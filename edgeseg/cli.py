@@ -202,12 +202,22 @@ def demo_cmd(workdir: Path = typer.Option(Path("edgeseg-demo"), help="Folder for
                    f"{manifest['compress_seconds']:.0f} s); check it with `edgeseg verify {workdir / 'bundle'}`")
 
 
+FULL_INSTALL_MODULES = {"torch", "torch_pruning", "nncf", "onnx", "onnxscript", "matplotlib", "jsonschema"}
+
+
 def main() -> None:
     import signal
 
     # a plain `kill` raises SystemExit, so staging directories and temp files are cleaned up like on Ctrl-C
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    app()
+    try:
+        app()
+    except ModuleNotFoundError as exc:  # e.g. `compress` on the runtime-only install (no torch)
+        if exc.name and exc.name.split(".")[0] in FULL_INSTALL_MODULES:
+            typer.echo(f"error: this command needs {exc.name.split('.')[0]}, which the runtime-only install lacks; "
+                       "pip install 'edgeseg[full]' (edgeseg infer, verify and gate work without it)", err=True)
+            sys.exit(2)
+        raise
 
 
 from . import cli_bench, cli_deploy, cli_gate, cli_infer, cli_tuning  # noqa: E402,F401  (register compress, …, bench, gate, infer, sensitivity)

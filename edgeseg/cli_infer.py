@@ -40,8 +40,15 @@ def infer_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (verifie
                f"infer {stages['infer']:.2f} s, postprocess+write {stages['postprocess_write']:.2f} s, overlapped)")
     if report:
         atomic_write(report, lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
-    for failure in summary["failed"]:
-        typer.echo(f"error: {failure['input']}: {failure['error']}", err=True)
+    shown = 10  # the rest go to --report
+    for failure in summary["failed"][:shown]:
+        message = failure["error"]
+        if not message.startswith(failure["input"]):
+            message = f"{failure['input']}: {message}"
+        typer.echo(f"error: {message}", err=True)
+    if len(summary["failed"]) > shown:
+        where = f"all in {report}" if report else "--report FILE lists all"
+        typer.echo(f"… and {len(summary['failed']) - shown} more ({where})", err=True)
     if summary["failed"]:
         typer.echo(f"{len(summary['failed'])} input(s) failed, {summary['cases']} segmented", err=True)
         raise typer.Exit(1)

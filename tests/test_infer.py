@@ -202,6 +202,26 @@ def test_altered_bundle_fails_before_any_input_is_read(bundle, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+BLOCK_FULL_INSTALL = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torch_pruning", "nncf", "onnxscript"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_full_install_commands_say_so_on_the_runtime_only_install(tmp_path):
+    script = BLOCK_FULL_INSTALL + textwrap.dedent(f"""
+        from edgeseg.cli import main
+        sys.argv = ["edgeseg", "compress", {str(tmp_path / "x.ckpt")!r}, "--out", {str(tmp_path / "b")!r}]
+        main()
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 2 and "pip install 'edgeseg[full]'" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_infer_never_imports_torch(bundle, phantom_demo, tmp_path):
     """The runtime-only install: torch, torch-pruning and nncf made unimportable, infer still works."""
     script = textwrap.dedent(f"""

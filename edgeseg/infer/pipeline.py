@@ -128,6 +128,14 @@ def run_infer(cfg: InferConfig) -> dict:
     load_seconds = time.perf_counter() - t0
     items, problems = discover_inputs(cfg.inputs, spec.in_channels)
     failed = [{"input": source, "error": why} for source, why in problems]
+    seen: dict[str, str] = {}
+    for item in list(items):  # e.g. a.png and a.tif: both would write a.png
+        if item.case_id in seen:
+            failed.append({"input": item.source, "error": f"same output name {item.case_id!r} as {seen[item.case_id]}"})
+            items.remove(item)
+        seen.setdefault(item.case_id, item.source)
+    if cfg.out.exists() and not cfg.out.is_dir():
+        raise EdgesegError(f"{cfg.out}: exists and is not a folder")
     if not items:
         return _summary(cfg, artifact, why, [], failed, clock, load_seconds, start)
     cfg.out.mkdir(parents=True, exist_ok=True)

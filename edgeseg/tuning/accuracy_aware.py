@@ -102,9 +102,9 @@ def tune_float_plans(settings: AccuracyAwareSettings, model, spec, fp32_onnx: Pa
         control = None
         if nncf_too and result["history"][0]["problems"] and result["seconds"] < share:
             control, result["alternatives"] = _nncf_accuracy_control(trial, plan_for([]), scorer, settings.limits, labels)
+        # own copies: the ranking rows are shared by the targets, the latency costs are this target's
+        result["added"] = [{k: n[k] for k in ("name", "op_type", "module", "worst_label_cost")} for n in result["added"]]
         result["latency"] = _precision_costs(trial, plan_for, result, control)
-        result["added"] = [{k: n[k] for k in ("name", "op_type", "module", "worst_label_cost", "latency_cost_ms")
-                            if k in n} for n in result["added"]]
         result["method"] = "edgeseg-float-plan"
         if control is not None and _prefer_alternative(result):
             _swap_in(result, "nncf-accuracy-control")
