@@ -275,3 +275,17 @@ def test_real_gate_passes_an_unchanged_model_twice_and_catches_an_inserted_slowd
     assert failed and all(INT8 in line and "latency" in line for line in failed)  # same masks, only slower
     ratio = (_artifact(after, INT8)["latency"]["batch_1"]["p50_ms"] / _artifact(first, INT8)["latency"]["batch_1"]["p50_ms"])
     assert ratio > 1.2
+
+
+def test_example_ci_workflow_runs_compress_bench_gate_and_uploads_junit():
+    yaml = pytest.importorskip("yaml")
+    from pathlib import Path
+
+    workflow = yaml.safe_load((Path(__file__).resolve().parents[1] / "docs/ci/github-actions-gate.yml").read_text())
+    steps = workflow["jobs"]["gate"]["steps"]
+    commands = [s["run"].split()[:2] for s in steps if "run" in s]
+    assert [c for c in commands if c[0] == "edgeseg"] == [["edgeseg", "compress"], ["edgeseg", "bench"], ["edgeseg", "gate"]]
+    gate = next(s["run"] for s in steps if s.get("run", "").startswith("edgeseg gate"))
+    assert "--junit build/gate.xml" in gate and "--baseline-dir" in gate
+    uploads = [s for s in steps if s.get("uses", "").startswith("actions/upload-artifact")]
+    assert uploads and "build/gate.xml" in uploads[0]["with"]["path"] and uploads[0]["if"] == "always()"
