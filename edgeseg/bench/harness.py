@@ -196,7 +196,7 @@ def run_bench(cfg: BenchConfig) -> dict:
                       f"{dataset.name} {cfg.split} cases, {threads} threads")
         scores = compare_predictors(runners, reference["name"], spec, dataset, case_ids, "accuracy", full=True)
         timed = [a for a in candidates if a["name"] in runners and a["name"] not in others]
-        latency = (_measure_latency(cfg, bundle, timed, sample, thread_map, dataset, case_ids, spec, Path(work))
+        latency = (_measure_latency(cfg, bundle, timed, sample, threads, dataset, case_ids, spec, Path(work))
                    if cfg.latency else {})
         states = {**{n: ("refused", [f"sha256 verification failed: {p}"]) for n, p in refused.items()},
                   **{n: (s, [reason]) for n, (s, reason) in others.items()},
@@ -291,13 +291,12 @@ def _smoke_test(runners: dict, others: dict, sample: np.ndarray, reference: str)
             del runners[name]
 
 
-def _measure_latency(cfg, bundle, timed, sample, thread_map, dataset, case_ids, spec, work: Path) -> dict:
+def _measure_latency(cfg, bundle, timed, sample, threads: int, dataset, case_ids, spec, work: Path) -> dict:
     """Isolated latency of ``timed`` and, interleaved with them, of the fixed workload (:mod:`.workload`)."""
     from .workload import workload_artifact
 
-    workload = workload_artifact(work)
-    timed = [*timed, workload]
-    thread_map = {**thread_map, workload["name"]: cfg.threads or len(os.sched_getaffinity(0))}
+    timed = [*timed, workload_artifact(work)]
+    thread_map = {a["name"]: threads for a in timed}
     e2e = {"data": str(dataset.root), "cases": case_ids[: cfg.e2e_cases], "preprocessing": spec.preprocessing.to_dict(),
            "spatial_dims": spec.spatial_dims} if cfg.e2e_cases > 0 else None
     batches = (cfg.batch_size,) if cfg.batch_size > 1 else ()

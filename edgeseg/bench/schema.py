@@ -101,13 +101,10 @@ def validate_result(result: dict) -> list[str]:
 
 def read_result(path: str | Path) -> dict:
     """Load a results JSON written by ``edgeseg bench``; raise :class:`EdgesegError` unless it is one we can read."""
+    from ..data.io import read_json
+
     path = Path(path)
-    try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise EdgesegError(f"{path}: cannot read the benchmark result ({e.strerror or e})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EdgesegError(f"{path}: not valid JSON ({e})") from None
+    result = read_json(path, "benchmark result")
     if not isinstance(result, dict) or result.get("schema") != RESULT_SCHEMA_NAME:
         found = result.get("schema") if isinstance(result, dict) else type(result).__name__
         raise EdgesegError(f"{path}: not an {RESULT_SCHEMA_NAME} result (schema: {found!r})")

@@ -113,10 +113,25 @@ def write_array(path: str | Path, arr: np.ndarray, geometry: Geometry | None = N
 
 
 def read_toml(path: Path) -> dict:
-    """A TOML file as a dict; a syntax error becomes one line naming the file."""
+    """A TOML file as a dict; an unreadable file or a syntax error becomes one line naming the file."""
     import tomllib
 
     try:
         return tomllib.loads(Path(path).read_text())
+    except OSError as exc:
+        raise EdgesegError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise EdgesegError(f"{path}: invalid TOML ({exc})") from None
+
+
+def read_json(path: Path, what: str):
+    """A JSON file's content; an unreadable file or invalid JSON becomes one line naming the file and ``what``
+    it should have been."""
+    import json
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise EdgesegError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EdgesegError(f"{path}: not valid JSON ({exc})") from None

@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 
-from ..data.io import atomic_write
+from ..bench.fingerprint import slug
+from ..data.io import atomic_write, read_json
 from ..errors import EdgesegError
 
 BASELINE_SCHEMA, BASELINE_VERSION = "edgeseg-gate-baseline", 1
 MODES = ("workload", "reference", "absolute")
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 def device_class(result: dict) -> str:
@@ -29,10 +25,10 @@ def device_class(result: dict) -> str:
     ``gpu-<name>`` when CUDA artifacts were timed, ``jetson-<model>`` on a Jetson."""
     device = result["device"]
     if device.get("jetson"):
-        return f"jetson-{_slug(device['jetson'].get('model') or 'unknown')}"
+        return f"jetson-{slug(device['jetson'].get('model') or 'unknown')}"
     timed_cuda = any(a.get("device") == "cuda" and a.get("latency") for a in result["artifacts"])
     if device.get("gpu") and timed_cuda:
-        return f"gpu-{_slug(device['gpu'].get('name', 'nvidia'))}"
+        return f"gpu-{slug(device['gpu'].get('name', 'nvidia'))}"
     isa = set(device["cpu"].get("isa", []))
     tier = next((name for name, flag in (("amx", "amx_int8"), ("avx512vnni", "avx512_vnni"), ("avxvnni", "avx_vnni"),
                                           ("avx2", "avx2"), ("neon-dot", "asimddp"), ("neon", "asimd")) if flag in isa), "base")
@@ -146,12 +142,7 @@ def write_baseline(baseline: dict, path: Path) -> None:
 def read_baseline(path: Path) -> dict:
     """A baseline file; refuses anything else, and a schema version newer than this edgeseg reads."""
     path = Path(path)
-    try:
-        baseline = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise EdgesegError(f"{path}: cannot read the baseline ({e.strerror or e})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EdgesegError(f"{path}: not valid JSON ({e})") from None
+    baseline = read_json(path, "baseline")
     if not isinstance(baseline, dict) or baseline.get("schema") != BASELINE_SCHEMA:
         raise EdgesegError(f"{path}: not an {BASELINE_SCHEMA} file (write one with `edgeseg gate --update-baseline`)")
     if baseline.get("schema_version") != BASELINE_VERSION:

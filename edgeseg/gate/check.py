@@ -3,10 +3,10 @@ metric and label, each passed or failed with the numbers that decided it."""
 from __future__ import annotations
 
 import fnmatch
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..data.io import read_toml
 from ..errors import EdgesegError
 from .baseline import MODES
 
@@ -61,12 +61,7 @@ def parse_dice_limits(text: str | float | dict) -> tuple[float | None, dict[str,
 def load_limits_file(path: Path) -> dict:
     """GateLimits fields from a TOML file (``max_latency_regression = "10%"``, ``max_dice_drop = 0.5`` or a
     ``[max_dice_drop]`` table per label, ``metric``, ``mode``, ``allow_vanished = ["case:label", …]``)."""
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as e:
-        raise EdgesegError(f"{path}: cannot read the limits file ({e.strerror or e})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise EdgesegError(f"{path}: not valid TOML ({e})") from None
+    data = read_toml(path)
     known = {"max_latency_regression", "max_dice_drop", "metric", "mode", "allow_vanished"}
     if unknown := set(data) - known:
         raise EdgesegError(f"{path}: unknown keys {sorted(unknown)}; expected some of {sorted(known)}")
@@ -116,7 +111,7 @@ def run_gate(summary: dict, baseline: dict, limits: GateLimits) -> dict:
         raise EdgesegError(f"results were measured on other cases than the baseline ({summary['data']['dataset']} "
                            f"{len(summary['data']['cases'])} cases vs {baseline['data']['dataset']} "
                            f"{len(baseline['data']['cases'])}): Dice is only comparable on the same cases")
-    labels = [lab for lab in summary["model"]["labels"][1:]] + ["foreground"]
+    labels = [*summary["model"]["labels"][1:], "foreground"]
     if unknown := set(limits.per_label) - set(labels):
         raise EdgesegError(f"--max-dice-drop names {sorted(unknown)}; the model's labels are {labels[:-1]}")
     mode, notes = resolve_mode(limits, summary, baseline)

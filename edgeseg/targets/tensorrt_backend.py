@@ -6,7 +6,6 @@ Engines are specific to the GPU and the TensorRT version, so the bundle always c
 """
 from __future__ import annotations
 
-import re
 import shlex
 from pathlib import Path
 
@@ -48,7 +47,9 @@ def engine_key() -> str:
     import tensorrt as trt
     import torch
 
-    name = re.sub(r"[^A-Za-z0-9]+", "-", torch.cuda.get_device_name()).strip("-").lower()
+    from ..bench.fingerprint import slug
+
+    name = slug(torch.cuda.get_device_name())
     major, minor = torch.cuda.get_device_capability()
     return f"{name}-sm{major}{minor}-trt{trt.__version__}"
 

@@ -9,21 +9,17 @@ any command taking trtexec's ``--onnx=`` / ``--saveEngine=`` arguments (how the 
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import shutil
 import subprocess
 from pathlib import Path
 
+from ..bench.fingerprint import slug
 from ..checkpoint import file_sha256
 from ..data.io import atomic_write
 from ..errors import EdgesegError
 
 TRTEXEC_PATHS = ("trtexec", "/usr/src/tensorrt/bin/trtexec")
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
 
 
 def device_key() -> str:
@@ -50,7 +46,7 @@ def device_key() -> str:
         raise EdgesegError("TensorRT is not installed here: no engine can be built or run") from None
     if name is None:
         raise EdgesegError("no NVIDIA GPU found (no /proc/device-tree/model, no nvidia-smi)")
-    return f"{_slug(name)}-trt{version}"
+    return f"{slug(name)}-trt{version}"
 
 
 def cached_engine_path(cache: Path, artifact: dict, onnx_path: Path) -> Path:
