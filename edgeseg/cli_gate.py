@@ -23,6 +23,7 @@ def gate_cmd(results: list[Path] = typer.Argument(..., help="One or more `edgese
              mode: Optional[str] = typer.Option(None, help="auto | workload | reference | absolute: latency ÷ the fixed workload or ÷ the FP32 reference of the same run, or ms (auto: workload on CPU)."),
              allow_vanished: list[str] = typer.Option([], help="CASE:LABEL glob of a vanished structure to accept (repeatable; '*' accepts all)."),
              allow_device_mismatch: bool = typer.Option(False, "--allow-device-mismatch", help="Compare results from another device class than the baseline's."),
+             every_run: bool = typer.Option(False, "--every-run", help="Judge latency in each result on its own; fail only when every run is slower (confirm a regression with a re-run)."),
              limits: Optional[Path] = typer.Option(None, help="TOML file with the limits (options given here override it)."),
              junit: Optional[Path] = typer.Option(None, help="Write the checks as JUnit XML."),
              update_baseline: bool = typer.Option(False, "--update-baseline", help="Write the baseline from RESULTS instead of gating.")):
@@ -55,8 +56,9 @@ def gate_cmd(results: list[Path] = typer.Argument(..., help="One or more `edgese
         settings.update(per_label=per_label, **({"max_dice_drop": default} if default is not None else {}))
     settings.update({k: v for k, v in (("metric", metric), ("mode", mode)) if v is not None})
     settings["allow_vanished"] = [*settings.get("allow_vanished", []), *allow_vanished]
-    report = run_gate(summarize_runs(runs), read_baseline(path), GateLimits(**settings,
-                                                                            allow_device_mismatch=allow_device_mismatch))
+    gate_limits = GateLimits(**settings, allow_device_mismatch=allow_device_mismatch, every_run=every_run)
+    per_run = [summarize_runs([r]) for r in runs] if every_run else None
+    report = run_gate(summarize_runs(runs), read_baseline(path), gate_limits, per_run)
     print_gate(report, path)
     if junit:
         write_junit(report, junit)

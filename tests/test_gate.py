@@ -1,6 +1,7 @@
 """`edgeseg gate` on results derived from a real phantom bench run (edited copies for each failure mode)."""
 import copy
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -16,14 +17,14 @@ INT8 = "x86-onnxruntime-int8"
 @pytest.fixture(scope="module")
 def result(bundle, phantom_demo):
     return run_bench(BenchConfig(bundle=bundle, data=phantom_demo, max_cases=4, repeats=6, rounds=2, warmup=1,
-                                 batch_size=0, e2e_cases=0, threads=2, backends=["onnxruntime"]))
+                                 batch_size=0, e2e_cases=0, threads=2, backends=["onnxruntime", "openvino"]))
 
 
 @pytest.fixture(scope="module")
 def steady(result):
     """The real result with every timing's rounds made equal: no noise band, so limits decide alone."""
     out = copy.deepcopy(result)
-    for entry in [*out["artifacts"], out["workload"]]:
+    for entry in [*out["artifacts"], out["workload"], *out["workload"]["by_runtime"].values()]:
         if entry.get("latency"):
             _scale(entry["latency"]["batch_1"], 1.0)
     return out
@@ -48,6 +49,11 @@ def _gate(*args):
     return CliRunner().invoke(app, ["gate", *[str(a) for a in args]])
 
 
+def _flat(output: str) -> str:
+    """The gate's table as one line: cell text wrapped over several lines reads on."""
+    return re.sub(r"[│┃\s]+", " ", output)
+
+
 def _artifact(res, name):
     return next(a for a in res["artifacts"] if a["name"] == name)
 
@@ -66,6 +72,10 @@ def _scale(lat, factor, spread=None):
 
 def test_the_result_carries_the_workload_and_round_medians(result):
     assert result["workload"]["name"] == WORKLOAD_NAME and result["workload"]["latency"]["batch_1"]["p50_ms"] > 0
+    # timed on each runtime of the run: the torch reference, ONNX Runtime and OpenVINO artifacts
+    by_runtime = result["workload"]["by_runtime"]
+    assert set(by_runtime) == {"torch", "onnxruntime", "openvino"}
+    assert all(w["latency"]["batch_1"]["p50_ms"] > 0 for w in by_runtime.values())
     assert len(_artifact(result, INT8)["latency"]["batch_1"]["round_p50_ms"]) == 2
     assert device_class(result).startswith(f"cpu-{result['device']['cpu']['arch']}-") and device_class(result).endswith("-2t")
 
@@ -105,7 +115,8 @@ def test_relative_mode_absorbs_a_slower_runner(steady, files):
     for a in slower_machine["artifacts"]:
         if a["latency"]:
             _slow_down(slower_machine, a["name"], 2.0)
-    _scale(slower_machine["workload"]["latency"]["batch_1"], 2.0)
+    for workload in [slower_machine["workload"], *slower_machine["workload"]["by_runtime"].values()]:
+        _scale(workload["latency"]["batch_1"], 2.0)
     path = write(slower_machine)
     assert _gate(path, "--baseline", base).exit_code == 0                       # default: ÷ workload on CPU
     assert _gate(path, "--baseline", base, "--mode", "reference").exit_code == 0
@@ -289,3 +300,43 @@ def test_example_ci_workflow_runs_compress_bench_gate_and_uploads_junit():
     assert "--junit build/gate.xml" in gate and "--baseline-dir" in gate
     uploads = [s for s in steps if s.get("uses", "").startswith("actions/upload-artifact")]
     assert uploads and "build/gate.xml" in uploads[0]["with"]["path"] and uploads[0]["if"] == "always()"
+
+
+def _workload_of(res, runtime):
+    return res["workload"]["by_runtime"][runtime]["latency"]["batch_1"]
+
+
+def test_each_artifact_is_divided_by_the_workload_of_its_own_runtime(steady, files):
+    """A busy machine slows OpenVINO far more than ONNX Runtime: OpenVINO artifacts are judged against the
+    OpenVINO workload of the same run, so that passes, while the same slowdown with an unchanged OpenVINO
+    workload is a regression."""
+    write, base = files
+    ov = next(a["name"] for a in steady["artifacts"] if a["runtime"] == "openvino" and a["latency"])
+    contended = _slow_down(copy.deepcopy(steady), ov, 1.5)
+    _scale(_workload_of(contended, "openvino"), 1.5)
+    assert _gate(write(contended), "--baseline", base).exit_code == 0
+    res = _gate(write(_slow_down(copy.deepcopy(steady), ov, 1.5)), "--baseline", base)
+    assert res.exit_code == 1 and ov in res.output
+
+
+def test_every_run_needs_the_slowdown_to_reproduce(steady, files):
+    write, base = files
+    slow, steady_again = write(_slow_down(copy.deepcopy(steady), INT8, 1.5)), write(steady)
+    res = _gate(slow, steady_again, "--baseline", base, "--every-run")
+    assert res.exit_code == 0 and "run 2 of 2 within limits" in res.output
+    res = _gate(slow, write(_slow_down(copy.deepcopy(steady), INT8, 1.4)), "--baseline", base, "--every-run")
+    assert res.exit_code == 1 and "failed in all 2 runs" in _flat(res.output), res.output
+    assert _gate(slow, slow, "--baseline", base).exit_code == 1
+
+
+def test_a_baseline_divided_by_another_runtime_s_workload_is_not_compared_silently(steady, files, tmp_path):
+    """A baseline written before per-runtime workloads divided everything by ONNX Runtime's: OpenVINO artifacts
+    fall back to ÷ FP32 reference, the reference itself cannot be judged and says how to fix it."""
+    write, _ = files
+    old = copy.deepcopy(steady)
+    del old["workload"]["by_runtime"]
+    base = tmp_path / "old-baseline.json"
+    assert _gate(write(old), "--baseline", base, "--update-baseline").exit_code == 0
+    res = _gate(write(steady), "--baseline", base)
+    text = _flat(res.output)
+    assert res.exit_code == 1 and "update the baseline" in text and "re-create the baseline" in text, res.output

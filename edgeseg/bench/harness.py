@@ -136,11 +136,17 @@ def _latency(lat: dict | None) -> dict | None:
 
 
 def _workload(latency: dict) -> dict | None:
-    """The fixed workload's timing in this run (null without latency or when its worker failed)."""
-    from .workload import WORKLOAD_NAME
+    """The fixed workload's timing in this run: ONNX Runtime's as ``latency``, every runtime's in
+    ``by_runtime`` (null without latency or when the ONNX Runtime worker failed)."""
+    from .workload import WORKLOAD_NAME, WORKLOAD_RUNTIMES, workload_key
 
     lat = _latency(latency.get(WORKLOAD_NAME))
-    return {"name": WORKLOAD_NAME, "runtime": "onnxruntime", "latency": {"batch_1": lat["batch_1"]}} if lat else None
+    if not lat:
+        return None
+    by_runtime = {r: {"latency": {"batch_1": t["batch_1"]}} for r in WORKLOAD_RUNTIMES
+                  if (t := _latency(latency.get(workload_key(r))))}
+    return {"name": WORKLOAD_NAME, "runtime": "onnxruntime", "latency": {"batch_1": lat["batch_1"]},
+            "by_runtime": by_runtime}
 
 
 def _role(artifact: dict, reference: str) -> str:
@@ -292,10 +298,11 @@ def _smoke_test(runners: dict, others: dict, sample: np.ndarray, reference: str)
 
 
 def _measure_latency(cfg, bundle, timed, sample, threads: int, dataset, case_ids, spec, work: Path) -> dict:
-    """Isolated latency of ``timed`` and, interleaved with them, of the fixed workload (:mod:`.workload`)."""
-    from .workload import workload_artifact
+    """Isolated latency of ``timed`` and, interleaved with them, of the fixed workload (:mod:`.workload`) on
+    each of their CPU runtimes."""
+    from .workload import workload_artifacts
 
-    timed = [*timed, workload_artifact(work)]
+    timed = [*timed, *workload_artifacts(work, {a["runtime"] for a in timed})]
     thread_map = {a["name"]: threads for a in timed}
     e2e = {"data": str(dataset.root), "cases": case_ids[: cfg.e2e_cases], "preprocessing": spec.preprocessing.to_dict(),
            "spatial_dims": spec.spatial_dims} if cfg.e2e_cases > 0 else None

@@ -175,7 +175,13 @@ def _worker(job: dict) -> dict:
 
     inputs = {int(b): np.load(path) for b, path in job["inputs"].items()}
     start = time.perf_counter()
-    runner = get_target(job["artifact"]["runtime"]).load(Path(job["bundle"]), job["artifact"], job["threads"])
+    artifact = job["artifact"]
+    if artifact.get("workload"):
+        from .workload import load_workload
+
+        runner = load_workload(Path(job["bundle"]), artifact["runtime"], job["threads"], inputs[min(inputs)].ndim)
+    else:
+        runner = get_target(artifact["runtime"]).load(Path(job["bundle"]), artifact, job["threads"])
     runner(inputs[min(inputs)])
     load_seconds = time.perf_counter() - start
     # larger batches: half the calls (each does B times the work)

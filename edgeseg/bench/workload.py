@@ -2,9 +2,12 @@
 latency by it: a runner that is uniformly faster or slower then leaves the ratio unchanged, while a change
 of the model (which also moves the FP32 reference) still shows.
 
-The workload is an FP32 ONNX graph — eight 3×3 convolutions, 16 channels, 128×128 — with fixed weights, run on
-ONNX Runtime with the bench's thread count. It reads its input only through a scalar mean, so it accepts
-any model input and costs the same whatever the model.
+The workload is an FP32 ONNX graph — eight 3×3 convolutions, 16 channels, 128×128 — with fixed weights. It
+reads its input only through a scalar mean, so it accepts any model input and costs the same whatever the
+model. It runs on each CPU runtime that has artifacts in the run (ONNX Runtime always; OpenVINO and PyTorch
+eager when timed), with the bench's thread count: runtimes react differently to a busy machine — on 2 cores
+with one core 30 % busy elsewhere, OpenVINO INT8 slowed 20–70 % while ONNX Runtime barely moved — so an
+artifact is divided by the workload of its own runtime (benchmarks/README.md, "gate under contention").
 """
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-WORKLOAD_NAME = "edgeseg-conv-workload-v1"  # bump the suffix if the graph below ever changes
+WORKLOAD_NAME = "edgeseg-conv-workload-v1"  # bump the suffix if the computation below ever changes
+WORKLOAD_RUNTIMES = ("onnxruntime", "openvino", "torch")
 _LAYERS, _CHANNELS, _SIZE = 8, 16, 128
 
 
@@ -37,8 +41,59 @@ def write_workload(path: Path) -> Path:
     return path
 
 
-def workload_artifact(folder: Path) -> dict:
-    """The workload as an artifact entry :func:`~edgeseg.bench.isolated.measure_isolated` can time."""
+def workload_key(runtime: str) -> str:
+    """The name the workload on ``runtime`` is timed under (ONNX Runtime's is the plain name)."""
+    return WORKLOAD_NAME if runtime == "onnxruntime" else f"{WORKLOAD_NAME}@{runtime}"
+
+
+def workload_artifacts(folder: Path, runtimes) -> list[dict]:
+    """Entries :func:`~edgeseg.bench.isolated.measure_isolated` can time: the workload on ONNX Runtime and on
+    each other runtime of ``runtimes`` that has a workload runner."""
     write_workload(Path(folder) / "workload.onnx")
-    return {"name": WORKLOAD_NAME, "runtime": "onnxruntime", "precision": "fp32", "device": "cpu",
-            "files": {"model": "workload.onnx"}, "root": str(folder), "model_only": True}
+    wanted = ["onnxruntime", *(r for r in WORKLOAD_RUNTIMES if r in set(runtimes) and r != "onnxruntime")]
+    return [{"name": workload_key(r), "runtime": r, "precision": "fp32", "device": "cpu", "workload": True,
+             "files": {"model": "workload.onnx"}, "root": str(folder), "model_only": True} for r in wanted]
+
+
+def load_workload(folder: Path, runtime: str, threads: int | None, rank: int):
+    """A runner of the workload on ``runtime`` for inputs of ``rank`` dimensions."""
+    path = Path(folder) / "workload.onnx"
+    if runtime == "onnxruntime":
+        from ..targets.onnxruntime_backend import OrtRunner
+
+        return OrtRunner(path, "fp32", "cpu", threads)
+    if runtime == "openvino":
+        import openvino as ov
+
+        from ..targets.openvino_backend import OvRunner
+
+        model = ov.convert_model(str(path), input=[("input", ov.PartialShape([-1] * rank))])  # OpenVINO needs the rank
+        return OvRunner(model, threads=threads, hint="f32")
+    if runtime == "torch":
+        return _TorchWorkload(path, threads)
+    raise ValueError(f"no workload runner for runtime {runtime!r}")
+
+
+class _TorchWorkload:
+    """The same graph in PyTorch eager, weights read from the ONNX file."""
+
+    def __init__(self, path: Path, threads: int | None):
+        import onnx
+        import torch
+        from onnx import numpy_helper
+
+        if threads:
+            torch.set_num_threads(int(threads))
+        arrays = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in onnx.load(str(path)).graph.initializer}
+        self.base, self.weights = arrays["base"], [arrays[f"w{i}"] for i in range(_LAYERS)]
+        self.executed_precision = f"fp32 (PyTorch {torch.__version__} eager, cpu)"
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+        import torch.nn.functional as F
+
+        with torch.inference_mode():
+            x = self.base + torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).mean()
+            for w in self.weights:
+                x = F.relu(F.conv2d(x, w, padding=1))
+            return x.numpy()

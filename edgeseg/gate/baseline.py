@@ -2,7 +2,8 @@
 the per-round values their noise is estimated from), the device class they were measured on, and the baseline file that stores them.
 
 Latency is kept three ways for each of p50/p90: absolute milliseconds, divided by the FP32 reference's
-latency in the same run, and divided by the fixed workload's (:mod:`edgeseg.bench.workload`) in the same run.
+latency in the same run, and divided by the fixed workload's (:mod:`edgeseg.bench.workload`) on the
+artifact's own runtime in the same run.
 """
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ def _run_numbers(result: dict) -> dict[str, dict]:
     """Per artifact of one bench result: latency in every mode (value, per-round values), accuracy, status."""
     by_name = {a["name"]: a for a in result["artifacts"]}
     reference = by_name[result["reference"]]
+    workload = result.get("workload") or {}
     out = {}
     for a in result["artifacts"]:
         if a["origin"] != "bundle":
@@ -68,12 +70,15 @@ def _run_numbers(result: dict) -> dict[str, dict]:
                  "vanished": sorted(f"{c['case']}:{c['label']}" for c in acc.get("structure_changes") or []
                                     if c["change"] == "vanished"),
                  "latency": {}}
+        # the workload on the artifact's own runtime where it was timed (results before it: ONNX Runtime's)
+        own_workload = (workload.get("by_runtime") or {}).get(a["runtime"])
+        entry["workload_runtime"] = a["runtime"] if own_workload else "onnxruntime"
         for metric in ("p50", "p90"):
             own = _timing(a, metric)
             if own is None:
                 continue
             modes = {"absolute": own}
-            for mode, denominator in (("reference", reference), ("workload", result.get("workload"))):
+            for mode, denominator in (("reference", reference), ("workload", own_workload or workload)):
                 base = _timing(denominator, metric)
                 if base and not (mode == "reference" and a is reference):
                     # per round, the two were timed back to back: their ratio cancels what drifts between rounds
@@ -101,7 +106,8 @@ def summarize_runs(results: list[dict]) -> dict:
         for metric in ("p50", "p90"):
             latency[metric] = {}
             for mode in MODES:
-                pairs = [e["latency"][metric][mode] for e in entries if mode in e["latency"].get(metric, {})]
+                pairs = [e["latency"][metric][mode] for e in entries if mode in e["latency"].get(metric, {})
+                         and (mode != "workload" or e["workload_runtime"] == first["workload_runtime"])]
                 if pairs:
                     value = float(np.median([v for v, _ in pairs]))
                     # every run's rounds scaled to that run's value (rounds time p50; the metric may be p90),
@@ -111,6 +117,8 @@ def summarize_runs(results: list[dict]) -> dict:
                         rounds = [v for v, _ in pairs]
                     latency[metric][mode] = {"value": value, "rounds": rounds, "sigma": relative_sigma(rounds),
                                              "runs": len(pairs)}
+                    if mode == "workload":
+                        latency[metric][mode]["runtime"] = first["workload_runtime"]
         artifacts[name] = {**{k: first[k] for k in ("runtime", "precision", "role", "dice", "agreement")},
                            "status": first["status"] if all(e["status"] == first["status"] for e in entries) else
                            "inconsistent", "vanished": sorted({v for e in entries for v in e["vanished"]}),

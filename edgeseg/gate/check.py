@@ -20,6 +20,7 @@ class GateLimits:
     mode: str = "auto"                           # auto | workload | reference | absolute
     allow_vanished: list[str] = field(default_factory=list)  # "case:label" globs a vanished structure may match
     allow_device_mismatch: bool = False
+    every_run: bool = False  # latency: judge each result on its own; fail only when all of them are slower
 
     def check_values(self) -> None:
         if self.metric not in ("p50", "p90"):
@@ -100,8 +101,10 @@ def resolve_mode(limits: GateLimits, summary: dict, baseline: dict) -> tuple[str
     return mode, notes
 
 
-def run_gate(summary: dict, baseline: dict, limits: GateLimits) -> dict:
-    """``{"passed", "checks": [Check], "notes", "mode", ...}`` for a :func:`summarize_runs` summary."""
+def run_gate(summary: dict, baseline: dict, limits: GateLimits, per_run: list[dict] | None = None) -> dict:
+    """``{"passed", "checks": [Check], "notes", "mode", ...}`` for a :func:`summarize_runs` summary.
+    With ``limits.every_run``, ``per_run`` holds one summary per result and a latency check fails only when
+    it fails in each of them (a slowdown must reproduce in independent runs)."""
     limits.check_values()
     if summary["device_class"] != baseline["device_class"] and not limits.allow_device_mismatch:
         raise EdgesegError(f"results are from device class {summary['device_class']}, the baseline from "
@@ -126,7 +129,10 @@ def run_gate(summary: dict, baseline: dict, limits: GateLimits) -> dict:
             checks.append(Check(name, "present", False, "measured", current["status"], "measured",
                                 f"was measured in the baseline, now {current['status']}"))
             continue
-        checks += _latency_check(name, base, current, limits, mode)
+        if limits.every_run and per_run and len(per_run) > 1:
+            checks += _every_run(name, base, [r["artifacts"].get(name) for r in per_run], limits, mode)
+        else:
+            checks += _latency_check(name, base, current, limits, mode)
         checks += _accuracy_checks(name, base, current, limits)
         checks += _vanished_checks(name, current, limits)
     for name in set(summary["artifacts"]) - set(baseline["artifacts"]):
@@ -149,11 +155,33 @@ def noise_band(baseline: dict, current: dict, z: float = 3.0) -> float:
 MODE_TEXT = {"workload": "÷ workload", "reference": "÷ FP32 reference", "absolute": "ms"}
 
 
+def _every_run(name, base, currents, limits, mode) -> list[Check]:
+    """The latency check of each run; passed if any passed (the one shown), failed if all failed."""
+    judged = [(i, chk) for i, c in enumerate(currents, 1) if c for chk in _latency_check(name, base, c, limits, mode)]
+    if not judged:
+        return []
+    passed = [(i, c) for i, c in judged if c.passed]
+    i, chosen = (passed or judged)[0]
+    verdict = f"run {i} of {len(currents)} within limits" if passed else f"failed in all {len(currents)} runs"
+    chosen.message = f"{chosen.message} [{verdict}]"
+    return [chosen]
+
+
 def _latency_check(name, base, current, limits, mode) -> list[Check]:
     b = base["latency"].get(limits.metric, {}).get(mode)
     c = current["latency"].get(limits.metric, {}).get(mode)
     if b is None:
         return []  # not timed in the baseline (accuracy-only artifact, or the reference in ÷ reference mode)
+    if mode == "workload" and c is not None and b.get("runtime", "onnxruntime") != c.get("runtime", "onnxruntime"):
+        # divided by the workload of different runtimes: not comparable; the FP32 reference still is
+        why = (f"the baseline divided by the {b.get('runtime', 'onnxruntime')} workload, the results by the "
+               f"{c['runtime']} one")
+        fallback = _latency_check(name, base, current, limits, "reference")
+        for chk in fallback:
+            chk.message += f" (÷ FP32 reference: {why}; update the baseline)"
+        return fallback or [Check(name, f"latency {limits.metric} ({MODE_TEXT[mode]})", False, b["value"],
+                                  c["value"], "comparable", f"{why}: not comparable; re-create the baseline with "
+                                                            "--update-baseline")]
     what = f"latency {limits.metric} ({MODE_TEXT[mode]})"
     if c is None:
         return [Check(name, what, False, b["value"], None, "timed", "timed in the baseline, not now")]

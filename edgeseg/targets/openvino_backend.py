@@ -65,7 +65,8 @@ def summarize_precisions(counts: dict[str, int]) -> str:
 class OvRunner:
     """A compiled OpenVINO model; records the precision its execution graph really uses."""
 
-    def __init__(self, xml: Path, device: str = "CPU", threads: int | None = None, hint: str | None = None):
+    def __init__(self, xml, device: str = "CPU", threads: int | None = None, hint: str | None = None):
+        """``xml``: an IR/ONNX path, or an ``openvino.Model`` already in memory."""
         import openvino as ov
 
         config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
@@ -73,7 +74,8 @@ class OvRunner:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         if hint:
             config["INFERENCE_PRECISION_HINT"] = _HINTS.get(hint, hint)
-        self.compiled = ov.Core().compile_model(str(xml), device.upper(), config)
+        model = str(xml) if isinstance(xml, (str, Path)) else xml
+        self.compiled = ov.Core().compile_model(model, device.upper(), config)
         self.request = self.compiled.create_infer_request()
         self.precisions = executed_precisions(self.compiled)
         self.executed_precision = summarize_precisions(self.precisions)

@@ -43,15 +43,11 @@ def trtexec_command(onnx_name: str, engine_name: str, shapes: dict, precision: s
 
 
 def engine_key() -> str:
-    """``<gpu>-sm<cc>-trt<version>``: an engine only runs where this key matches."""
-    import tensorrt as trt
-    import torch
+    """``<gpu>-sm<cc>-trt<version>``: an engine only runs where this key matches (one key for bundles and the
+    device's engine cache: :func:`~edgeseg.targets.trt_engine_cache.device_key`)."""
+    from .trt_engine_cache import device_key
 
-    from ..bench.fingerprint import slug
-
-    name = slug(torch.cuda.get_device_name())
-    major, minor = torch.cuda.get_device_capability()
-    return f"{name}-sm{major}{minor}-trt{trt.__version__}"
+    return device_key()
 
 
 def build_engine(onnx_path: Path, engine_path: Path, shapes: dict, precision: str, fp32_layers: list[str],

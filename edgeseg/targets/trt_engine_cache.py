@@ -23,21 +23,27 @@ TRTEXEC_PATHS = ("trtexec", "/usr/src/tensorrt/bin/trtexec")
 
 
 def device_key() -> str:
-    """``<gpu or jetson model>-trt<version>``; ``EDGESEG_DEVICE_KEY`` overrides (tests, exotic boards)."""
+    """``<gpu>-sm<compute capability>-trt<version>`` (``<jetson model>-trt<version>`` on a Jetson): a TensorRT
+    engine runs only where this key matches, in a bundle and in an engine cache alike. Torch-free;
+    ``EDGESEG_DEVICE_KEY`` overrides (tests, exotic boards)."""
     if os.environ.get("EDGESEG_DEVICE_KEY"):
         return os.environ["EDGESEG_DEVICE_KEY"]
     name = None
     try:
-        name = Path("/proc/device-tree/model").read_text(errors="replace").replace("\x00", "").strip() or None
+        model = Path("/proc/device-tree/model").read_text(errors="replace").replace("\x00", "").strip()
+        name = slug(model) if model else None
     except OSError:
         pass
-    if name is None:
+    for query in ("name,compute_cap", "name"):  # compute_cap needs a driver from 2022 on
+        if name is not None:
+            break
         try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+            out = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"],
                                  capture_output=True, text=True, timeout=10)
-            name = out.stdout.strip().splitlines()[0].replace(",", " sm") if out.returncode == 0 and out.stdout.strip() else None
+            if out.returncode == 0 and out.stdout.strip():
+                name = gpu_name_key(out.stdout.strip().splitlines()[0])
         except (OSError, subprocess.SubprocessError):
-            pass
+            break
     try:
         import tensorrt
 
@@ -46,7 +52,14 @@ def device_key() -> str:
         raise EdgesegError("TensorRT is not installed here: no engine can be built or run") from None
     if name is None:
         raise EdgesegError("no NVIDIA GPU found (no /proc/device-tree/model, no nvidia-smi)")
-    return f"{slug(name)}-trt{version}"
+    return f"{name}-trt{version}"
+
+
+def gpu_name_key(smi_line: str) -> str:
+    """One ``nvidia-smi --query-gpu=name,compute_cap`` line → ``nvidia-h100-80gb-hbm3-sm90``."""
+    name, _, capability = smi_line.partition(",")
+    capability = capability.strip().replace(".", "")
+    return slug(name) + (f"-sm{capability}" if capability else "")
 
 
 def cached_engine_path(cache: Path, artifact: dict, onnx_path: Path) -> Path:
