@@ -13,16 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import time
 from pathlib import Path
 
-
-def _busy(duty: float, period: float = 0.01) -> None:
-    while True:
-        start = time.perf_counter()
-        while time.perf_counter() - start < duty * period:
-            pass
-        time.sleep((1 - duty) * period)
+from busy_core import busy  # this folder (run as a script)
 
 
 def _bench(bundle: Path, data: Path, cases: int, rounds: int, duty: float) -> dict:
@@ -30,7 +23,7 @@ def _bench(bundle: Path, data: Path, cases: int, rounds: int, duty: float) -> di
 
     hog = None
     if duty > 0:
-        hog = multiprocessing.Process(target=_busy, args=(duty,), daemon=True)
+        hog = multiprocessing.Process(target=busy, args=(duty,), daemon=True)
         hog.start()
     try:
         return run_bench(BenchConfig(bundle=bundle, data=data, max_cases=cases, repeats=10 * rounds, rounds=rounds,
