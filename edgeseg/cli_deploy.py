@@ -195,13 +195,10 @@ def prepare_engine_cmd(bundle: Path = typer.Argument(..., help="Bundle directory
                        artifact: Optional[str] = typer.Option(None, help="The TensorRT artifact (default: the bundle's first).")):
     """Build (first start) or reuse the TensorRT engine for this device in CACHE; prints its path."""
     from .bundle import load_bundle
+    from .targets.tensorrt_backend import tensorrt_artifacts
     from .targets.trt_engine_cache import ensure_engine
 
-    manifest = load_bundle(bundle)
-    chosen = [a for a in manifest["artifacts"] if a["runtime"] == "tensorrt" and artifact in (None, a["name"])]
-    if not chosen:
-        raise EdgesegError(f"{bundle}: no TensorRT artifact{f' named {artifact!r}' if artifact else ''}")
-    engine, built = ensure_engine(bundle, chosen[0], cache)
+    engine, built = ensure_engine(bundle, tensorrt_artifacts(load_bundle(bundle), bundle, artifact)[0], cache)
     typer.echo(f"{'built' if built else 'reused'} {engine}")
 
 

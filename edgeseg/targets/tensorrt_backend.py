@@ -228,6 +228,14 @@ class TensorRtTarget:
         return TrtRunner(Path(bundle_dir) / engine, artifact["precision"])
 
 
+def tensorrt_artifacts(manifest: dict, bundle_dir: Path, only: str | None = None) -> list[dict]:
+    """The bundle's TensorRT artifacts (or the one named ``only``); an error when there is none."""
+    chosen = [a for a in manifest["artifacts"] if a["runtime"] == "tensorrt" and only in (None, a["name"])]
+    if not chosen:
+        raise EdgesegError(f"{bundle_dir}: no TensorRT artifact{f' named {only!r}' if only else ''}")
+    return chosen
+
+
 def build_bundle_engines(bundle_dir: str | Path, only: str | None = None) -> list[tuple[str, Path]]:
     """Build an engine for this GPU for every TensorRT artifact of a verified bundle; registers each in the manifest."""
     from ..bundle import add_artifact_file, load_bundle
@@ -237,9 +245,7 @@ def build_bundle_engines(bundle_dir: str | Path, only: str | None = None) -> lis
         raise EdgesegError(f"cannot build TensorRT engines here: {reason}")
     bundle_dir = Path(bundle_dir)
     manifest = load_bundle(bundle_dir)
-    chosen = [a for a in manifest["artifacts"] if a["runtime"] == "tensorrt" and (only is None or a["name"] == only)]
-    if not chosen:
-        raise EdgesegError(f"{bundle_dir}: no TensorRT artifact{f' named {only!r}' if only else ''}")
+    chosen = tensorrt_artifacts(manifest, bundle_dir, only)
     built, key = [], engine_key()
     for artifact in chosen:
         details = artifact["details"]
