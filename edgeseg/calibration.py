@@ -2,12 +2,14 @@
 
 ``stratified`` picks samples across foreground-fraction strata (empty, small, medium, large structures), so
 that lesion-bearing and empty images both set the INT8 ranges; ``random`` is a plain seeded draw. A 2D model
-over volumes samples slices. The set is saved as ``.npz`` (tensors + a JSON manifest; no pickle).
+over volumes samples slices. The set is saved as ``.npz`` (tensors + a JSON manifest; no pickle). The manifest
+records each case's content hash, so overlap with evaluated cases is found whatever the folder or case names.
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +17,16 @@ from pathlib import Path
 import numpy as np
 
 from .data.io import atomic_write, read_toml
-from .data.nnunet import NnUNetDataset
+from .data.nnunet import NnUNetDataset, content_overlap
 from .data.preprocessing import PreprocessSpec
 from .errors import EdgesegError
 from .progress import track
 
-FORMAT, VERSION = "edgeseg-calibration", 1
+FORMAT, VERSION = "edgeseg-calibration", 2  # 2: per-case content hashes (``case_sha256``)
 STRATEGIES = ("stratified", "random")
 _POOL_PER_SAMPLE = 4  # candidates scanned per requested sample (bounds the read time on large datasets)
+BUNDLED_FILE = "calibration.npz"
+BUNDLED_MAX_BYTES = 32 * 2**20  # float16 samples carried in a bundle for bench's INT8 baselines (the first that fit)
 
 
 @dataclass
@@ -39,14 +43,14 @@ def _size_key(size: tuple[int, ...]) -> str:
     return "inputs_" + "x".join(map(str, size))
 
 
-def _units(case, model_dims: int) -> list[tuple[int | None, float]]:
-    """(slice index or None, foreground fraction) for every sample one case offers."""
+def _units(case, model_dims: int, source: Path) -> list[tuple[int | None, float]]:
+    """(slice index or None, foreground fraction) for every sample one case offers (read from ``source``)."""
     label = case.label if case.label is not None else np.zeros(case.image.shape[1:], np.uint8)
     if case.spatial_dims == model_dims:
         return [(None, float((label > 0).mean()))]
     if model_dims == 2 and case.spatial_dims == 3:
         return [(z, float((label[..., z] > 0).mean())) for z in range(label.shape[-1])]
-    raise EdgesegError(f"a {model_dims}D model cannot be calibrated on {case.spatial_dims}D images")
+    raise EdgesegError(f"{source}: a {model_dims}D model cannot be calibrated on {case.spatial_dims}D images")
 
 
 def _choose(units: list[tuple], size: int, strategy: str, rng: np.random.Generator) -> list[tuple]:
@@ -71,8 +75,9 @@ def _choose(units: list[tuple], size: int, strategy: str, rng: np.random.Generat
 def build_calibration_set(data_dir: str | Path, preprocessing: PreprocessSpec, model_dims: int, size: int = 64,
                           strategy: str = "stratified", seed: int = 0, split: str = "train",
                           exclude: list[str] = (), sizes: list[tuple[int, ...]] | None = None,
-                          case_ids: list[str] | None = None) -> CalibrationSet:
-    """Pick ``size`` samples from ``split`` (or ``case_ids``) minus ``exclude`` and preprocess them at
+                          case_ids: list[str] | None = None, exclude_sha256=frozenset()) -> CalibrationSet:
+    """Pick ``size`` samples from ``split`` (or ``case_ids``) minus the cases ``exclude`` names and those whose
+    content hash is in ``exclude_sha256`` (e.g. the evaluated cases of another folder), and preprocess them at
     every spatial size in ``sizes`` (default: the preprocessing size)."""
     if strategy not in STRATEGIES:
         raise EdgesegError(f"--strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -86,10 +91,13 @@ def build_calibration_set(data_dir: str | Path, preprocessing: PreprocessSpec, m
     if not pool_ids:
         raise EdgesegError(f"{dataset.root}: no {split} cases left for calibration after excluding the evaluation cases")
     rng = np.random.default_rng(seed)
-    scan = [pool_ids[i] for i in sorted(rng.permutation(len(pool_ids))[: max(size * _POOL_PER_SAMPLE, 16)])]
+    scan = _scan_pool(dataset, pool_ids, rng, max(size * _POOL_PER_SAMPLE, 16), set(exclude_sha256))
+    if not scan:
+        raise EdgesegError(f"{dataset.root}: every {split} case has the content of an evaluated case; "
+                           "calibrate on other cases")
     units = []
     for cid in track(scan, "scan calibration pool"):
-        units += [(cid, z, frac) for z, frac in _units(dataset.load(cid), model_dims)]
+        units += [(cid, z, frac) for z, frac in _units(dataset.load(cid), model_dims, dataset.cases[cid].image_files[0])]
     chosen = _choose(units, size, strategy, rng)
     sizes = [tuple(s) for s in (sizes or [preprocessing.size])]
     specs = [dataclasses.replace(preprocessing, size=spatial) for spatial in sizes]
@@ -103,26 +111,42 @@ def build_calibration_set(data_dir: str | Path, preprocessing: PreprocessSpec, m
             for spec, batch in zip(specs, batches):
                 batch.append(spec(image) if z is None else spec.fit(volume[..., z]).astype(np.float32))
     inputs = {spatial: np.stack(batch).astype(np.float32) for spatial, batch in zip(sizes, batches)}
+    cases = sorted({c for c, _, _ in chosen})
     manifest = {"format": FORMAT, "version": VERSION, "dataset": dataset.name, "split": split,
                 "strategy": strategy, "seed": seed, "size": len(chosen), "sizes": [list(s) for s in sizes],
                 "cases": sorted({c for c, _, _ in chosen}),
                 "samples": [{"case": c, "slice": z, "foreground_fraction": round(f, 5)} for c, z, f in chosen],
                 "excluded_cases": len(excluded), "preprocessing_sha256": preprocessing.sha256(),
-                "fingerprint": dataset.fingerprint(sorted({c for c, _, _ in chosen})),
+                "fingerprint": dataset.fingerprint(cases), "case_sha256": dataset.case_hashes(cases),
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     return CalibrationSet(inputs, manifest)
 
 
+def _scan_pool(dataset: NnUNetDataset, pool_ids: list[str], rng, n: int, excluded_content: set[str]) -> list[str]:
+    """Up to ``n`` seeded candidates from ``pool_ids`` (in dataset order), skipping excluded content."""
+    scan = []
+    for i in rng.permutation(len(pool_ids)):
+        if len(scan) == n:
+            break
+        if not excluded_content or dataset.case_sha256(pool_ids[i]) not in excluded_content:
+            scan.append(int(i))
+    return [pool_ids[i] for i in sorted(scan)]
+
+
 def load_recipe(name_or_path: str | Path) -> dict:
-    """A calibration recipe (``calibration/NAME.toml``) with its dataset resolved to a folder."""
+    """A calibration recipe with its dataset resolved to a folder: a ``.toml`` path, or a name looked up in
+    ``./calibration`` first, then in the recipes shipped with edgeseg."""
     from .data.nnunet import data_root
+    from .package_data import shipped_folder
 
     path = Path(name_or_path)
     if path.suffix != ".toml":
-        folders = [Path.cwd() / "calibration", Path(__file__).resolve().parents[1] / "calibration"]
-        path = next((d / f"{name_or_path}.toml" for d in folders if (d / f"{name_or_path}.toml").is_file()), path)
+        folders = [d for d in (Path.cwd() / "calibration", shipped_folder("calibration")) if d is not None]
+        path = next((d / f"{name_or_path}.toml" for d in folders if (d / f"{name_or_path}.toml").is_file()), None)
+        if path is None:
+            raise EdgesegError(f"calibration recipe {str(name_or_path)!r} not found (looked in {', '.join(map(str, folders))})")
     if not path.is_file():
-        raise EdgesegError(f"calibration recipe {str(name_or_path)!r} not found (looked in ./calibration and the repository's calibration/)")
+        raise EdgesegError(f"{path}: calibration recipe not found")
     recipe = read_toml(path)
     unknown = set(recipe) - {"description", "dataset", "split", "size", "strategy", "seed", "sizes"}
     if unknown or "dataset" not in recipe:
@@ -135,6 +159,7 @@ def load_recipe(name_or_path: str | Path) -> dict:
 
 
 def save_calibration(path: str | Path, calib: CalibrationSet) -> Path:
+    """Write ``calib`` as ``.npz`` (one array per spatial size + the JSON manifest), atomically."""
     arrays = {_size_key(s): a for s, a in calib.inputs.items()}
     arrays["manifest"] = np.array(json.dumps(calib.manifest))
 
@@ -147,26 +172,66 @@ def save_calibration(path: str | Path, calib: CalibrationSet) -> Path:
 
 
 def load_calibration(path: str | Path) -> CalibrationSet:
-    path = Path(path)
+    """Read a calibration set written by :func:`save_calibration` (no pickle)."""
+    return _parse_calibration(Path(path), Path(path))
+
+
+def _parse_calibration(source, where: Path) -> CalibrationSet:
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with np.load(source, allow_pickle=False) as data:
             manifest = json.loads(str(data["manifest"]))
             inputs = {tuple(s): data[_size_key(tuple(s))].astype(np.float32) for s in manifest["sizes"]}
-    except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
-        raise EdgesegError(f"{path}: not an edgeseg calibration set ({type(exc).__name__}: {exc})") from None
+    except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
+        raise EdgesegError(f"{where}: not an edgeseg calibration set ({type(exc).__name__}: {exc})") from None
     if manifest.get("format") != FORMAT:
-        raise EdgesegError(f"{path}: not an edgeseg calibration set")
+        raise EdgesegError(f"{where}: not an edgeseg calibration set")
     return CalibrationSet(inputs, manifest)
 
 
-def check_disjoint(calib: CalibrationSet, eval_ids: list[str], dataset_name: str | None = None) -> None:
-    """Refuse a calibration set that shares cases with the cases the drift is evaluated on."""
-    if dataset_name and calib.manifest.get("dataset") != dataset_name:
-        return
-    shared = sorted(set(calib.case_ids) & set(eval_ids))
+def bundle_calibration(bundle_dir: Path, manifest: dict, calib: CalibrationSet, size: tuple[int, ...]) -> None:
+    """Carry ``calib`` in the bundle for ``bench``'s INT8 baselines, which must calibrate on the bundle's own
+    calibration cases whatever data bench is given: at the model ``size``, float16, evenly spaced samples up to
+    :data:`BUNDLED_MAX_BYTES`; listed in the manifest's ``extra_files`` (so hashed and verified)."""
+    size = tuple(size) if tuple(size) in calib.inputs else next(iter(calib.inputs))
+    samples = calib.inputs[size]
+    n = int(max(1, min(len(samples), BUNDLED_MAX_BYTES // (samples[0].size * 2))))
+    keep = np.unique(np.linspace(0, len(samples) - 1, n).round().astype(int))
+    carried = {"file": BUNDLED_FILE, "size": list(size), "dtype": "float16", "samples": keep.tolist(),
+               "of": len(samples)}
+    save_calibration(Path(bundle_dir) / BUNDLED_FILE,
+                     CalibrationSet({size: samples[keep].astype(np.float16)},
+                                    {**calib.manifest, "sizes": [list(size)], "bundled": carried}))
+    manifest["calibration"] = {**calib.manifest, "bundled": carried}
+    manifest["extra_files"] = {**manifest.get("extra_files", {}), "calibration": BUNDLED_FILE}
+
+
+def read_bundled_calibration(bundle_dir: str | Path, manifest: dict) -> CalibrationSet | None:
+    """The calibration set a bundle carries (its bytes checked against the manifest's sha256), or None for a
+    bundle made before bundles carried one."""
+    rel = (manifest.get("extra_files") or {}).get("calibration")
+    if rel is None:
+        return None
+    from .bundle import read_member
+
+    return _parse_calibration(io.BytesIO(read_member(bundle_dir, manifest, rel)), Path(bundle_dir) / rel)
+
+
+def check_disjoint(calib: CalibrationSet, dataset: NnUNetDataset, case_ids: list[str],
+                   what: str = "evaluation") -> None:
+    """Refuse a calibration set that shares cases with ``case_ids`` of ``dataset`` (the cases the drift is
+    evaluated or tuned on), compared by content: a copy under another folder or case name is the same case.
+    A set without content hashes (format version 1) is compared by case id, whatever its folder."""
+    recorded = calib.manifest.get("case_sha256")
+    if isinstance(recorded, dict):
+        shared = content_overlap(dataset.case_hashes(case_ids), recorded)
+    else:
+        shared = [(c, c) for c in sorted(set(calib.case_ids) & set(case_ids))]
     if shared:
-        raise EdgesegError(f"calibration set shares {len(shared)} case(s) with the evaluation cases "
-                           f"(e.g. {shared[0]}); calibrate on other cases (the train split) so the drift is honest")
+        ours, theirs = shared[0]
+        same = "" if ours == theirs else f", the calibration case {theirs}"
+        raise EdgesegError(f"calibration set shares {len(shared)} case(s) with the {what} cases (e.g. "
+                           f"{dataset.cases[ours].image_files[0]}{same}); calibrate on other cases (the train split) "
+                           "so the drift is honest")
 
 
 def check_preprocessing(calib: CalibrationSet, preprocessing: PreprocessSpec, sizes: list[tuple[int, ...]]) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from .data.io import atomic_write
 from .data.preprocessing import PreprocessSpec
 from .errors import EdgesegError
+from .validation import expect_choice, expect_dict, expect_int, expect_str, expect_str_list, fail
 
 FORMAT = "edgeseg-checkpoint"
 FORMAT_VERSION = 1
@@ -45,20 +46,47 @@ class CheckpointSpec:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, **d}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CheckpointSpec":
+    def from_dict(cls, d: dict, field: str = "spec") -> "CheckpointSpec":
+        """The spec from its JSON form, every field checked (one line naming a wrong one)."""
+        expect_dict(d, field)
         if d.get("format") != FORMAT:
-            raise EdgesegError(f"not an edgeseg checkpoint spec (format={d.get('format')!r})")
-        if d.get("format_version", 0) > FORMAT_VERSION:
+            raise EdgesegError(f"not an edgeseg checkpoint spec (format={str(d.get('format'))[:40]!r})")
+        if expect_int(d.get("format_version", 1), f"{field}.format_version", 1, 10**6) > FORMAT_VERSION:
             raise EdgesegError(f"checkpoint format {d['format_version']} is newer than this edgeseg "
                                f"(reads up to {FORMAT_VERSION}); upgrade edgeseg")
-        fields = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        fields["preprocessing"] = PreprocessSpec.from_dict(d["preprocessing"])
-        return cls(**fields)
+        return cls(**check_model_fields(d, field))
 
     def build_model(self):
         from .models import create_model
 
         return create_model(self.arch, self.in_channels, self.num_classes, **self.arch_kwargs)
+
+
+def check_model_fields(d: dict, field: str, preprocessing_field: str | None = None) -> dict:
+    """The spec's fields of ``d`` (a checkpoint spec, or a bundle's model + preprocessing), type-checked."""
+    pre_field = preprocessing_field or f"{field}.preprocessing"
+    for key in ("arch", "in_channels", "num_classes", "label_names", "preprocessing"):
+        if key not in d:
+            fail(f"{field}.{key}", "missing")
+    expect_str(d["arch"], f"{field}.arch", max_len=64)
+    in_channels = expect_int(d["in_channels"], f"{field}.in_channels", 1, 64)
+    num_classes = expect_int(d["num_classes"], f"{field}.num_classes", 2, 255)  # label maps are uint8
+    expect_str_list(d["label_names"], f"{field}.label_names", num_classes, num_classes)
+    dims = expect_choice(d.get("spatial_dims", 2), f"{field}.spatial_dims", (2, 3))
+    kwargs = expect_dict(d.get("arch_kwargs", {}), f"{field}.arch_kwargs")
+    for key, value in kwargs.items():
+        if not isinstance(value, (str, int, float, bool, type(None), list)):
+            fail(f"{field}.arch_kwargs.{key}", f"expected a JSON scalar or list, got {type(value).__name__}")
+    for key in ("data", "metrics", "training", "pruning"):
+        expect_dict(d.get(key, {}), f"{field}.{key}")
+    pre = PreprocessSpec.from_dict(d["preprocessing"], pre_field)
+    if len(pre.size) != dims:
+        fail(f"{pre_field}.size", f"{len(pre.size)} sides for a {dims}D model")
+    if pre.in_channels != in_channels:
+        fail(f"{pre_field}.channel_names", f"{pre.in_channels} names for {in_channels} input channel(s)")
+    fields = {k: d[k] for k in CheckpointSpec.__dataclass_fields__ if k in d}
+    fields["preprocessing"] = pre
+    return fields
 
 
 def file_sha256(path: str | Path) -> str:
@@ -88,34 +116,106 @@ def save_checkpoint(path: str | Path, model, spec: CheckpointSpec) -> Path:
     return path
 
 
+_MAX_HEADER = 64 << 20  # a safetensors header beyond this is not a checkpoint of ours
+
+
+def _safetensors_header(data: bytes, source) -> dict:
+    """The JSON header of safetensors ``data`` (tensor name → dtype/shape/offsets, plus ``__metadata__``)."""
+    size = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
+    if not 2 <= size <= min(_MAX_HEADER, len(data) - 8):
+        raise EdgesegError(f"{source}: not a safetensors checkpoint (bad header length)")
+    try:
+        header = json.loads(data[8 : 8 + size].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EdgesegError(f"{source}: not a safetensors checkpoint (header: {exc})") from None
+    if not isinstance(header, dict):
+        raise EdgesegError(f"{source}: not a safetensors checkpoint (header is not an object)")
+    return header
+
+
+def _spec_from_header(header: dict, source) -> CheckpointSpec:
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict) or _META_KEY not in meta:
+        raise EdgesegError(f"{source}: safetensors file without an edgeseg spec; import it with `edgeseg import-weights`")
+    try:
+        d = json.loads(meta[_META_KEY])
+    except (TypeError, json.JSONDecodeError) as exc:
+        raise EdgesegError(f"{source}: the edgeseg spec is not valid JSON ({exc})") from None
+    try:
+        return CheckpointSpec.from_dict(d)
+    except EdgesegError as exc:
+        raise EdgesegError(f"{source}: {exc}") from None
+
+
+def _read_bytes(source: str | Path | bytes) -> tuple[bytes, str]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source), "checkpoint"
+    path = Path(source)
+    if not path.is_file():
+        raise EdgesegError(f"{path}: checkpoint not found")
+    return path.read_bytes(), str(path)
+
+
 def read_spec(path: str | Path) -> CheckpointSpec:
     """Read only the spec of a ``.ckpt`` (no weights, no torch needed)."""
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise EdgesegError(f"{path}: checkpoint not found")
+    with open(path, "rb") as f:
+        head = f.read(8)
+        size = int.from_bytes(head, "little") if len(head) == 8 else -1
+        data = head + f.read(size if 0 <= size <= _MAX_HEADER else 0)
+    return _spec_from_header(_safetensors_header(data, path), path)
+
+
+def load_checkpoint(source: str | Path | bytes):
+    """Load ``(model, spec)`` from a ``.ckpt`` path or its bytes; the model is in eval mode on the CPU.
+
+    The spec's model is first built without memory (on PyTorch's meta device) and its tensor shapes compared
+    with the file's, so a spec that does not fit its weights (or would allocate far more than the file holds)
+    is refused before anything is allocated."""
+    from safetensors.torch import load as load_bytes
+
+    data, source_name = _read_bytes(source)
+    header = _safetensors_header(data, source_name)
+    spec = _spec_from_header(header, source_name)
+    shapes = {k: v.get("shape") for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+    _check_shapes(spec, shapes, source_name)
     try:
-        with safe_open(str(path), framework="numpy") as f:
-            meta = f.metadata() or {}
-    except Exception as exc:
-        raise EdgesegError(f"{path}: not a safetensors checkpoint ({exc})") from None
-    if _META_KEY not in meta:
-        raise EdgesegError(f"{path}: safetensors file without an edgeseg spec; import it with `edgeseg import-weights`")
-    return CheckpointSpec.from_dict(json.loads(meta[_META_KEY]))
-
-
-def load_checkpoint(path: str | Path):
-    """Load ``(model, spec)`` from a ``.ckpt``; the model is in eval mode on the CPU."""
-    from safetensors.torch import load_file
-
-    spec = read_spec(path)
+        state = load_bytes(data)
+    except Exception as exc:  # safetensors raises its own error types for a truncated or damaged file
+        raise EdgesegError(f"{source_name}: damaged safetensors data ({type(exc).__name__}: {exc})") from None
     model = spec.build_model()
-    state = load_file(str(path))
     if spec.pruning.get("structure"):
         apply_structure(model, spec.pruning["structure"], state)
-    _load_state(model, state, path)
+    _load_state(model, state, source_name)
     return model.eval(), spec
+
+
+def _check_shapes(spec: CheckpointSpec, shapes: dict, source) -> None:
+    """Refuse a spec whose model's state does not match the tensor shapes stored in the file."""
+    import torch
+
+    with torch.device("meta"):
+        try:
+            model = spec.build_model()
+        except EdgesegError as exc:  # e.g. a negative width in arch_kwargs
+            raise EdgesegError(f"{source}: the spec does not build a model ({exc})") from None
+        if spec.pruning.get("structure"):
+            meta_state = {k: torch.empty(s, device="meta") for k, s in shapes.items()
+                          if isinstance(s, list) and all(isinstance(n, int) and n >= 0 for n in s)}
+            try:
+                apply_structure(model, spec.pruning["structure"], meta_state)
+            except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+                raise EdgesegError(f"{source}: malformed pruned structure in the spec ({type(exc).__name__}: "
+                                   f"{str(exc)[:120]})") from None
+    expected = {k: list(v.shape) for k, v in model.state_dict().items()}
+    wrong = sorted(k for k in expected if k in shapes and shapes[k] != expected[k])
+    missing, unexpected = sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected))
+    if wrong or missing or unexpected:
+        detail = (f"{wrong[0]} is {shapes[wrong[0]]} in the file, the spec builds {expected[wrong[0]]}" if wrong else
+                  f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise EdgesegError(f"{source}: weights do not fit the architecture the spec describes ({detail})")
 
 
 # Module attributes that structured pruning changes (MultiHeadAttention keeps num_heads/head_dim).

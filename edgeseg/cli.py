@@ -133,7 +133,7 @@ def train_cmd(data: Path = typer.Option(..., help="Dataset folder (nnU-Net v2 ra
 @user_errors
 def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt)."),
                  data: Path = typer.Option(..., help="Dataset folder."),
-                 split: str = typer.Option("val", help="train | val | all"),
+                 split: str = typer.Option("val", help="train | val | all | test (val: the checkpoint's held-back cases; test: imagesTs/labelsTs)."),
                  json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result as JSON.")):
     """Per-class Dice and IoU of a checkpoint on a dataset split."""
     from .checkpoint import load_checkpoint

@@ -12,13 +12,14 @@ from .cli import app, user_errors
 from .cli_deploy import _split_list
 
 EXIT_REFUSED = 3  # results written, but some artifacts failed sha256 verification and were not run
+EXIT_INCOMPLETE = 4  # results written, but something asked for (an artifact, a baseline) was not measured
 
 
 @app.command("bench")
 @user_errors
 def bench_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (from `edgeseg compress`)."),
               data: Path = typer.Option(..., help="Dataset folder (nnU-Net layout); labels optional (agreement only)."),
-              split: str = typer.Option("val", help="val | train | all (val: the checkpoint's held-back cases)."),
+              split: str = typer.Option("val", help="val | train | all | test (val: the checkpoint's held-back cases; test: imagesTs/labelsTs)."),
               cases: int = typer.Option(0, help="Use only the first N cases of the split (0: all)."),
               backends: list[str] = typer.Option([], help="Runtimes to run: torch,onnxruntime,openvino,tensorrt (default all; the FP32 reference always runs)."),
               threads: Optional[int] = typer.Option(None, help="Threads for every runtime (default: all usable cores); recorded."),
@@ -32,7 +33,14 @@ def bench_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (from `e
               baseline_checkpoint: Optional[Path] = typer.Option(None, help="Also measure this checkpoint in PyTorch eager (e.g. the unpruned model)."),
               out: Path = typer.Option(Path("bench.json"), help="Result JSON; the Markdown (.md) and the plot (.png) go beside it."),
               force: bool = typer.Option(False, help="Overwrite existing result files.")):
-    """Dice drift and latency of every artifact of a bundle (and the FP32 reference) on the same cases."""
+    """Dice drift and latency of every artifact of a bundle (and the FP32 reference) on the same cases.
+
+    Exit codes (with 3 and 4 the results of everything else are still written):
+    0 everything asked for was measured;
+    2 unusable input, nothing written;
+    3 an artifact failed sha256 verification and was not run;
+    4 something asked for (an artifact, --baseline-checkpoint, a baseline, a latency) was not measured.
+    """
     from .bench.harness import BenchConfig, run_bench
     from .bench.report import print_bench_summary, write_reports
     from .errors import EdgesegError
@@ -54,3 +62,7 @@ def bench_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (from `e
         typer.echo(f"error: {len(refused)} artifact(s) failed sha256 verification and were not run: "
                    f"{', '.join(refused)}", err=True)
         raise typer.Exit(EXIT_REFUSED)
+    if result["incomplete"]:
+        typer.echo(f"error: {len(result['incomplete'])} asked for but not measured: "
+                   + "; ".join(f"{i['name']} ({i['reason'][:120]})" for i in result["incomplete"]), err=True)
+        raise typer.Exit(EXIT_INCOMPLETE)

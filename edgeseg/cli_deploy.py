@@ -163,18 +163,27 @@ def prune_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt).")
 
 @app.command("verify")
 @user_errors
-def verify_cmd(bundle: Path = typer.Argument(..., help="Bundle directory.")):
-    """Re-hash every file of a bundle against its manifest (exit 1 on any mismatch)."""
-    from .bundle import read_manifest, verify_bundle
+def verify_cmd(bundle: Path = typer.Argument(..., help="Bundle directory."),
+               expect_digest: Optional[str] = typer.Option(None, help="Refuse unless the manifest digest is this "
+                                                                      "(sha256 obtained out of band, e.g. from the release).")):
+    """Check a bundle the way every loader does (docs/bundle.md): the manifest's schema and its own digest,
+    every listed file (inside the bundle, regular, sha256), self-contained ONNX, embedded preprocessing and
+    labels equal to the manifest's. Exit 1 on a failed file, 2 on an unusable manifest."""
+    from .bundle import read_manifest, unlisted_files, verify_bundle
 
-    manifest = read_manifest(bundle)
+    manifest = read_manifest(bundle, expect_digest)
     problems = verify_bundle(bundle)
     for p in problems:
         typer.echo(f"FAIL {p}", err=True)
     if problems:
         raise typer.Exit(1)
-    n = sum(len(a.get("hashes", {})) for a in manifest["artifacts"])
-    typer.echo(f"OK {bundle}: {n} files in {len(manifest['artifacts'])} artifacts match their sha256")
+    n = sum(len(a["hashes"]) for a in manifest["artifacts"]) + len(manifest.get("extra_hashes", {}))
+    typer.echo(f"OK {bundle}: {n} files in {len(manifest['artifacts'])} artifacts match their sha256; "
+               f"manifest digest sha256:{manifest['manifest_sha256']}")
+    unlisted = unlisted_files(bundle, manifest, "manifest.json")
+    if unlisted:
+        typer.echo(f"note: {len(unlisted)} file(s) in the folder are not part of the bundle and never read "
+                   f"(e.g. {unlisted[0]})")
 
 
 @app.command("build-engine")
@@ -203,6 +212,7 @@ def prepare_engine_cmd(bundle: Path = typer.Argument(..., help="Bundle directory
 
 
 @app.command("profiles")
+@user_errors
 def profiles_cmd():
     """List the target profiles (``export/*.toml``)."""
     from .targets import list_profiles, load_profile

@@ -23,16 +23,25 @@ def infer_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (verifie
               batch_size: int = typer.Option(4, help="2D images per model call."),
               engine_cache: Optional[Path] = typer.Option(None, help="TensorRT: build the engine for this device here on first use, reuse it after (keyed by artifact, device, TensorRT version)."),
               report: Optional[Path] = typer.Option(None, help="Write the run summary (throughput, stage times, failures) as JSON."),
-              force: bool = typer.Option(False, "--force", help="Overwrite existing outputs.")):
+              max_pixels: Optional[int] = typer.Option(None, min=1, help="Refuse a 2D image with more pixels, from its header before decoding (default 2^25 = 33,554,432; memory grows with the pixels)."),
+              max_voxels: Optional[int] = typer.Option(None, min=1, help="Refuse a volume with more voxels, from its header before decoding (default 2^27 = 134,217,728)."),
+              force: bool = typer.Option(False, "--force", help="Replace outputs of a previous edgeseg run (listed in OUT/edgeseg-outputs.jsonl and unchanged since) and a previous --report; never any other file.")):
     """Segment images with a compressed bundle, using only its runtime."""
     from .data.io import atomic_write
     from .infer import InferConfig, run_infer
+    from .infer.outputs import check_report_path
 
     if batch_size < 1:
         raise typer.BadParameter("--batch-size must be ≥ 1")
+    if report:
+        check_report_path(report, force)
+    limits = {name: value for name, value in (("max_pixels", max_pixels), ("max_voxels", max_voxels)) if value}
     summary = run_infer(InferConfig(bundle=bundle, inputs=inputs, out=out, backend=backend, artifact=artifact,
                                     probabilities=probabilities, overlay=overlay, force=force, threads=threads,
-                                    batch_size=batch_size, engine_cache=engine_cache))
+                                    batch_size=batch_size, engine_cache=engine_cache, **limits))
+    if summary["swept"]:
+        typer.echo(f"removed {len(summary['swept'])} temporary file(s) of killed edgeseg runs from {out}: "
+                   + ", ".join(Path(p).name for p in summary["swept"]))
     stages = summary["stages_seconds"]
     typer.echo(f"segmented {summary['cases']} case(s) with {summary['artifact']} into {out} in "
                f"{summary['wall_seconds']:.2f} s ({summary['cases_per_second']} cases/s; model "

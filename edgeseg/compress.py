@@ -6,7 +6,6 @@ held-back validation cases → ``manifest.json``. Built in a staging directory t
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,20 +13,22 @@ from pathlib import Path
 import numpy as np
 
 from .bench.fingerprint import device_fingerprint
+from .bench.harness import case_model_input
 from .bench.isolated import measure_isolated
 from .bench.runners import load_runners
-from .bundle import staging_dir, tool_versions, write_manifest
-from .calibration import (CalibrationSet, build_calibration_set, check_disjoint, check_preprocessing,
-                          load_calibration)
+from .bundle import check_replaceable, hash_files, staging_dir, tool_versions, write_manifest
+from .calibration import (CalibrationSet, build_calibration_set, bundle_calibration, check_disjoint,
+                          check_preprocessing, load_calibration)
 from .checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from .data.nnunet import NnUNetDataset, data_root
 from .errors import EdgesegError
-from .evaluate import check_compatible, compare_predictors, held_back_cases
+from .evaluate import check_compatible, compare_predictors, held_back_cases, is_training_dataset
+from .housekeeping import work_dir
 from .inference import torch_predictor
 from .progress import console
 from .targets import get_target, load_profile
-from .targets.float_nodes import plan_float_nodes
 from .targets.base import BuildRequest
+from .targets.float_nodes import plan_float_nodes
 
 
 @dataclass
@@ -105,23 +106,24 @@ def resolve_data(cfg: CompressConfig, spec, sizes) -> tuple[NnUNetDataset | None
         eval_ids = held_back_cases(spec, dataset, cfg.seed)
         if cfg.eval_cases:
             eval_ids = eval_ids[: cfg.eval_cases]
-    train_dir = calib_dir or (dataset.root if dataset is not None and dataset.name == spec.data.get("dataset") else None)
+    train_dir = calib_dir or (dataset.root if dataset is not None and is_training_dataset(spec, dataset) else None)
     if cfg.precision != "int8":
         return dataset, eval_ids, None, train_dir
     if cfg.calib is None and not cfg.calib_from_checkpoint:
         raise EdgesegError("INT8 needs calibration data: pass --calib DATA_DIR (or a calibrate .npz), or "
                            "--calib-from-checkpoint to use the training cases recorded in the checkpoint; "
                            "edgeseg never calibrates on random data")
-    if calib_dir is not None:
-        recorded = spec.data.get("train_cases") if NnUNetDataset(calib_dir).name == spec.data.get("dataset") else None
-        exclude = eval_ids if dataset is not None and dataset.root.resolve() == Path(calib_dir).resolve() else []
+    if calib_dir is not None:  # the evaluated cases are left out by content, whichever folder holds them
+        recorded = spec.data.get("train_cases") if is_training_dataset(spec, NnUNetDataset(calib_dir)) else None
+        evaluated = set(dataset.case_hashes(eval_ids).values()) if dataset is not None else set()
         calib = build_calibration_set(calib_dir, spec.preprocessing, spec.spatial_dims, cfg.calib_size,
-                                      cfg.calib_strategy, cfg.seed, "train", exclude, sizes, recorded)
+                                      cfg.calib_strategy, cfg.seed, "train", sizes=sizes, case_ids=recorded,
+                                      exclude_sha256=evaluated)
     else:
         calib = load_calibration(cfg.calib)
         check_preprocessing(calib, spec.preprocessing, sizes)
     if dataset is not None:
-        check_disjoint(calib, eval_ids, dataset.name)
+        check_disjoint(calib, dataset, eval_ids)
     return dataset, eval_ids, calib, train_dir
 
 
@@ -138,22 +140,23 @@ def _stage(n: int, total: int, text: str) -> None:
     console.print(f"[bold cyan][{n}/{total}][/] {text}")
 
 
-def _image_dims(dataset, train_dir) -> int | None:
-    """2 or 3: the dimensionality of the images the model was given (a 2D model may run on volume slices);
-    `edgeseg infer` refuses inputs of the other kind."""
+def _input_layout(spec, dataset, train_dir) -> dict:
+    """``image_dims``: 2 or 3, the dimensionality of the images the model was given (a 2D model may run on volume
+    slices), and for volumes ``axcodes``: their orientation (the checkpoint's record, else the dataset volumes').
+    `edgeseg infer` refuses inputs of the other dimensionality and turns volumes to that orientation."""
     from .data.nnunet import NnUNetDataset
 
     source = dataset if dataset is not None else NnUNetDataset(train_dir) if train_dir else None
     if source is None:
-        return None
-    image, _ = source.load_image(next(iter(source.cases)))
-    return image.ndim - 1
+        return {"image_dims": None, "axcodes": spec.data.get("axcodes")}
+    image, geometry = source.load_image(next(iter(source.cases)))
+    volumes = image.ndim == 4
+    return {"image_dims": image.ndim - 1, "axcodes": (spec.data.get("axcodes") or geometry.axcodes) if volumes else None}
 
 
 def compress(cfg: CompressConfig) -> dict:
     """Run the whole pipeline; returns the manifest written to ``cfg.out``."""
     from .onnx_export import export_onnx, onnx_parity
-
     from .prune import count_macs
 
     start = time.perf_counter()
@@ -163,8 +166,7 @@ def compress(cfg: CompressConfig) -> dict:
     sizes = profiles[0].spatial_sizes(spec.preprocessing.size) if profiles else [spec.preprocessing.size]
     for p in profiles[1:]:
         sizes += [s for s in p.spatial_sizes(spec.preprocessing.size) if s not in sizes]
-    if cfg.out.exists() and not cfg.force:
-        raise EdgesegError(f"{cfg.out}: exists; pass --force to overwrite")
+    check_replaceable(cfg.out, cfg.force)  # before any work: a folder edgeseg did not write is never replaced
     total = 6
     _stage(1, total, "data: evaluation cases and calibration set")
     dataset, eval_ids, calib, train_dir = resolve_data(cfg, spec, sizes)
@@ -174,10 +176,10 @@ def compress(cfg: CompressConfig) -> dict:
                       "model": {k: v for k, v in spec.to_dict().items() if k not in ("metrics", "training", "preprocessing")},
                       "preprocessing": spec.preprocessing.to_dict(), "labels": spec.label_names,
                       "input": json.loads(artifact_metadata(spec, "")["edgeseg.input"]) | {"shape": list(shape)}
-                      | {"image_dims": _image_dims(dataset, train_dir)},
+                      | _input_layout(spec, dataset, train_dir),
                       "macs": {"original": macs}, "params": {"original": params},
                       "calibration": calib.manifest if calib else None, "pruning": None, "artifacts": []}
-    with staging_dir(cfg.out, cfg.force) as stage, tempfile.TemporaryDirectory(prefix="edgeseg-work-") as work:
+    with staging_dir(cfg.out, cfg.force) as stage, work_dir("edgeseg-work") as work:
         _stage(2, total, "prune" if (cfg.prune or cfg.prune_macs) else "prune: skipped (no --prune)")
         reference_ckpt = Path(work) / "reference.ckpt"
         if cfg.prune or cfg.prune_macs:
@@ -197,7 +199,7 @@ def compress(cfg: CompressConfig) -> dict:
         fp32_onnx = export_onnx(model, Path(work) / "model.fp32.onnx", (2, *shape[1:]),
                                 metadata=artifact_metadata(spec, source_sha))
         parity_inputs = (calib.inputs[tuple(spec.preprocessing.size)][:4] if calib else
-                         np.stack([spec.preprocessing(dataset.load(c).image) for c in eval_ids[:4]]) if eval_ids else
+                         np.concatenate([case_model_input(spec, dataset, c) for c in eval_ids[:4]]) if eval_ids else
                          None)
         import onnx
 
@@ -228,6 +230,7 @@ def compress(cfg: CompressConfig) -> dict:
                                    options={**options, **plans.get(profile.name, {}).get("options", {})},
                                    checkpoint=reference_ckpt)
             artifact = get_target(profile.target).build(request).to_dict()
+            artifact["hashes"] = hash_files(stage, artifact)  # measured below through the same verified reads
             artifact["build_seconds"] = round(time.perf_counter() - t0, 1)
             artifacts.append(artifact)
         if parity_inputs is not None:
@@ -243,6 +246,8 @@ def compress(cfg: CompressConfig) -> dict:
                         evaluation={"dataset": dataset.name if dataset else None, "cases": eval_ids},
                         compress_seconds=round(time.perf_counter() - start, 1))
         _stage(6, total, f"write bundle {cfg.out}")
+        if calib is not None:
+            bundle_calibration(stage, manifest, calib, tuple(spec.preprocessing.size))
         manifest = write_manifest(stage, manifest)
     return manifest
 

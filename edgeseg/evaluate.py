@@ -1,6 +1,7 @@
 """Evaluate a checkpoint on a dataset split: per-case and mean Dice/IoU in the original label geometry."""
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -20,26 +21,57 @@ def evaluate_cases(predict: Predictor, spec, dataset: NnUNetDataset, case_ids: l
     per_case, start = {}, time.perf_counter()
     for cid in track(case_ids, description):
         case = dataset.load(cid)
-        pred = predict_mask(predict, case.image, spec.preprocessing, spec.spatial_dims)
-        per_case[cid] = case_scores(pred, case.label, spec.label_names)
+        if case.label is None:
+            raise EdgesegError(f"{dataset.labels_dir}: no label for case {cid}; evaluation needs labels")
+        per_case[cid] = case_scores(predict_case(predict, spec, dataset, case), case.label, spec.label_names)
     return {"schema_version": EVAL_SCHEMA_VERSION, "dataset": dataset.name, "num_cases": len(case_ids),
             "mean": mean_scores(list(per_case.values())), "cases": per_case,
             "seconds": round(time.perf_counter() - start, 2)}
 
 
 def evaluate_checkpoint(model, spec, data_dir, split: str = "val") -> dict:
-    """Evaluate a loaded model on ``split`` of the dataset at ``data_dir``."""
-    dataset = NnUNetDataset(data_dir)
+    """Evaluate a loaded model on ``split`` of the dataset at ``data_dir`` (``test``: its imagesTs/labelsTs)."""
+    dataset = NnUNetDataset(data_dir, test=split == "test")
     check_compatible(spec, dataset)
-    result = evaluate_cases(torch_predictor(model), spec, dataset, dataset.split(split, seed=spec.training.get("seed", 0)))
+    result = evaluate_cases(torch_predictor(model), spec, dataset,
+                            split_cases(spec, dataset, split, spec.training.get("seed", 0)))
     return {**result, "split": split}
+
+
+@contextlib.contextmanager
+def naming_case_file(dataset: NnUNetDataset, case_id: str):
+    """An :class:`EdgesegError` raised inside (e.g. a 2D image for a 3D model) names the case's image file."""
+    try:
+        yield
+    except EdgesegError as exc:
+        raise EdgesegError(f"{dataset.cases[case_id].image_files[0]}: {exc}") from None
+
+
+def predict_case(predict: Predictor, spec, dataset: NnUNetDataset, case) -> np.ndarray:
+    """The label map of a loaded case; an error names the case's file."""
+    with naming_case_file(dataset, case.case_id):
+        return predict_mask(predict, case.image, spec.preprocessing, spec.spatial_dims)
+
+
+def is_training_dataset(spec, dataset: NnUNetDataset) -> bool:
+    """Whether ``dataset`` holds the cases the checkpoint was trained and validated on: every recorded case is
+    there, and the folder has the recorded name or, under any name, the recorded content fingerprint."""
+    recorded = [*spec.data.get("train_cases", []), *spec.data.get("val_cases", [])]
+    if dataset.test or not recorded or any(c not in dataset.cases for c in recorded):
+        return False
+    return dataset.name == spec.data.get("dataset") or dataset.fingerprint(recorded) == spec.data.get("fingerprint")
 
 
 def held_back_cases(spec, dataset: NnUNetDataset, seed: int = 0) -> list[str]:
     """The validation cases the checkpoint recorded when ``dataset`` is its training dataset, else ``val``."""
-    if dataset.name == spec.data.get("dataset") and spec.data.get("val_cases"):
+    if spec.data.get("val_cases") and is_training_dataset(spec, dataset):
         return list(spec.data["val_cases"])
     return dataset.split("val", seed)
+
+
+def split_cases(spec, dataset: NnUNetDataset, split: str, seed: int = 0) -> list[str]:
+    """Case ids of ``split``: ``val`` = the checkpoint's held-back cases, ``test`` = every test case."""
+    return held_back_cases(spec, dataset, seed) if split == "val" else dataset.split(split, seed)
 
 
 def check_compatible(spec, dataset: NnUNetDataset) -> None:
@@ -72,7 +104,7 @@ def compare_predictors(predictors: dict[str, Predictor], reference: str, spec, d
     for cid in track(case_ids, description):
         case = dataset.load(cid)
         labelled &= case.label is not None
-        masks = {name: predict_mask(p, case.image, spec.preprocessing, spec.spatial_dims) for name, p in predictors.items()}
+        masks = {name: predict_case(p, spec, dataset, case) for name, p in predictors.items()}
         for name, mask in masks.items():
             if case.label is not None:
                 per_case[name][cid] = case_scores(mask, case.label, spec.label_names, full, case.geometry.spacing)

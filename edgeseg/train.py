@@ -229,6 +229,20 @@ def fit_model(model, cfg: TrainConfig, train_data, val_data, num_classes: int, d
             "steps": step}
 
 
+def _volume_axcodes(dataset: NnUNetDataset, case_ids: list[str]) -> dict:
+    """``{"axcodes": [...]}``: the orientation of the training volumes (the most common one), read from their
+    NIfTI headers, which `edgeseg infer` turns every volume to; empty for 2D images."""
+    from collections import Counter
+
+    import nibabel as nib
+
+    from .data.io import NIFTI_EXTS, file_extension
+
+    files = [dataset.cases[c].image_files[0] for c in case_ids]
+    codes = Counter(nib.aff2axcodes(nib.load(str(f)).affine) for f in files if file_extension(f) in NIFTI_EXTS)
+    return {"axcodes": list(codes.most_common(1)[0][0])} if codes else {}
+
+
 def train(cfg: TrainConfig, out: str | Path, command: str = "") -> tuple[Path, dict]:
     """Train per ``cfg`` and save the best (by validation Dice) checkpoint to ``out``; returns its metrics."""
     start = time.perf_counter()
@@ -263,7 +277,8 @@ def train(cfg: TrainConfig, out: str | Path, command: str = "") -> tuple[Path, d
         num_classes=dataset.num_classes, label_names=dataset.label_names, preprocessing=spec_pre,
         spatial_dims=model_dims,
         data={"dataset": dataset.name, "train_cases": train_ids, "val_cases": val_ids,
-              "fingerprint": dataset.fingerprint(train_ids + val_ids), "license": dataset.meta.get("license", "")},
+              "fingerprint": dataset.fingerprint(train_ids + val_ids), "license": dataset.meta.get("license", ""),
+              **_volume_axcodes(dataset, train_ids)},
         training={**asdict(cfg), "command": command, "best_epoch": fit["best_epoch"], "stop_reason": fit["stop_reason"],
                   "history": fit["history"], "train_seconds": round(train_seconds, 1), "bf16_autocast": autocast,
                   "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",

@@ -24,7 +24,7 @@ def _run(*args):
 
 def test_bundle_manifest_records_everything(bundle):
     manifest = load_bundle(bundle)
-    assert manifest["schema"] == "edgeseg-bundle" and manifest["schema_version"] == 1
+    assert manifest["schema"] == "edgeseg-bundle" and manifest["schema_version"] == 2
     names = [a["name"] for a in manifest["artifacts"]]
     assert names == ["torch-fp32", "x86-onnxruntime-fp32", "x86-onnxruntime-int8", "x86-avx512-openvino-int8",
                      "rtx-tensorrt-int8"]

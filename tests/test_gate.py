@@ -349,3 +349,14 @@ def test_a_baseline_divided_by_another_runtime_s_workload_is_not_compared_silent
     res = _gate(write(steady), "--baseline", base)
     text = _flat(res.output)
     assert res.exit_code == 1 and "update the baseline" in text and "re-create the baseline" in text, res.output
+
+
+def test_a_zero_workload_latency_is_unusable_input_not_a_regression(steady, files):
+    """A damaged result whose workload timed 0 ms: one line, exit 2 (it divided by zero and read as a regression)."""
+    write, base = files
+    res = copy.deepcopy(steady)
+    for entry in (res["workload"], *res["workload"]["by_runtime"].values()):
+        entry["latency"]["batch_1"].update(p50_ms=0.0, p90_ms=0.0, round_p50_ms=[0.0, 0.0])
+    out = _gate(write(res), "--baseline", base)
+    assert out.exit_code == 2, out.output
+    assert "not a timing" in out.output and "Traceback" not in out.output

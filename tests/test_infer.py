@@ -182,10 +182,12 @@ def test_existing_outputs_are_kept_without_force(bundle, phantom_demo, tmp_path)
     out = tmp_path / "out"
     assert _run("infer", bundle, image, "-o", out).exit_code == 0
     mask = out / "phantom_0002.png"
-    mask.write_bytes(b"keep me")
     res = _run("infer", bundle, image, "-o", out)
-    assert res.exit_code == 1 and "exists; pass --force" in res.output and mask.read_bytes() == b"keep me"
-    assert _run("infer", bundle, image, "-o", out, "--force").exit_code == 0 and mask.read_bytes() != b"keep me"
+    assert res.exit_code == 1 and "exists (written by a previous edgeseg infer); pass --force" in res.output
+    assert _run("infer", bundle, image, "-o", out, "--force").exit_code == 0
+    mask.write_bytes(b"keep me")  # changed since edgeseg wrote it: --force does not replace it either
+    res = _run("infer", bundle, image, "-o", out, "--force")
+    assert res.exit_code == 1 and "changed since edgeseg wrote it" in res.output and mask.read_bytes() == b"keep me"
 
 
 def test_altered_bundle_fails_before_any_input_is_read(bundle, tmp_path):
@@ -276,3 +278,95 @@ def test_dicom_series_through_infer_matches_the_same_volume_as_nifti(bundle3d_on
     from_nifti = nib.load(str(tmp_path / "out" / "same.nii.gz"))
     assert from_dicom.shape == volume.shape and np.allclose(from_dicom.affine, geometry.affine)
     assert np.array_equal(np.asarray(from_dicom.dataobj), np.asarray(from_nifti.dataobj))
+
+
+def test_an_unexpected_failure_of_one_input_stops_only_that_input(bundle3d_one_channel, tmp_path):
+    """Issue G item 12: whatever one input raises is one line for it (type and message); the others run."""
+    bundle, data = bundle3d_one_channel
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rgb = np.zeros((20, 20, 8), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])  # numpy cannot test it for NaN
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), str(folder / "rgb.nii.gz"))
+    _nifti(folder / "good.nii.gz", NnUNetDataset(data).load(sorted(NnUNetDataset(data).cases)[0]).image[0], np.eye(4))
+    res = _run("infer", bundle, folder, "-o", tmp_path / "out")
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output  # no traceback
+    assert any(line.startswith("error: ") and "rgb.nii.gz: TypeError: " in line for line in res.output.splitlines())
+    assert "1 input(s) failed, 1 segmented" in res.output and (tmp_path / "out" / "good.nii.gz").is_file()
+
+
+def _reoriented(volume, affine, axcodes):
+    """The same voxels stored along other axes: ``(array, affine)``, every voxel at the same world position."""
+    from nibabel import orientations as nio
+
+    ornt = nio.ornt_transform(nio.io_orientation(affine), nio.axcodes2ornt(tuple(axcodes)))
+    return nio.apply_orientation(volume, ornt), affine @ nio.inv_ornt_aff(ornt, volume.shape)
+
+
+def test_any_orientation_gets_the_masks_of_the_training_orientation(bundle3d_one_channel, tmp_path):
+    """Issue G item 19: a volume stored LPS or PIR goes to the model in the training volumes' orientation (RAS)
+    and its outputs come back on its own axes: they overlay it and equal the RAS volume's, reoriented."""
+    bundle, data = bundle3d_one_channel
+    volume = NnUNetDataset(data).load(sorted(NnUNetDataset(data).cases)[0]).image[0]
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])  # the phantom volumes' own: RAS, as in training
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for codes in ("RAS", "LPS", "PIR"):
+        _nifti(folder / f"{codes}.nii.gz", *_reoriented(volume, affine, codes))
+    res = _run("infer", bundle, folder, "-o", tmp_path / "out", "--probabilities")
+    assert res.exit_code == 0, res.output
+
+    def canonical(name):
+        return nib.as_closest_canonical(nib.load(str(tmp_path / "out" / name))).get_fdata()
+
+    for codes in ("LPS", "PIR"):
+        source = nib.load(str(folder / f"{codes}.nii.gz"))
+        for name in (f"{codes}.nii.gz", f"{codes}_probabilities.nii.gz"):
+            out = nib.load(str(tmp_path / "out" / name))
+            assert out.shape[:3] == source.shape and np.allclose(out.affine, source.affine)
+        assert np.allclose(canonical(f"{codes}_probabilities.nii.gz"), canonical("RAS_probabilities.nii.gz"), atol=1e-6)
+        assert np.array_equal(canonical(f"{codes}.nii.gz"), canonical("RAS.nii.gz"))
+    assert json.loads((bundle / "manifest.json").read_text())["input"]["axcodes"] == ["R", "A", "S"]
+
+
+def test_training_orientation_is_recorded_in_the_checkpoint_and_the_bundle(bundle3d_one_channel, tmp_path):
+    """Issue G item 19: `train` records the volumes' axcodes; `compress` of a checkpoint without them reads them
+    from the dataset's volumes."""
+    from edgeseg.checkpoint import load_checkpoint, save_checkpoint
+
+    bundle, data = bundle3d_one_channel
+    model, spec = load_checkpoint(bundle.parent / "m.ckpt")
+    assert spec.data["axcodes"] == ["R", "A", "S"]
+    del spec.data["axcodes"]
+    save_checkpoint(tmp_path / "older.ckpt", model, spec)
+    res = _run("compress", tmp_path / "older.ckpt", "--precision", "fp32", "--targets", "onnx", "--eval-data", data,
+               "--eval-cases", 1, "--latency-repeats", 2, "--out", tmp_path / "bundle")
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "bundle" / "manifest.json").read_text())["input"]["axcodes"] == ["R", "A", "S"]
+
+
+def test_output_nifti_keeps_the_input_header(bundle3d_one_channel, tmp_path):
+    """Issue G item 20: masks and probabilities carry the input's header (qform/sform and their codes, units,
+    pixdim), only the data type set; a DICOM series' outputs are in scanner coordinates, in mm."""
+    bundle, data = bundle3d_one_channel
+    volume = NnUNetDataset(data).load(sorted(NnUNetDataset(data).cases)[0]).image[0]
+    affine = np.array([[0, -0.8, 0, 10], [0.7, 0, 0, -5], [0, 0, 2.5, 30], [0, 0, 0, 1]], float)
+    image = nib.Nifti1Image(volume.astype(np.float32) * 100, affine)
+    image.header.set_qform(affine, code=1)
+    image.header.set_sform(affine, code=1)
+    image.header.set_xyzt_units("mm", "sec")
+    image.set_data_dtype(np.int16)  # stored scaled (scl_slope): the masks must not inherit the scaling
+    folder = tmp_path / "in"
+    folder.mkdir()
+    nib.save(image, str(folder / "ct.nii.gz"))
+    _dicom_series(folder / "series1", np.round(volume * 2) / 2)
+    res = _run("infer", bundle, folder, "-o", tmp_path / "out", "--probabilities")
+    assert res.exit_code == 0, res.output
+    source = nib.load(str(folder / "ct.nii.gz")).header
+    for name, dtype in (("ct.nii.gz", np.uint8), ("ct_probabilities.nii.gz", np.float32)):
+        header = nib.load(str(tmp_path / "out" / name)).header
+        assert (int(header["qform_code"]), int(header["sform_code"])) == (1, 1)
+        assert header.get_xyzt_units() == ("mm", "sec") and header.get_data_dtype() == dtype
+        assert np.array_equal(header.get_qform(), source.get_qform()) and np.allclose(header.get_sform(), affine)
+        assert header.get_zooms()[:3] == source.get_zooms() and header.get_slope_inter() == (None, None)
+    dicom = nib.load(str(tmp_path / "out" / "series1.nii.gz")).header
+    assert (int(dicom["qform_code"]), int(dicom["sform_code"])) == (1, 1) and dicom.get_xyzt_units()[0] == "mm"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,8 @@ from ..bundle import MANIFEST, failed_files, read_manifest
 from ..checkpoint import CheckpointSpec, file_sha256
 from ..data.nnunet import NnUNetDataset
 from ..errors import EdgesegError
-from ..evaluate import check_compatible, compare_predictors, held_back_cases
+from ..evaluate import check_compatible, compare_predictors, naming_case_file, split_cases
+from ..housekeeping import work_dir
 from ..inference import predict_logits
 from ..metrics import headline_label
 from ..progress import console, progress_bar
@@ -59,7 +59,7 @@ def _refused(manifest: dict, failed: dict[str, str]) -> dict[str, str]:
 
 
 def _cases(cfg: BenchConfig, spec, dataset: NnUNetDataset) -> list[str]:
-    ids = held_back_cases(spec, dataset) if cfg.split == "val" else dataset.split(cfg.split)
+    ids = split_cases(spec, dataset, cfg.split)
     ids = ids[: cfg.max_cases] if cfg.max_cases else ids
     if not ids:
         raise EdgesegError(f"{dataset.root}: no cases in split {cfg.split!r}")
@@ -78,6 +78,13 @@ def first_model_input(spec, image: np.ndarray) -> np.ndarray:
     return captured[0]
 
 
+def case_model_input(spec, dataset: NnUNetDataset, case_id: str) -> np.ndarray:
+    """:func:`first_model_input` of a dataset case (a volume's first slice for a 2D model); an error names the
+    case's file."""
+    with naming_case_file(dataset, case_id):
+        return first_model_input(spec, dataset.load_image(case_id)[0])
+
+
 def _choose_reference(artifacts: list[dict], refused: dict) -> dict:
     """The FP32 PyTorch model when torch is here, else the first FP32 artifact whose runtime is."""
     fp32 = [a for a in artifacts if a["precision"] == "fp32" and a["name"] not in refused and a["runtime"] != "tensorrt"]
@@ -90,18 +97,38 @@ def _choose_reference(artifacts: list[dict], refused: dict) -> dict:
     raise EdgesegError("no FP32 artifact of this bundle can run here (install torch, onnxruntime or openvino)")
 
 
-def _calibration(manifest: dict, spec, dataset: NnUNetDataset, case_ids: list[str]):
-    """A calibration set for the INT8 baselines, rebuilt like the bundle's (same size/strategy/seed) from the
-    training cases and checked disjoint from the evaluated cases."""
-    from ..calibration import build_calibration_set, check_disjoint
+def _calibration(bundle: Path, manifest: dict, spec, dataset: NnUNetDataset, case_ids: list[str]):
+    """``(calibration set, how it was obtained)`` for the INT8 baselines: the bundle's own calibration set —
+    the one it carries (verified), or for an older bundle rebuilt from its recorded cases when ``dataset``
+    holds them unchanged —, checked disjoint by content from the evaluated cases; never the evaluated cases."""
+    from ..calibration import build_calibration_set, check_disjoint, read_bundled_calibration
 
-    recipe = manifest.get("calibration") or {}
-    recorded = spec.data.get("train_cases") if dataset.name == spec.data.get("dataset") else None
-    calib = build_calibration_set(dataset.root, spec.preprocessing, spec.spatial_dims, recipe.get("size", 64),
-                                  recipe.get("strategy", "stratified"), recipe.get("seed", 0), "train", case_ids,
-                                  [tuple(spec.preprocessing.size)], recorded)
-    check_disjoint(calib, case_ids, dataset.name)
-    return calib
+    calib = read_bundled_calibration(bundle, manifest)
+    if calib is not None:
+        how = f"the bundle's calibration set ({len(next(iter(calib.inputs.values())))} samples, float16)"
+    else:
+        recipe = manifest.get("calibration") or {}
+        cases = recipe.get("cases") or []
+        if not (cases and not dataset.test and all(c in dataset.cases for c in cases)
+                and dataset.fingerprint(cases) == recipe.get("fingerprint")):
+            raise EdgesegError(f"the bundle carries no calibration set and {dataset.root} does not hold its "
+                               f"{len(cases)} calibration cases unchanged; rebuild the bundle with this edgeseg")
+        calib = build_calibration_set(dataset.root, spec.preprocessing, spec.spatial_dims, recipe.get("size", 64),
+                                      recipe.get("strategy", "stratified"), recipe.get("seed", 0),
+                                      sizes=[tuple(spec.preprocessing.size)], case_ids=cases)
+        how = f"the bundle's calibration set, rebuilt from its {len(cases)} recorded cases in {dataset.root}"
+    check_disjoint(calib, dataset, case_ids)
+    return calib, how
+
+
+def _calibration_overlap(recipe: dict, dataset: NnUNetDataset, case_ids: list[str]) -> list[str]:
+    """Evaluated cases whose content is in the bundle's calibration set (by case id, in the calibration
+    dataset, for bundles made before calibration sets recorded content hashes)."""
+    from ..data.nnunet import content_overlap
+
+    if isinstance(recipe.get("case_sha256"), dict):
+        return sorted({ours for ours, _ in content_overlap(dataset.case_hashes(case_ids), recipe["case_sha256"])})
+    return sorted(set(recipe.get("cases", [])) & set(case_ids)) if recipe.get("dataset") == dataset.name else []
 
 
 def _jsonable(value):
@@ -164,7 +191,7 @@ def run_bench(cfg: BenchConfig) -> dict:
     problems = [f"{path}: {reason}" for path, reason in failed.items()]
     refused = _refused(manifest, failed)
     spec = CheckpointSpec.from_dict({**manifest["model"], "preprocessing": manifest["preprocessing"]})
-    dataset = NnUNetDataset(cfg.data, require_labels=False)
+    dataset = NnUNetDataset(cfg.data, require_labels=False, test=cfg.split == "test")
     check_compatible(spec, dataset)
     case_ids = _cases(cfg, spec, dataset)
     backends = {get_target(b).name for b in cfg.backends}
@@ -173,10 +200,9 @@ def run_bench(cfg: BenchConfig) -> dict:
     reference = _choose_reference(artifacts, refused)
     artifacts = [a for a in artifacts if a is reference or not backends or a["runtime"] in backends]
     notes: list[str] = [f"{n}: sha256 verification failed ({p})" for n, p in refused.items()]
-    calib_cases = set((manifest.get("calibration") or {}).get("cases", []))
-    overlap = sorted(calib_cases & set(case_ids)) if (manifest.get("calibration") or {}).get("dataset") == dataset.name else []
+    overlap = _calibration_overlap(manifest.get("calibration") or {}, dataset, case_ids)
 
-    with tempfile.TemporaryDirectory(prefix="edgeseg-bench-") as work:
+    with work_dir("edgeseg-bench") as work:
         baselines, skipped = [], []
         if cfg.compare_baselines:
             baselines, skipped = _baselines(bundle, manifest, reference, spec, dataset, case_ids, Path(work), notes,
@@ -194,8 +220,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         runners, others = load_runners(candidates, bundle, thread_map)
         if reference["name"] not in runners:
             raise EdgesegError(f"the reference {reference['name']} cannot run here: {others[reference['name']][1]}")
-        first_image, _ = dataset.load_image(case_ids[0])
-        sample = first_model_input(spec, first_image)
+        sample = case_model_input(spec, dataset, case_ids[0])
         _smoke_test(runners, others, sample, reference["name"])
         _set_torch_threads(threads)
         console.print(f"[bold cyan]bench[/] {len(runners)} runnable of {len(candidates)} artifacts on {len(case_ids)} "
@@ -210,6 +235,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         entries = [_entry(a, reference["name"], runners, states, scores, latency, len(case_ids), manifest)
                    for a in artifacts + baselines + skipped]
     _add_ratios(entries, reference["name"])
+    optional = {s["name"] for s in skipped if s.get("optional")}
     labels = spec.label_names
     device = device_fingerprint(threads)
     result = {"schema": RESULT_SCHEMA_NAME, "schema_version": RESULT_SCHEMA_VERSION,
@@ -232,8 +258,22 @@ def run_bench(cfg: BenchConfig) -> dict:
                            "backends": sorted(backends) or ["all"], "compare_baselines": cfg.compare_baselines,
                            "headline_label": headline_label(labels)},
               "device": device, "reference": reference["name"], "artifacts": entries, "workload": _workload(latency),
-              "notes": notes + ([f"{len(overlap)} evaluated cases were in the bundle's calibration set"] if overlap else [])}
+              "notes": notes + ([f"{len(overlap)} evaluated cases were in the bundle's calibration set"] if overlap else []),
+              "incomplete": _incomplete([e for e in entries if e["name"] not in optional], cfg.latency)}
     return _jsonable(result)
+
+
+def _incomplete(entries: list[dict], latency_asked: bool) -> list[dict]:
+    """``[{name, reason}]``: what the run was asked to measure and did not (an artifact or baseline that failed
+    to load, build or run, or whose latency failed); ``edgeseg bench`` then exits non-zero."""
+    out = []
+    for e in entries:
+        if e["status"] == "not_measured":
+            out.append({"name": e["name"], "reason": (e["notes"] or ["not measured"])[0]})
+        elif latency_asked and e["status"] == "measured" and e["latency"] is None:
+            reason = next((n for n in e["notes"] if n.startswith("latency not measured")), "latency not measured")
+            out.append({"name": e["name"], "reason": reason})
+    return out
 
 
 def _describe(artifact: dict) -> str:
@@ -252,7 +292,9 @@ def _baselines(bundle, manifest, reference, spec, dataset, case_ids, work, notes
     fp32_onnx = next((bundle / a["files"]["model"] for a in manifest["artifacts"]
                       if a["runtime"] == "onnxruntime" and a["precision"] == "fp32"), None)
     try:
-        calib = _calibration(manifest, spec, dataset, case_ids).inputs
+        calib, how = _calibration(bundle, manifest, spec, dataset, case_ids)
+        calib = calib.inputs
+        notes.append(f"INT8 baselines calibrated on {how}")
     except EdgesegError as exc:
         calib = None
         notes.append(f"INT8 baselines: no calibration set ({exc})")

@@ -10,13 +10,13 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import EdgesegError
+from ..housekeeping import work_dir
 
 # PyTorch's OpenMP threads wait passively here, as a deployment sharing the CPU would configure them
 WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
@@ -37,7 +37,7 @@ def measure_isolated(bundle_dir: Path, artifacts: list[dict], sample: np.ndarray
     e2e: dict[str, list[dict]] = {n: [] for n in names}
     round_p50: dict[str, list[float]] = {n: [] for n in names}
     per_round = max(1, repeats // rounds)
-    with tempfile.TemporaryDirectory(prefix="edgeseg-lat-") as tmp:
+    with work_dir("edgeseg-lat") as tmp:
         inputs = {}
         for b in (1, *batch_sizes):
             inputs[b] = str(Path(tmp) / f"sample_b{b}.npy")

@@ -40,12 +40,15 @@ def _ratio(numerator: float | None, denominator: float | None) -> str:
 
 
 def _points_ci(drift: dict | None) -> str:
-    """A Dice delta (fraction) in points with its interval: ``−0.05 [−0.09, −0.01]``."""
+    """A Dice delta (fraction) in points with its interval: ``−0.05 [−0.09, −0.01]``, or ``n/a (1 case)``
+    where there is none."""
     if not drift or drift.get("mean") is None:
         return DASH
     text = _signed(drift["mean"] * 100, 2)
     if drift.get("low") is not None and drift.get("high") is not None:
         text += f" [{_signed(drift['low'] * 100, 2)}, {_signed(drift['high'] * 100, 2)}]"
+    elif drift.get("n") is not None:
+        text += f" n/a ({drift['n']} case{'' if drift['n'] == 1 else 's'})"
     return text
 
 
@@ -193,7 +196,8 @@ FOOTNOTE = """\
 - **Dice** (and IoU, sensitivity, specificity, HD95) is against the ground truth, averaged over cases; HD95 over the
   cases where it is defined, in the data's spacing units (mm for NIfTI).
 - **ΔDice** is the artifact's Dice minus the reference's (`{reference}`), in Dice points (1 point = 0.01 Dice),
-  with a bootstrap 95 % confidence interval over cases. **Worst case**: the case with the largest drop.
+  with a bootstrap 95 % confidence interval over cases (BCa; n/a with a single case). **Worst case**: the case
+  with the largest drop.
 - **Agreement** is the mean Dice between the artifact's masks and the reference's masks: it needs no labels.
 - **Model-only latency**: the runner alone on an already preprocessed batch (p50 over the repeats, batch 1 unless
   stated; img/s = batch / p50). **End-to-end**: per case, read the file(s) + preprocess + infer (whole sliding

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,10 +24,33 @@ def file_extension(path: str | Path) -> str:
 
 @dataclass
 class Geometry:
-    """Where the pixels are: spacing per spatial axis and, for NIfTI, the affine."""
+    """Where the pixels are: spacing per spatial axis and, for NIfTI, the affine; ``header`` is the NIfTI header
+    a volume's outputs copy (qform/sform and their codes, units), DICOM's one in scanner coordinates."""
 
     spacing: tuple[float, ...]
     affine: list[list[float]] | None = field(default=None)
+    header: object | None = field(default=None, repr=False, compare=False)  # nibabel.Nifti1Header
+
+    @property
+    def axcodes(self) -> list[str] | None:
+        """Orientation of the array axes as nibabel axcodes (``["R", "A", "S"]``, …); None without an affine."""
+        if self.affine is None or len(self.affine) != 4:
+            return None
+        from nibabel.orientations import aff2axcodes
+
+        return list(aff2axcodes(np.asarray(self.affine)))
+
+
+def _nifti_geometry(path: Path, img) -> Geometry:
+    """A NIfTI image's geometry; NaN/Inf spacing or a degenerate affine (nothing could be written back in
+    that space) is an error naming the file."""
+    spacing = tuple(float(s) for s in img.header.get_zooms()[:3])
+    affine = np.asarray(img.affine, dtype=float)
+    if not all(np.isfinite(spacing)) or not np.all(np.isfinite(affine)):
+        raise EdgesegError(f"{path}: invalid NIfTI geometry: pixdim {spacing} / affine not finite")
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise EdgesegError(f"{path}: invalid NIfTI geometry: the affine is singular (a pixdim of 0?)")
+    return Geometry(spacing, affine.tolist(), img.header)
 
 
 def read_array(path: str | Path) -> tuple[np.ndarray, Geometry]:
@@ -40,9 +62,8 @@ def read_array(path: str | Path) -> tuple[np.ndarray, Geometry]:
             import nibabel as nib
 
             img = nib.load(str(path))
+            geo = _nifti_geometry(path, img)  # checked before the voxels are read
             arr = np.asarray(img.dataobj)
-            spacing = tuple(float(s) for s in img.header.get_zooms()[:3])
-            geo = Geometry(spacing, np.asarray(img.affine, dtype=float).tolist())
             return (arr[None] if arr.ndim == 3 else np.moveaxis(arr, -1, 0)), geo
         if ext in IMAGE_2D_EXTS:
             from PIL import Image
@@ -54,6 +75,8 @@ def read_array(path: str | Path) -> tuple[np.ndarray, Geometry]:
             return (arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)), Geometry((1.0, 1.0))
     except FileNotFoundError:
         raise EdgesegError(f"{path}: file not found") from None
+    except EdgesegError:
+        raise
     except Exception as exc:  # PIL/nibabel raise many types for a corrupt file
         raise EdgesegError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
     raise EdgesegError(f"{path}: unsupported file type {ext!r} (use PNG/JPEG/TIFF or NIfTI)")
@@ -73,9 +96,10 @@ def read_label(path: str | Path) -> tuple[np.ndarray, Geometry]:
 
 def atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)`` then rename onto ``path``: a reader never sees a half-written file."""
+    from ..housekeeping import temp_file
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=file_extension(path), dir=path.parent)
-    os.close(fd)
+    tmp = temp_file(f".{path.name}", file_extension(path), path.parent)  # named so a later run can sweep it
     try:
         write(Path(tmp))
         umask = os.umask(0)
@@ -88,7 +112,8 @@ def atomic_write(path: Path, write) -> None:
 
 
 def write_array(path: str | Path, arr: np.ndarray, geometry: Geometry | None = None) -> None:
-    """Write ``(*spatial)`` or ``(channels, *spatial)`` uint8/uint16 to PNG/TIFF, or any array to NIfTI."""
+    """Write ``(*spatial)`` or ``(channels, *spatial)`` uint8/uint16 to PNG/TIFF, or any array to NIfTI (with a
+    copy of ``geometry.header`` when there is one)."""
     path = Path(path)
     ext = file_extension(path)
     if ext in NIFTI_EXTS:
@@ -99,7 +124,11 @@ def write_array(path: str | Path, arr: np.ndarray, geometry: Geometry | None = N
             affine = np.asarray(geometry.affine)
         else:
             affine = np.diag([*(geometry.spacing if geometry else (1.0, 1.0, 1.0)), 1.0])
-        atomic_write(path, lambda tmp: nib.save(nib.Nifti1Image(data, affine), str(tmp)))
+        header = None
+        if geometry is not None and geometry.header is not None:  # the source's header, only the data type new
+            header = geometry.header.copy()
+            header.set_data_dtype(data.dtype)
+        atomic_write(path, lambda tmp: nib.save(nib.Nifti1Image(data, affine, header), str(tmp)))
     elif ext in IMAGE_2D_EXTS:
         from PIL import Image
 
@@ -114,7 +143,12 @@ def write_array(path: str | Path, arr: np.ndarray, geometry: Geometry | None = N
 
 def read_toml(path: Path) -> dict:
     """A TOML file as a dict; an unreadable file or a syntax error becomes one line naming the file."""
-    import tomllib
+    import sys
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # Python 3.10 (JetPack 6): tomli is what became tomllib
+        import tomli as tomllib
 
     try:
         return tomllib.loads(Path(path).read_text())

@@ -1,4 +1,5 @@
-"""Datasets in the nnU-Net v2 raw layout: ``dataset.json``, ``imagesTr/CASE_XXXX.ext``, ``labelsTr/CASE.ext``."""
+"""Datasets in the nnU-Net v2 raw layout: ``dataset.json``, ``imagesTr/CASE_XXXX.ext``, ``labelsTr/CASE.ext``
+(test cases: ``imagesTs``/``labelsTs``)."""
 from __future__ import annotations
 
 import hashlib
@@ -14,6 +15,22 @@ from ..errors import EdgesegError
 from .io import Geometry, file_extension, read_array, read_label
 
 _CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+_FILE_DIGESTS: dict[tuple[str, int, int], bytes] = {}  # (path, size, mtime) → sha256: each file hashed once
+
+
+def file_digest(path: Path) -> bytes:
+    """sha256 of a file's bytes, remembered while the file keeps its size and modification time."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _FILE_DIGESTS:
+        _FILE_DIGESTS[key] = hashlib.sha256(path.read_bytes()).digest()
+    return _FILE_DIGESTS[key]
+
+
+def content_overlap(a: dict[str, str], b: dict[str, str]) -> list[tuple[str, str]]:
+    """``(case in a, case in b)`` pairs whose content hashes (``{case: sha256}``) are equal, whatever their names."""
+    by_hash = {h: cid for cid, h in b.items()}
+    return sorted((cid, by_hash[h]) for cid, h in a.items() if h in by_hash)
 
 
 def data_root() -> Path:
@@ -48,10 +65,13 @@ class CaseData:
 
 
 class NnUNetDataset:
-    """Index of a dataset folder; cases load lazily and every problem names the file it concerns."""
+    """Index of a dataset folder; cases load lazily and every problem names the file it concerns.
 
-    def __init__(self, root: str | Path, require_labels: bool = True):
-        self.root = Path(root)
+    ``test=True`` indexes nnU-Net's test cases (``imagesTs``, labels in ``labelsTs`` optional) instead of the
+    training cases; its only split is ``test``."""
+
+    def __init__(self, root: str | Path, require_labels: bool = True, test: bool = False):
+        self.root, self.test = Path(root), test
         meta_file = self.root / "dataset.json"
         if not meta_file.is_file():
             raise EdgesegError(f"{self.root}: not an nnU-Net dataset (no dataset.json)")
@@ -62,9 +82,11 @@ class NnUNetDataset:
         except (json.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
             raise EdgesegError(f"{meta_file}: invalid dataset.json ({type(exc).__name__}: {exc})") from None
         self.name = self.root.name
+        self.images_dir, self.labels_dir = (self.root / f"imagesT{'s' if test else 'r'}",
+                                            self.root / f"labelsT{'s' if test else 'r'}")
         self.cases = self._index(require_labels)
         if not self.cases:
-            raise EdgesegError(f"{self.root / 'imagesTr'}: no images found")
+            raise EdgesegError(f"{self.images_dir}: no images found")
 
     @property
     def num_classes(self) -> int:
@@ -76,9 +98,10 @@ class NnUNetDataset:
         return [by_value.get(i, f"label{i}") for i in range(self.num_classes)]
 
     def _index(self, require_labels: bool) -> dict[str, Case]:
-        images_dir, labels_dir = self.root / "imagesTr", self.root / "labelsTr"
+        images_dir, labels_dir = self.images_dir, self.labels_dir
         if not images_dir.is_dir():
-            raise EdgesegError(f"{images_dir}: missing images folder")
+            hint = "; test cases in imagesTs are read with --split test" if (self.root / "imagesTs").is_dir() else ""
+            raise EdgesegError(f"{images_dir}: missing images folder{hint}")
         grouped: dict[str, dict[int, Path]] = {}
         for f in sorted(images_dir.iterdir()):
             if f.name.startswith("."):
@@ -104,26 +127,46 @@ class NnUNetDataset:
     def split(self, name: str | None, seed: int = 0, val_fraction: float = 0.2) -> list[str]:
         """Case ids of ``train``/``val`` from ``splits.json`` (nnU-Net's fold list: fold 0), else a seeded split.
 
-        ``name=None`` or ``"all"`` returns every case.
+        ``name=None`` or ``"all"`` returns every case; ``"test"`` every case of a test-layout dataset.
         """
         ids = sorted(self.cases)
-        if name in (None, "all"):
+        if name in (None, "all") or (name == "test" and self.test):
             return ids
-        if name not in ("train", "val"):
-            raise EdgesegError(f"unknown split {name!r}: use train, val or all")
+        if name not in ("train", "val", "test"):
+            raise EdgesegError(f"unknown split {name!r}: use train, val, all or test")
+        if self.test:
+            raise EdgesegError(f"{self.images_dir}: holds test cases only, no {name!r} split; use --split test")
+        if name == "test":
+            raise EdgesegError(f"{self.images_dir}: holds training cases; the test split is read from imagesTs")
         split_file = self.root / "splits.json"
         if split_file.is_file():
-            splits = json.loads(split_file.read_text())
-            if isinstance(splits, list):
-                splits = splits[0]
-            missing = [c for c in splits[name] if c not in self.cases]
+            fold = self._read_splits(split_file, name)
+            missing = [c for c in fold if c not in self.cases]
             if missing:
                 raise EdgesegError(f"{split_file}: {len(missing)} {name} cases not in imagesTr, e.g. {missing[0]}")
-            return list(splits[name])
+            return fold
         order = np.random.default_rng(seed).permutation(len(ids))
         n_val = max(1, int(round(len(ids) * val_fraction))) if len(ids) > 1 else 0
         chosen = sorted(ids[i] for i in order[:n_val]) if name == "val" else sorted(ids[i] for i in order[n_val:])
         return chosen
+
+    @staticmethod
+    def _read_splits(split_file: Path, name: str) -> list[str]:
+        """The ``name`` case list of ``splits.json`` (an object, or nnU-Net's list of folds: fold 0)."""
+        try:
+            splits = json.loads(split_file.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise EdgesegError(f"{split_file}: unreadable JSON ({exc})") from None
+        if isinstance(splits, list):
+            if not splits or not isinstance(splits[0], dict):
+                raise EdgesegError(f"{split_file}: fold 0 must be an object with train and val case lists")
+            splits = splits[0]
+        if not isinstance(splits, dict) or name not in splits:
+            raise EdgesegError(f"{split_file}: no {name!r} case list (expected {{\"train\": [...], \"val\": [...]}})")
+        fold = splits[name]
+        if not isinstance(fold, list) or not all(isinstance(c, str) for c in fold):
+            raise EdgesegError(f"{split_file}: field {name!r} must be a list of case ids, got {json.dumps(fold)[:60]}")
+        return fold
 
     def load_image(self, case_id: str) -> tuple[np.ndarray, Geometry]:
         """A case's channels as ``(channels, *spatial)`` float32 and their geometry (no label read)."""
@@ -156,12 +199,27 @@ class NnUNetDataset:
                                    f"(dataset.json allows {sorted(self.labels.values())})")
         return CaseData(case_id, image, label, geometry)
 
+    def _files(self, case_id: str, labels: bool = True) -> list[Path]:
+        case = self.cases[case_id]
+        return [*case.image_files, *([case.label_file] if labels and case.label_file else [])]
+
     def fingerprint(self, case_ids: list[str]) -> str:
-        """sha256 over the bytes of every file of these cases (detects any change to the data)."""
+        """sha256 over the names and bytes of every file of these cases (detects any change to the data)."""
         h = hashlib.sha256()
         for cid in sorted(case_ids):
-            case = self.cases[cid]
-            for f in [*case.image_files, *([case.label_file] if case.label_file else [])]:
+            for f in self._files(cid):
                 h.update(f.name.encode())
-                h.update(hashlib.sha256(f.read_bytes()).digest())
+                h.update(file_digest(f))
         return h.hexdigest()
+
+    def case_sha256(self, case_id: str) -> str:
+        """What a case's images hold: sha256 over its channel files' bytes in channel order, independent of the
+        folder, the file names and the label (the same images under another name are the same case)."""
+        h = hashlib.sha256()
+        for f in self._files(case_id, labels=False):
+            h.update(file_digest(f))
+        return h.hexdigest()
+
+    def case_hashes(self, case_ids: list[str]) -> dict[str, str]:
+        """``{case: case_sha256}`` for these cases."""
+        return {cid: self.case_sha256(cid) for cid in case_ids}

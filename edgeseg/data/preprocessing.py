@@ -14,6 +14,7 @@ from ..errors import EdgesegError
 
 NORMALIZATIONS = ("zscore", "minmax", "ct_window", "none")
 RESIZE_MODES = ("resize", "pad")
+MAX_SIDE = 4096  # model input side in pixels/voxels: far above any segmentation network's input
 
 
 def resize_linear(arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -91,7 +92,30 @@ class PreprocessSpec:
         return json.loads(json.dumps(asdict(self)))
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PreprocessSpec":
+    def from_dict(cls, d: dict, field: str = "preprocessing") -> "PreprocessSpec":
+        """The spec from its JSON form; a wrong type or an impossible value names the field."""
+        from ..validation import (expect_choice, expect_dict, expect_int, expect_list, expect_number,
+                                  expect_str_list, fail)
+
+        expect_dict(d, field)
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            fail(field, f"unknown key(s) {', '.join(map(repr, unknown))}"[:200])
+        for key in ("size", "channel_names"):
+            if key not in d:
+                fail(f"{field}.{key}", "missing")
+        for i, s in enumerate(expect_list(d["size"], f"{field}.size", 1, 3)):
+            expect_int(s, f"{field}.size[{i}]", 1, MAX_SIDE)
+        expect_str_list(d["channel_names"], f"{field}.channel_names", 1, 64)
+        expect_choice(d.get("resize", "resize"), f"{field}.resize", RESIZE_MODES)
+        expect_choice(d.get("normalization", "zscore"), f"{field}.normalization", NORMALIZATIONS)
+        for key, lo, hi in (("window", -1e9, 1e9), ("clip_percentiles", 0.0, 100.0)):
+            if d.get(key) is not None:
+                pair = [expect_number(v, f"{field}.{key}[{i}]", lo, hi)
+                        for i, v in enumerate(expect_list(d[key], f"{field}.{key}", 2, 2))]
+                if pair[0] >= pair[1]:
+                    fail(f"{field}.{key}", f"low {pair[0]} must be below high {pair[1]}")
+        expect_int(d.get("version", 1), f"{field}.version", 1, 1)
         return cls(**d)
 
     def sha256(self) -> str:

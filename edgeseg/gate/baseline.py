@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,11 @@ def _timing(entry: dict | None, metric: str) -> tuple[float, list[float]] | None
     lat = ((entry or {}).get("latency") or {}).get("batch_1")
     if not lat:
         return None
-    return float(lat[f"{metric}_ms"]), list(lat.get("round_p50_ms") or [])
+    value, rounds = float(lat[f"{metric}_ms"]), [float(r) for r in lat.get("round_p50_ms") or []]
+    if not all(math.isfinite(v) and v > 0 for v in (value, *rounds)):  # a divisor below: 0 ms is no measurement
+        raise EdgesegError(f"{(entry or {}).get('name', 'workload')}: latency {metric} {value} ms (rounds {rounds[:4]}) "
+                           "is not a timing; the result file is damaged or was edited")
+    return value, rounds
 
 
 def _run_numbers(result: dict) -> dict[str, dict]:

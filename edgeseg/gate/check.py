@@ -185,6 +185,8 @@ def _latency_check(name, base, current, limits, mode) -> list[Check]:
     what = f"latency {limits.metric} ({MODE_TEXT[mode]})"
     if c is None:
         return [Check(name, what, False, b["value"], None, "timed", "timed in the baseline, not now")]
+    if not b["value"] > 0:
+        raise EdgesegError(f"the baseline's {what} of {name} is {b['value']}: not a timing; re-create the baseline")
     change = c["value"] / b["value"] - 1
     noise = noise_band(b, c)
     allowed = max(limits.max_latency_regression, noise)

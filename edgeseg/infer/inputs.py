@@ -10,9 +10,16 @@ import numpy as np
 
 from ..data.io import IMAGE_2D_EXTS, NIFTI_EXTS, Geometry, file_extension, read_array
 from ..errors import EdgesegError
-from .dicom import is_dicom_series, read_dicom_series
+from .dicom import dicom_series_shape, is_dicom_series, read_dicom_series
 
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+# Memory per image grows with its pixels (a 9400² PNG of 86 KB took 6.5 GB with --probabilities), so images
+# above these counts are refused from their header, before decoding. 2D: 2^25 ≈ 33.5 M pixels (5792²), above
+# the largest routine 2D medical images (FFDM mammograms: 4096×5120 = 21 M, up to 4800×6000 = 28.8 M pixels).
+# Volumes: 2^27 ≈ 134 M voxels, a 512×512×512 CT.
+MAX_PIXELS = 2**25
+MAX_VOXELS = 2**27
 
 
 @dataclass
@@ -77,6 +84,71 @@ def discover_inputs(paths: list[Path], in_channels: int) -> tuple[list[InputItem
         else:
             items.append(InputItem(case, [channels[c] for c in range(in_channels)], _kind(channels[0])))
     return items, problems
+
+
+def _header_shape(path: Path, kind: str) -> tuple[int, ...]:
+    """Spatial shape from the file's header alone: PIL's ``(width, height)``, NIfTI's first three dims."""
+    try:
+        if kind == "2d":
+            from PIL import Image
+
+            with Image.open(path) as im:
+                return im.size
+        import nibabel as nib
+
+        return tuple(int(n) for n in nib.load(str(path)).shape[:3])
+    except FileNotFoundError:
+        raise EdgesegError(f"{path}: file not found") from None
+    except Exception as exc:  # PIL/nibabel raise many types for a corrupt header
+        raise EdgesegError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+
+
+def check_size(item: InputItem, max_pixels: int, max_voxels: int) -> None:
+    """Refuse an image above ``max_pixels`` (2D) or a volume above ``max_voxels`` before decoding it."""
+    volume = item.kind != "2d"
+    limit, unit, option = (max_voxels, "voxels", "--max-voxels") if volume else (max_pixels, "pixels", "--max-pixels")
+    for path in item.paths:
+        shape = dicom_series_shape(path) if item.kind == "dicom" else _header_shape(path, item.kind)
+        count = int(np.prod(shape, dtype=np.int64))
+        if count > limit:
+            raise EdgesegError(f"{path}: {'×'.join(map(str, shape))} = {count:,} {unit}, above {option} {limit:,} "
+                               f"(memory grows with the {unit}; raise {option} if this machine has it)")
+
+
+def trained_orientation(axcodes) -> np.ndarray | None:
+    """The nibabel orientation of a bundle's ``input.axcodes`` (e.g. ``["R", "A", "S"]``); None when not recorded."""
+    if not axcodes:
+        return None
+    from nibabel.orientations import axcodes2ornt
+
+    try:
+        ornt = axcodes2ornt(tuple(axcodes))
+    except (ValueError, TypeError):
+        ornt = np.full((1, 2), np.nan)
+    if len(ornt) != 3 or np.isnan(ornt).any():
+        raise EdgesegError(f"bundle manifest: input.axcodes {axcodes!r} is not an orientation like ['R', 'A', 'S']")
+    return ornt
+
+
+def orientation_change(geometry: Geometry, trained: np.ndarray | None):
+    """``(to_model, back)`` nibabel orientation transforms between a volume's own axes and the ``trained``
+    orientation; None for a 2D image, a model without a recorded orientation, or a volume already in it."""
+    if trained is None or geometry.affine is None or len(geometry.affine) != 4:
+        return None
+    from nibabel import orientations as nio
+
+    own = nio.io_orientation(np.asarray(geometry.affine))
+    if np.array_equal(own, trained):
+        return None
+    return nio.ornt_transform(own, trained), nio.ornt_transform(trained, own)
+
+
+def reorient(array: np.ndarray, ornt) -> np.ndarray:
+    """``(channels, *spatial)`` with the spatial axes flipped/permuted by a nibabel orientation transform (a
+    view, no copy)."""
+    from nibabel.orientations import apply_orientation
+
+    return np.moveaxis(apply_orientation(np.moveaxis(array, 0, -1), ornt), -1, 0)
 
 
 def read_item(item: InputItem) -> tuple[np.ndarray, Geometry]:

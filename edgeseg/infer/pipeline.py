@@ -1,6 +1,7 @@
 """`edgeseg infer`: segment patient images on the device with a bundle's artifact and its runtime only (no
 torch). The bundle is verified before any input is read; reading and preprocessing of the next images and
 writing of the previous results overlap with inference; a bad input is reported and the others processed.
+Volumes are turned to the orientation the model was trained in and their outputs back to their own.
 """
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ import numpy as np
 from ..bundle import load_bundle
 from ..checkpoint import CheckpointSpec
 from ..errors import EdgesegError
+from ..housekeeping import sweep_stale
 from ..inference import label_map, predict_logits
 from ..progress import console, progress_bar
 from ..targets import get_target
 from .backend import choose_artifact
-from .inputs import InputItem, discover_inputs, read_item
-from .outputs import check_free, output_paths, write_outputs
+from .inputs import (MAX_PIXELS, MAX_VOXELS, InputItem, check_size, discover_inputs, orientation_change, read_item,
+                     reorient, trained_orientation)
+from .outputs import OutputLedger, output_paths, refuse_inputs_inside, write_outputs
 
 
 @dataclass
@@ -36,15 +39,19 @@ class InferConfig:
     threads: int | None = None
     batch_size: int = 4                # 2D images of one folder go through the model this many at a time
     engine_cache: Path | None = None   # TensorRT: engines built on this device on first use, reused after
+    max_pixels: int = MAX_PIXELS       # larger 2D images are refused from their header (memory per image)
+    max_voxels: int = MAX_VOXELS       # the same for volumes
 
 
 @dataclass
 class _Prepared:
     item: InputItem
-    image: np.ndarray
+    image: np.ndarray                  # as read (the overlay is drawn on it)
     geometry: object
     paths: dict
     model_input: np.ndarray | None     # (C, *size) when the image goes to the model whole (batched)
+    model_image: np.ndarray            # the image in the model's training orientation (a view)
+    orientation: tuple | None          # (to the model's orientation, back), nibabel transforms
 
 
 @dataclass
@@ -88,32 +95,73 @@ def _check_dims(image: np.ndarray, spec: CheckpointSpec, image_dims: int | None,
         raise EdgesegError(f"{source}: the image contains NaN or Inf values")
 
 
-def _prepare(item: InputItem, spec, image_dims, cfg: InferConfig, clock: _Clock) -> _Prepared:
-    t0 = time.perf_counter()
-    paths = output_paths(cfg.out, item.case_id, item.kind, cfg.probabilities, cfg.overlay)
-    check_free(paths, cfg.force)
-    image, geometry = read_item(item)
-    _check_dims(image, spec, image_dims, item.source)
-    whole = image.ndim - 1 == spec.spatial_dims == 2  # 2D images batch; volumes go window/slice-wise
-    prepared = _Prepared(item, image, geometry, paths, spec.preprocessing(image) if whole else None)
-    clock.read_preprocess += time.perf_counter() - t0
-    return prepared
+@dataclass
+class _Run:
+    """What the reader and writer threads share for one `infer` run."""
+
+    cfg: InferConfig
+    spec: CheckpointSpec
+    image_dims: int | None             # 2 or 3: what the model was given in training (a 2D model may take slices)
+    trained: np.ndarray | None         # the training volumes' orientation (nibabel), when recorded
+    ledger: OutputLedger
+    clock: _Clock
+
+    def prepare(self, item: InputItem) -> _Prepared:
+        """Check the outputs are free and the size allowed, then read, check and (2D) preprocess one input."""
+        t0 = time.perf_counter()
+        cfg, spec = self.cfg, self.spec
+        paths = output_paths(cfg.out, item.case_id, item.kind, cfg.probabilities, cfg.overlay)
+        self.ledger.check_free(paths, cfg.force)
+        check_size(item, cfg.max_pixels, cfg.max_voxels)
+        image, geometry = read_item(item)
+        _check_dims(image, spec, self.image_dims, item.source)
+        orientation = orientation_change(geometry, self.trained) if image.ndim == 4 else None
+        model_image = reorient(image, orientation[0]) if orientation else image
+        whole = image.ndim - 1 == spec.spatial_dims == 2  # 2D images batch; volumes go window/slice-wise
+        prepared = _Prepared(item, image, geometry, paths, spec.preprocessing(model_image) if whole else None,
+                             model_image, orientation)
+        self.clock.read_preprocess += time.perf_counter() - t0
+        return prepared
+
+    def finish(self, prepared: _Prepared, logits: np.ndarray) -> None:
+        """Back to the input's geometry and orientation, write the outputs, record them in the ledger."""
+        t0 = time.perf_counter()
+        if prepared.model_input is not None:  # back to the input's geometry, as predict_logits does
+            logits = self.spec.preprocessing.restore(logits, prepared.model_image.shape[1:])
+        if prepared.orientation:
+            logits = reorient(logits, prepared.orientation[1])
+        write_outputs(prepared.paths, label_map(logits), logits, prepared.image, prepared.geometry)
+        self.ledger.record(prepared.paths, prepared.item.source)
+        self.clock.postprocess_write += time.perf_counter() - t0
 
 
-def _finish(prepared: _Prepared, logits: np.ndarray, spec, clock: _Clock) -> None:
-    t0 = time.perf_counter()
-    if prepared.model_input is not None:  # back to the input's geometry, as predict_logits does
-        logits = spec.preprocessing.restore(logits, prepared.image.shape[1:])
-    write_outputs(prepared.paths, label_map(logits), logits, prepared.image, prepared.geometry)
-    clock.postprocess_write += time.perf_counter() - t0
+def _failure(source: str, exc: Exception) -> dict:
+    """One line for a failed input: an EdgesegError's message, else the exception's type and message."""
+    message = str(exc) if isinstance(exc, EdgesegError) else f"{type(exc).__name__}: {exc}"
+    return {"input": source, "error": " ".join(message.split())[:500]}
+
+
+def _unique_outputs(items: list[InputItem], failed: list[dict]) -> list[InputItem]:
+    """Drop (as failed) an input whose outputs would take the names of an earlier one's, e.g. a.png and a.tif."""
+    seen: dict[str, str] = {}
+    kept = []
+    for item in items:
+        if item.case_id in seen:
+            failed.append({"input": item.source, "error": f"same output name {item.case_id!r} as {seen[item.case_id]}"})
+        else:
+            seen[item.case_id] = item.source
+            kept.append(item)
+    return kept
 
 
 def run_infer(cfg: InferConfig) -> dict:
-    """Segment every input; returns a summary (cases done and failed, throughput, time per stage)."""
+    """Segment every input; returns a summary (cases done and failed, throughput, time per stage, the stale
+    temporary files of killed runs removed from the output folder)."""
     start = time.perf_counter()
+    swept = [str(p) for p in sweep_stale(cfg.out)]  # left by an edgeseg infer killed while writing here
     manifest = load_bundle(cfg.bundle)  # every file's sha256 is checked before any input is read
     spec = CheckpointSpec.from_dict({**manifest["model"], "preprocessing": manifest["preprocessing"]})
-    image_dims = (manifest.get("input") or {}).get("image_dims")
+    layout = manifest.get("input") or {}
     artifact, why = choose_artifact(manifest, cfg.backend, cfg.artifact, cfg.engine_cache is not None)
     console.print(f"[bold cyan]infer[/] backend: {why}")
     if artifact["runtime"] == "tensorrt" and cfg.engine_cache is not None:
@@ -128,37 +176,40 @@ def run_infer(cfg: InferConfig) -> dict:
     load_seconds = time.perf_counter() - t0
     items, problems = discover_inputs(cfg.inputs, spec.in_channels)
     failed = [{"input": source, "error": why} for source, why in problems]
-    seen: dict[str, str] = {}
-    for item in list(items):  # e.g. a.png and a.tif: both would write a.png
-        if item.case_id in seen:
-            failed.append({"input": item.source, "error": f"same output name {item.case_id!r} as {seen[item.case_id]}"})
-            items.remove(item)
-        seen.setdefault(item.case_id, item.source)
+    items = _unique_outputs(items, failed)
     if cfg.out.exists() and not cfg.out.is_dir():
         raise EdgesegError(f"{cfg.out}: exists and is not a folder")
+    refuse_inputs_inside(cfg.out, [path for item in items for path in item.paths])
+    run = _Run(cfg, spec, layout.get("image_dims"), trained_orientation(layout.get("axcodes")),
+               OutputLedger(cfg.out, str(cfg.bundle)), clock)
     if not items:
-        return _summary(cfg, artifact, why, [], failed, clock, load_seconds, start)
+        return _summary(cfg, artifact, why, [], failed, clock, load_seconds, start, swept)
     cfg.out.mkdir(parents=True, exist_ok=True)
     done: list[str] = []
     writes: list[tuple[InputItem, Future]] = []
+    # read ahead: a batch of 2D images and one more; one volume (each may take gigabytes)
+    ahead = cfg.batch_size + 1 if spec.spatial_dims == 2 and run.image_dims != 3 else 1
     with ThreadPoolExecutor(1, "edgeseg-read") as reader, ThreadPoolExecutor(1, "edgeseg-write") as writer, \
             progress_bar() as bar:
         task = bar.add_task("infer", total=len(items), info="")
-        queue = deque(reader.submit(_prepare, item, spec, image_dims, cfg, clock) for item in items[:cfg.batch_size + 1])
-        remaining = iter(items[cfg.batch_size + 1:])
+        queue = deque(reader.submit(run.prepare, item) for item in items[:ahead])
+        remaining = iter(items[ahead:])
         batch: list[_Prepared] = []
 
         def flush():
-            if batch:
+            if not batch:
+                return
+            try:
                 logits = runner(np.stack([p.model_input for p in batch]))
-                for p, lg in zip(batch, logits):
-                    writes.append((p.item, writer.submit(_finish, p, lg, spec, clock)))
-                batch.clear()
+                writes.extend((p.item, writer.submit(run.finish, p, lg)) for p, lg in zip(batch, logits))
+            except Exception as exc:  # the model call failed: every image of the batch did
+                failed.extend(_failure(p.item.source, exc) for p in batch)
+            batch.clear()
 
         for item in items:
             future = queue.popleft()
             if (nxt := next(remaining, None)) is not None:
-                queue.append(reader.submit(_prepare, nxt, spec, image_dims, cfg, clock))
+                queue.append(reader.submit(run.prepare, nxt))
             try:
                 prepared = future.result()
                 if prepared.model_input is not None:
@@ -167,24 +218,25 @@ def run_infer(cfg: InferConfig) -> dict:
                         flush()
                 else:
                     flush()
-                    logits = predict_logits(runner, prepared.image, spec.preprocessing, spec.spatial_dims)
-                    writes.append((item, writer.submit(_finish, prepared, logits, spec, clock)))
-            except EdgesegError as exc:
-                failed.append({"input": item.source, "error": str(exc)})
+                    logits = predict_logits(runner, prepared.model_image, spec.preprocessing, spec.spatial_dims)
+                    writes.append((item, writer.submit(run.finish, prepared, logits)))
+            except Exception as exc:  # one input's failure, whatever it is, stops only that input
+                failed.append(_failure(item.source, exc))
             bar.advance(task)
         flush()
         for item, future in writes:
             try:
                 future.result()
                 done.append(item.case_id)
-            except EdgesegError as exc:
-                failed.append({"input": item.source, "error": str(exc)})
-    return _summary(cfg, artifact, why, done, failed, clock, load_seconds, start)
+            except Exception as exc:
+                failed.append(_failure(item.source, exc))
+    return _summary(cfg, artifact, why, done, failed, clock, load_seconds, start, swept)
 
 
-def _summary(cfg, artifact, why, done, failed, clock: _Clock, load_seconds, start) -> dict:
+def _summary(cfg, artifact, why, done, failed, clock: _Clock, load_seconds, start, swept) -> dict:
     wall = time.perf_counter() - start
     return {"bundle": str(cfg.bundle), "artifact": artifact["name"], "runtime": artifact["runtime"],
+            "swept": swept,
             "precision": artifact["precision"], "backend_choice": why, "out": str(cfg.out),
             "cases": len(done), "done": done, "failed": failed, "load_seconds": round(load_seconds, 3),
             "wall_seconds": round(wall, 3), "cases_per_second": round(len(done) / wall, 2) if wall > 0 else None,

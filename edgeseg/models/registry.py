@@ -37,5 +37,5 @@ def create_model(name: str, in_channels: int, num_classes: int, **kwargs) -> nn.
         raise EdgesegError(f"{name}: need in_channels >= 1 and num_classes >= 2, got {in_channels}, {num_classes}")
     try:
         return _REGISTRY[name](in_channels=in_channels, num_classes=num_classes, **kwargs)
-    except (TypeError, ValueError) as exc:  # unknown keyword or invalid value
+    except (TypeError, ValueError, RuntimeError) as exc:  # unknown keyword, invalid value, impossible size
         raise EdgesegError(f"{name}: {exc}") from None

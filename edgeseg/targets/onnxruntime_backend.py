@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import collections
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import EdgesegError
+from ..housekeeping import work_dir
 from .base import Artifact, BuildRequest, module_missing
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -56,7 +56,7 @@ def qdq_quantize(fp32_onnx: Path, out: Path, calibration: dict, float_nodes: lis
     types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     from .onnx_rewrites import conv_transpose_to_depth_to_space, fix_spatial_size
 
-    with tempfile.TemporaryDirectory(prefix="edgeseg-ort-") as tmp:
+    with work_dir("edgeseg-ort") as tmp:
         source, pre = Path(tmp) / "source.onnx", Path(tmp) / "pre.onnx"
         model = onnx.load(str(fp32_onnx))
         rewritten = conv_transpose_to_depth_to_space(model, keep=set(float_nodes)) if rewrite_conv_transpose else 0
@@ -121,12 +121,29 @@ def providers_for(device: str) -> list[str]:
 
 
 class OrtRunner:
-    """An ONNX file in an ONNX Runtime session."""
+    """An ONNX model in an ONNX Runtime session: a file edgeseg built, or the verified bytes of a bundle file."""
 
-    def __init__(self, path: Path, precision: str, device: str = "cpu", threads: int | None = None):
+    def __init__(self, model: Path | bytes, precision: str, device: str = "cpu", threads: int | None = None,
+                 name: str | None = None):
         import onnxruntime as ort
 
-        self.session = ort.InferenceSession(str(path), session_options(threads), providers=providers_for(device))
+        options = session_options(threads)
+        providers = providers_for(device)
+        try:
+            if isinstance(model, bytes):
+                from ..bundle.onnx_scan import check_self_contained
+
+                check_self_contained(model, name or "model")
+                with work_dir("edgeseg-ort-noext") as empty:  # external data could only resolve into this empty folder
+                    options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(empty))
+                    self.session = ort.InferenceSession(model, options, providers=providers)
+            else:
+                self.session = ort.InferenceSession(str(model), options, providers=providers)
+        except EdgesegError:
+            raise
+        except Exception as exc:  # ONNX Runtime raises its own types for an invalid or unsupported model
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise EdgesegError(f"{name or model}: ONNX Runtime cannot load it ({type(exc).__name__}: {first})") from None
         self.input_name = self.session.get_inputs()[0].name
         self.executed_precision = f"{precision} ({self.session.get_providers()[0]})"
 
@@ -168,5 +185,7 @@ class OnnxRuntimeTarget:
                         profile=profile.name, device=profile.device, float_nodes=names if profile.precision != "fp32" else [], details=details)
 
     def load(self, bundle_dir: Path, artifact: dict, threads: int | None = None) -> OrtRunner:
-        return OrtRunner(Path(bundle_dir) / artifact["files"]["model"], artifact["precision"],
-                         artifact.get("device", "cpu"), threads)
+        from ..bundle import artifact_bytes
+
+        return OrtRunner(artifact_bytes(bundle_dir, artifact, "model"), artifact["precision"],
+                         artifact.get("device", "cpu"), threads, name=artifact["files"]["model"])

@@ -65,8 +65,10 @@ def summarize_precisions(counts: dict[str, int]) -> str:
 class OvRunner:
     """A compiled OpenVINO model; records the precision its execution graph really uses."""
 
-    def __init__(self, xml, device: str = "CPU", threads: int | None = None, hint: str | None = None):
-        """``xml``: an IR/ONNX path, or an ``openvino.Model`` already in memory."""
+    def __init__(self, xml, device: str = "CPU", threads: int | None = None, hint: str | None = None,
+                 name: str | None = None):
+        """``xml``: an IR/ONNX path, an ``openvino.Model`` already in memory, or ``(xml bytes, weights bytes)``
+        (the verified files of a bundle)."""
         import openvino as ov
 
         config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
@@ -74,8 +76,16 @@ class OvRunner:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         if hint:
             config["INFERENCE_PRECISION_HINT"] = _HINTS.get(hint, hint)
-        model = str(xml) if isinstance(xml, (str, Path)) else xml
-        self.compiled = ov.Core().compile_model(model, device.upper(), config)
+        core = ov.Core()
+        try:
+            if isinstance(xml, tuple):
+                model = core.read_model(model=xml[0], weights=xml[1])
+            else:
+                model = str(xml) if isinstance(xml, (str, Path)) else xml
+            self.compiled = core.compile_model(model, device.upper(), config)
+        except Exception as exc:  # OpenVINO raises RuntimeError and its own types for an invalid model
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise EdgesegError(f"{name or xml}: OpenVINO cannot load it ({type(exc).__name__}: {first})") from None
         self.request = self.compiled.create_infer_request()
         self.precisions = executed_precisions(self.compiled)
         self.executed_precision = summarize_precisions(self.precisions)
@@ -148,5 +158,8 @@ class OpenVinoTarget:
                            "fake_quantize_ops": ops.get("FakeQuantize", 0)}
 
     def load(self, bundle_dir: Path, artifact: dict, threads: int | None = None) -> OvRunner:
-        return OvRunner(Path(bundle_dir) / artifact["files"]["model"], artifact.get("device", "cpu"), threads,
-                        artifact.get("details", {}).get("inference_precision_hint"))
+        from ..bundle import artifact_bytes
+
+        files = (artifact_bytes(bundle_dir, artifact, "model"), artifact_bytes(bundle_dir, artifact, "weights"))
+        return OvRunner(files, artifact.get("device", "cpu"), threads,
+                        artifact.get("details", {}).get("inference_precision_hint"), name=artifact["files"]["model"])

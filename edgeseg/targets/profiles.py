@@ -1,4 +1,4 @@
-"""Target profiles: one TOML file per deployment target in the top-level ``export/`` folder.
+"""Target profiles: one TOML file per deployment target, shipped from the top-level ``export/`` folder.
 
 A profile names the runtime, the precision, the device, the thread count, the input shapes (batch and
 spatial ranges, used for calibration, engine optimisation profiles and latency) and runtime options.
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..data.io import read_toml
 from ..errors import EdgesegError
+from ..package_data import shipped_folder
 
 PRECISIONS = ("int8", "fp16", "fp32")
 
@@ -44,16 +45,23 @@ class TargetProfile:
 
 
 def profile_dirs() -> list[Path]:
-    """Where profiles are looked up: ``$EDGESEG_PROFILES``, ``./export``, then the repository's ``export/``."""
+    """Where profiles are looked up, the first folder holding a name wins: ``$EDGESEG_PROFILES``, ``./export``,
+    then the profiles shipped with edgeseg."""
     dirs = [Path(p) for p in os.environ.get("EDGESEG_PROFILES", "").split(os.pathsep) if p]
-    dirs += [Path.cwd() / "export", Path(__file__).resolve().parents[2] / "export"]
-    return [d for i, d in enumerate(dirs) if d.is_dir() and d not in dirs[:i]]
+    dirs += [Path.cwd() / "export", shipped_folder("export")]
+    dirs = [d for d in dirs if d is not None and d.is_dir()]
+    return [d for i, d in enumerate(dirs) if d.resolve() not in {p.resolve() for p in dirs[:i]}]
 
 
 def list_profiles() -> dict[str, Path]:
+    """Profile name → file over :func:`profile_dirs`; finding none at all is an error (a broken install)."""
     found: dict[str, Path] = {}
     for d in reversed(profile_dirs()):  # earlier folders win
         found.update({f.stem: f for f in sorted(d.glob("*.toml"))})
+    if not found:
+        searched = ", ".join(map(str, profile_dirs())) or "none exists"
+        raise EdgesegError(f"no target profiles found (folders searched: {searched}): this install lacks the ones "
+                           "edgeseg ships; reinstall edgeseg, or set EDGESEG_PROFILES to a folder of profile .toml files")
     return dict(sorted(found.items()))
 
 
@@ -63,8 +71,8 @@ def load_profile(name_or_path: str | Path) -> TargetProfile:
     if path.suffix != ".toml":
         available = list_profiles()
         if str(name_or_path) not in available:
-            raise EdgesegError(f"unknown target profile {str(name_or_path)!r}; available: "
-                               f"{', '.join(available) or 'none'} (searched {', '.join(map(str, profile_dirs())) or 'no export/ folder'})")
+            raise EdgesegError(f"unknown target profile {str(name_or_path)!r}; available: {', '.join(available)} "
+                               f"(searched {', '.join(map(str, profile_dirs()))})")
         path = available[str(name_or_path)]
     if not path.is_file():
         raise EdgesegError(f"{path}: target profile not found")

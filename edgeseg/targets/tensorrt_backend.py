@@ -91,13 +91,14 @@ class TrtRunner:
     """A deserialized engine. Device buffers come from torch when it is installed (workstations), else from
     cuda-python (the torch-free Jetson image); the cuda-python path is untested here (no GPU)."""
 
-    def __init__(self, engine_path: Path, precision: str):
+    def __init__(self, engine: Path | bytes, precision: str, name: str | None = None):
+        """``engine``: the verified bytes of a bundle's engine, or a path in this device's engine cache."""
         import tensorrt as trt
 
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
+        self.engine = runtime.deserialize_cuda_engine(engine if isinstance(engine, bytes) else Path(engine).read_bytes())
         if self.engine is None:
-            raise EdgesegError(f"{engine_path}: TensorRT cannot load this engine (built for another device/version?)")
+            raise EdgesegError(f"{name or engine}: TensorRT cannot load this engine (built for another device/version?)")
         self.context = self.engine.create_execution_context()
         self.torch = None if module_missing("torch") else __import__("torch")
         if self.torch is not None:
@@ -221,11 +222,12 @@ class TensorRtTarget:
             raise EdgesegError(f"{artifact['name']}: TensorRT cannot run here ({reason})")
         if artifact.get("engine_path"):  # built on this device into an engine cache (edgeseg infer --engine-cache)
             return TrtRunner(Path(artifact["engine_path"]), artifact["precision"])
-        key = engine_key()
-        engine = artifact["files"].get(f"engine:{key}")
-        if engine is None:
-            raise EdgesegError(f"{artifact['name']}: no engine for {key} in the bundle; run `edgeseg build-engine {bundle_dir}`")
-        return TrtRunner(Path(bundle_dir) / engine, artifact["precision"])
+        from ..bundle import artifact_bytes
+
+        role = f"engine:{engine_key()}"
+        if role not in artifact["files"]:
+            raise EdgesegError(f"{artifact['name']}: no engine for {role[7:]} in the bundle; run `edgeseg build-engine {bundle_dir}`")
+        return TrtRunner(artifact_bytes(bundle_dir, artifact, role), artifact["precision"], artifact["files"][role])
 
 
 def tensorrt_artifacts(manifest: dict, bundle_dir: Path, only: str | None = None) -> list[dict]:
@@ -239,6 +241,7 @@ def tensorrt_artifacts(manifest: dict, bundle_dir: Path, only: str | None = None
 def build_bundle_engines(bundle_dir: str | Path, only: str | None = None) -> list[tuple[str, Path]]:
     """Build an engine for this GPU for every TensorRT artifact of a verified bundle; registers each in the manifest."""
     from ..bundle import add_artifact_file, load_bundle
+    from .trt_engine_cache import verified_copy
 
     reason = gpu_missing()
     if reason:
@@ -251,8 +254,9 @@ def build_bundle_engines(bundle_dir: str | Path, only: str | None = None) -> lis
         details = artifact["details"]
         engine = f"{artifact['name']}.{key}.engine"
         shapes = {k: tuple(v) for k, v in details["shapes"].items()}
-        build_engine(bundle_dir / artifact["files"]["model"], bundle_dir / engine, shapes, artifact["precision"],
-                     artifact["float_nodes"], details.get("workspace_mib", 1024))
+        with verified_copy(bundle_dir, artifact) as onnx_path:
+            build_engine(onnx_path, bundle_dir / engine, shapes, artifact["precision"], artifact["float_nodes"],
+                         details.get("workspace_mib", 1024))
         add_artifact_file(bundle_dir, artifact["name"], f"engine:{key}", engine)
         built.append((artifact["name"], bundle_dir / engine))
     return built

@@ -13,8 +13,8 @@ from .base import Artifact, BuildRequest, module_missing
 class TorchRunner:
     """An edgeseg checkpoint in PyTorch: eager (the reference) or ``torch.compile``d, FP32 or FP16 on CUDA."""
 
-    def __init__(self, checkpoint: Path, threads: int | None = None, device: str = "cpu", compile: bool = False,
-                 half: bool = False):
+    def __init__(self, checkpoint: Path | bytes, threads: int | None = None, device: str = "cpu",
+                 compile: bool = False, half: bool = False):
         import torch
 
         from ..checkpoint import load_checkpoint
@@ -58,5 +58,7 @@ class TorchTarget:
 
     def load(self, bundle_dir: Path, artifact: dict, threads: int | None = None) -> TorchRunner:
         details = artifact.get("details") or {}
-        return TorchRunner(Path(bundle_dir) / artifact["files"]["model"], threads, artifact.get("device", "cpu"),
+        from ..bundle import artifact_bytes
+
+        return TorchRunner(artifact_bytes(bundle_dir, artifact, "model"), threads, artifact.get("device", "cpu"),
                            compile=bool(details.get("compile")), half=artifact["precision"] == "fp16")

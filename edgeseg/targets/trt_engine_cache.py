@@ -8,6 +8,7 @@ any command taking trtexec's ``--onnx=`` / ``--saveEngine=`` arguments (how the 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -15,9 +16,9 @@ import subprocess
 from pathlib import Path
 
 from ..bench.fingerprint import slug
-from ..checkpoint import file_sha256
 from ..data.io import atomic_write
 from ..errors import EdgesegError
+from ..housekeeping import work_dir
 
 TRTEXEC_PATHS = ("trtexec", "/usr/src/tensorrt/bin/trtexec")
 
@@ -62,9 +63,21 @@ def gpu_name_key(smi_line: str) -> str:
     return slug(name) + (f"-sm{capability}" if capability else "")
 
 
-def cached_engine_path(cache: Path, artifact: dict, onnx_path: Path) -> Path:
-    """Where this artifact's engine for this device lives in ``cache``."""
-    return Path(cache) / f"{artifact['name']}-{file_sha256(onnx_path)[:12]}-{device_key()}.engine"
+def cached_engine_path(cache: Path, artifact: dict) -> Path:
+    """Where this artifact's engine for this device lives in ``cache`` (keyed by the ONNX file's sha256)."""
+    return Path(cache) / f"{artifact['name']}-{artifact['hashes']['model']['sha256'][:12]}-{device_key()}.engine"
+
+
+@contextlib.contextmanager
+def verified_copy(bundle_dir: Path, artifact: dict):
+    """A private copy of the artifact's ONNX made from its verified bytes, for builders that need a path."""
+    from ..bundle import artifact_bytes
+
+    data = artifact_bytes(bundle_dir, artifact, "model")
+    with work_dir("edgeseg-trt") as tmp:
+        path = Path(tmp) / "model.onnx"
+        path.write_bytes(data)
+        yield path
 
 
 def _builder_command(artifact: dict, onnx_path: Path, engine_path: Path) -> list[str] | None:
@@ -79,27 +92,28 @@ def _builder_command(artifact: dict, onnx_path: Path, engine_path: Path) -> list
 
 
 def ensure_engine(bundle_dir: Path, artifact: dict, cache: Path) -> tuple[Path, bool]:
-    """``(engine path, built now)``: reuse the cached engine for this device or build it (atomically)."""
-    onnx_path = Path(bundle_dir) / artifact["files"]["model"]
-    engine = cached_engine_path(cache, artifact, onnx_path)
+    """``(engine path, built now)``: reuse the cached engine for this device or build it (atomically) from
+    the artifact's verified ONNX bytes."""
+    engine = cached_engine_path(cache, artifact)
     if engine.is_file() and engine.stat().st_size > 0:
         return engine, False
     Path(cache).mkdir(parents=True, exist_ok=True)
-    command = _builder_command(artifact, onnx_path, engine)
-    if command is None:
-        from .tensorrt_backend import build_engine
+    with verified_copy(bundle_dir, artifact) as onnx_path:
+        command = _builder_command(artifact, onnx_path, engine)
+        if command is None:
+            from .tensorrt_backend import build_engine
 
-        details = artifact["details"]
-        build_engine(onnx_path, engine, {k: tuple(v) for k, v in details["shapes"].items()}, artifact["precision"],
-                     artifact["float_nodes"], details.get("workspace_mib", 1024))
-        return engine, True
+            details = artifact["details"]
+            build_engine(onnx_path, engine, {k: tuple(v) for k, v in details["shapes"].items()},
+                         artifact["precision"], artifact["float_nodes"], details.get("workspace_mib", 1024))
+            return engine, True
 
-    def build(tmp: Path) -> None:
-        argv = [a.replace(f"--saveEngine={engine}", f"--saveEngine={tmp}") for a in command]
-        proc = subprocess.run(argv, capture_output=True, text=True)
-        if proc.returncode != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise EdgesegError(f"engine build failed ({shlex.join(argv[:1])}): {tail[0][:300]}")
+        def build(tmp: Path) -> None:
+            argv = [a.replace(f"--saveEngine={engine}", f"--saveEngine={tmp}") for a in command]
+            proc = subprocess.run(argv, capture_output=True, text=True)
+            if proc.returncode != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
+                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+                raise EdgesegError(f"engine build failed ({shlex.join(argv[:1])}): {tail[0][:300]}")
 
-    atomic_write(engine, build)
+        atomic_write(engine, build)
     return engine, True

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.nnunet import NnUNetDataset
+from ..data.nnunet import NnUNetDataset, content_overlap
 from ..errors import EdgesegError
 from ..evaluate import check_compatible
 from ..metrics import headline_label
@@ -38,12 +38,13 @@ def _tuning_scorer(settings, model, spec, calib, default_data: Path | None, eval
                            "cases minus the calibration cases are used)")
     dataset = NnUNetDataset(root)
     check_compatible(spec, dataset)
-    same_as_calib = calib.manifest.get("dataset") == dataset.name
-    ids = tuning_cases(spec, dataset, calib.case_ids if same_as_calib else [], "train", settings.tune_cases, seed)
-    if eval_dataset is not None and eval_dataset.name == dataset.name and set(ids) & set(eval_ids):
-        raise EdgesegError(f"tuning cases overlap the {len(set(ids) & set(eval_ids))} evaluated cases; "
-                           "pass --tune-data with other cases")
-    check_disjoint(calib, ids, dataset.name)
+    ids = tuning_cases(spec, dataset, calib, "train", settings.tune_cases, seed)
+    shared = content_overlap(dataset.case_hashes(ids), eval_dataset.case_hashes(eval_ids)) if eval_dataset else []
+    if shared:
+        ours, theirs = (d.cases[c].image_files[0] for d, c in zip((dataset, eval_dataset), shared[0]))
+        raise EdgesegError(f"tuning cases overlap the {len(shared)} evaluated cases by content (e.g. {ours} = "
+                           f"{theirs}); pass --tune-data with other cases")
+    check_disjoint(calib, dataset, ids, "tuning")
     return TuningScorer(torch_predictor(model), spec, dataset, ids)
 
 

@@ -10,21 +10,25 @@ import numpy as np
 from ..bench.drift import structure_changes
 from ..data.nnunet import NnUNetDataset
 from ..errors import EdgesegError
-from ..evaluate import held_back_cases
+from ..evaluate import held_back_cases, is_training_dataset
 from ..inference import Predictor, predict_mask
 from ..metrics import case_scores
 
 
-def tuning_cases(spec, dataset: NnUNetDataset, calibration_cases: list[str], split: str = "train", n: int = 16,
+def tuning_cases(spec, dataset: NnUNetDataset, calibration, split: str = "train", n: int = 16,
                  seed: int = 0) -> list[str]:
-    """``n`` seeded cases of ``split`` that are neither calibration cases nor the validation cases reported to
-    the user (when ``dataset`` is the checkpoint's own); asking for ``val`` of that dataset is refused."""
-    held_back = set(held_back_cases(spec, dataset)) if dataset.name == spec.data.get("dataset") else set()
+    """``n`` seeded cases of ``split`` that are neither calibration cases — of a ``CalibrationSet`` by content,
+    whatever the folder or case names, or case ids of ``dataset`` — nor the validation cases reported to the
+    user (when ``dataset`` is the checkpoint's own); asking for ``val`` of that dataset is refused."""
+    held_back = set(held_back_cases(spec, dataset)) if is_training_dataset(spec, dataset) else set()
     candidates = dataset.split(split, seed)
     if held_back & set(candidates):
         raise EdgesegError(f"tuning on split {split!r} would tune on the validation cases reported to the user "
                            f"({len(held_back & set(candidates))} overlap); tune on the train split")
-    pool = [c for c in candidates if c not in set(calibration_cases)]
+    manifest = getattr(calibration, "manifest", None)
+    calibrated = set((manifest.get("case_sha256") or {}).values()) if manifest else set()
+    by_id = set() if calibrated else set(calibration.case_ids if manifest else calibration or [])  # no hashes: ids
+    pool = [c for c in candidates if c not in by_id and (not calibrated or dataset.case_sha256(c) not in calibrated)]
     if not pool:
         raise EdgesegError(f"{dataset.root}: no {split} cases left for tuning once the calibration cases are removed")
     order = np.random.default_rng(seed).permutation(len(pool))

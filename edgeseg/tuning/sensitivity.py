@@ -18,7 +18,6 @@ found no node worth more than 0.07, and ``quantize-one`` ranked the two convs ar
 from __future__ import annotations
 
 import datetime as _dt
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,8 @@ from ..calibration import CalibrationSet, build_calibration_set, check_disjoint,
 from ..checkpoint import file_sha256, load_checkpoint
 from ..data.nnunet import NnUNetDataset
 from ..errors import EdgesegError
-from ..evaluate import check_compatible, held_back_cases
+from ..evaluate import check_compatible, held_back_cases, is_training_dataset
+from ..housekeeping import work_dir
 from ..metrics import headline_label
 from ..progress import console, track
 from .scorer import TuningScorer, tuning_cases
@@ -63,7 +63,7 @@ def load_or_build_calibration(calib: Path, spec, size: int, seed: int) -> Calibr
         check_preprocessing(loaded, spec.preprocessing, sizes)
         return loaded
     source = NnUNetDataset(calib)
-    own = source.name == spec.data.get("dataset")
+    own = is_training_dataset(spec, source)
     return build_calibration_set(calib, spec.preprocessing, spec.spatial_dims, size, "stratified", seed, "train",
                                  held_back_cases(spec, source) if own else [], sizes,
                                  spec.data.get("train_cases") if own else None)
@@ -153,14 +153,13 @@ def measure_sensitivity(cfg: SensitivityConfig) -> dict:
     dataset = NnUNetDataset(cfg.data)
     check_compatible(spec, dataset)
     calib = load_or_build_calibration(cfg.calib, spec, cfg.calib_size, cfg.seed)
-    same_data = calib.manifest.get("dataset") == dataset.name
-    tune_ids = tuning_cases(spec, dataset, calib.case_ids if same_data else [], cfg.split, cfg.cases, cfg.seed)
-    check_disjoint(calib, tune_ids, dataset.name)
+    tune_ids = tuning_cases(spec, dataset, calib, cfg.split, cfg.cases, cfg.seed)
+    check_disjoint(calib, dataset, tune_ids, "tuning")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     scorer = TuningScorer(torch_predictor(model), spec, dataset, tune_ids)
     headline = headline_label(spec.label_names)
-    with tempfile.TemporaryDirectory(prefix="edgeseg-sens-") as tmp:
+    with work_dir("edgeseg-sens") as tmp:
         work = Path(tmp)
         fp32 = export_onnx(model, work / "fp32.onnx", (2, spec.in_channels, *spec.preprocessing.size))
         source = onnx.load(str(fp32))

@@ -1,0 +1,94 @@
+"""The files of a bundle: where they may be, and reading them only as the bytes the manifest hashed.
+
+A manifest path is a plain relative path inside the bundle: not absolute, no ``.``/``..`` parts, no
+backslashes, and no symbolic link anywhere on the way (a link could lead outside the bundle, or change
+between the check and the read). Runners never open a bundle file by name: they get the bytes read here,
+after their sha256 matched, so what runs is exactly what was verified.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+from ..errors import EdgesegError
+
+
+def check_relative(rel, field: str = "bundle path") -> list[str]:
+    """The parts of ``rel`` if it is a plain relative path (no absolute path, drive, ``..``, ``.``, backslash)."""
+    if not isinstance(rel, str) or not rel:
+        raise EdgesegError(f"{field}: expected a non-empty relative path, got {rel!r}"[:200])
+    parts = rel.split("/")
+    if rel.startswith("/") or "\\" in rel or "\x00" in rel or any(p in ("", ".", "..") for p in parts) \
+            or (len(parts[0]) >= 2 and parts[0][1] == ":"):
+        raise EdgesegError(f"{field}: {rel[:120]!r} must be a relative path inside the bundle (no absolute path, "
+                           "'..', '.', or backslash)")
+    return parts
+
+
+def member_path(bundle_dir: str | Path, rel) -> Path:
+    """The path of ``rel`` inside the bundle; refuses a path that is not a plain relative path inside it."""
+    parts = check_relative(rel)
+    root = Path(bundle_dir).resolve()
+    path = root.joinpath(*parts)
+    probe = root
+    for part in parts:
+        probe = probe / part
+        if probe.is_symlink():
+            raise EdgesegError(f"{rel}: is a symbolic link; bundle files must be regular files inside the bundle")
+    if os.path.realpath(path) != str(path):
+        raise EdgesegError(f"{rel}: resolves outside the bundle")
+    return path
+
+
+def read_verified(bundle_dir: str | Path, entry: dict) -> bytes:
+    """The bytes of a manifest hash entry (``{"path", "sha256", "bytes"}``) after they matched its sha256."""
+    rel = entry["path"]
+    path = member_path(bundle_dir, rel)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        raise EdgesegError(f"{rel}: missing from the bundle") from None
+    except OSError as exc:
+        raise EdgesegError(f"{rel}: cannot open ({exc.strerror or exc})") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise EdgesegError(f"{rel}: not a regular file")
+        data = f.read(entry["bytes"] + 1)
+    if len(data) != entry["bytes"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise EdgesegError(f"{rel}: sha256 mismatch (modified or corrupted)")
+    return data
+
+
+def artifact_bytes(bundle_dir: str | Path, artifact: dict, role: str) -> bytes:
+    """The verified bytes of one file of an artifact (``role``: model, weights, engine:<device>).
+
+    An artifact built outside a bundle (a bench baseline, an external checkpoint) carries its own ``root``
+    and no hashes; manifests can never carry a ``root`` (the schema refuses it)."""
+    if "root" in artifact:
+        return (Path(artifact["root"]) / artifact["files"][role]).read_bytes()
+    entry = artifact.get("hashes", {}).get(role)
+    if entry is None:
+        raise EdgesegError(f"{artifact.get('name')}: no hashed file for {role!r} in the manifest")
+    return read_verified(bundle_dir, entry)
+
+
+def listed_paths(manifest: dict) -> set[str]:
+    """Every path the manifest lists (artifact files and extra files)."""
+    paths = {e["path"] for a in manifest.get("artifacts", []) for e in a.get("hashes", {}).values()}
+    return paths | {e["path"] for e in manifest.get("extra_hashes", {}).values()}
+
+
+def unlisted_files(bundle_dir: str | Path, manifest: dict, manifest_name: str) -> list[str]:
+    """Files and links in the bundle that the manifest does not list (edgeseg never reads them)."""
+    root = Path(bundle_dir)
+    listed = listed_paths(manifest) | {manifest_name}
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root)
+        for name in filenames + [d for d in dirnames if (Path(dirpath) / d).is_symlink()]:
+            rel = (rel_dir / name).as_posix()
+            if rel not in listed:
+                found.append(rel)
+    return sorted(found)
