@@ -147,13 +147,18 @@ def _spec_from_header(header: dict, source) -> CheckpointSpec:
         raise EdgesegError(f"{source}: {exc}") from None
 
 
-def _read_bytes(source: str | Path | bytes) -> tuple[bytes, str]:
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source), "checkpoint"
-    path = Path(source)
+def read_checkpoint_bytes(path: str | Path) -> bytes:
+    """The bytes of a checkpoint file (hash these and load these: what is hashed is what is loaded)."""
+    path = Path(path)
     if not path.is_file():
         raise EdgesegError(f"{path}: checkpoint not found")
-    return path.read_bytes(), str(path)
+    return path.read_bytes()
+
+
+def _read_bytes(source: str | Path | bytes, name: str | None) -> tuple[bytes, str]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source), name or "checkpoint"
+    return read_checkpoint_bytes(source), str(source)
 
 
 def read_spec(path: str | Path) -> CheckpointSpec:
@@ -168,15 +173,16 @@ def read_spec(path: str | Path) -> CheckpointSpec:
     return _spec_from_header(_safetensors_header(data, path), path)
 
 
-def load_checkpoint(source: str | Path | bytes):
-    """Load ``(model, spec)`` from a ``.ckpt`` path or its bytes; the model is in eval mode on the CPU.
+def load_checkpoint(source: str | Path | bytes, name: str | None = None):
+    """Load ``(model, spec)`` from a ``.ckpt`` path or its bytes (``name`` names them in errors); the model is
+    in eval mode on the CPU.
 
     The spec's model is first built without memory (on PyTorch's meta device) and its tensor shapes compared
     with the file's, so a spec that does not fit its weights (or would allocate far more than the file holds)
     is refused before anything is allocated."""
     from safetensors.torch import load as load_bytes
 
-    data, source_name = _read_bytes(source)
+    data, source_name = _read_bytes(source, name)
     header = _safetensors_header(data, source_name)
     spec = _spec_from_header(header, source_name)
     shapes = {k: v.get("shape") for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}

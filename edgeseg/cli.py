@@ -102,16 +102,17 @@ def train_cmd(data: Path = typer.Option(..., help="Dataset folder (nnU-Net v2 ra
               amp: str = typer.Option("auto", help="bf16 autocast: auto (when the CPU has BF16), bf16, off."),
               device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
               progressive_size: Optional[int] = typer.Option(None, help="Train the first part at this side (faster), then at --size."),
-              progressive_fraction: float = typer.Option(0.5, help="Share of the steps run at --progressive-size."),
-              time_limit: Optional[float] = typer.Option(None, help="Stop after this many minutes."),
+              progressive_fraction: float = typer.Option(0.5, help="Share of the steps run at --progressive-size (of the steps that fit --time-limit, when given)."),
+              time_limit: Optional[float] = typer.Option(None, help="Minutes (e.g. 20 or 0.5): the steps, schedule and resolution phases are planned to fit them; training stops before an epoch would overrun them."),
               max_cases: Optional[int] = typer.Option(None, help="Use at most this many training cases."),
               max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimiser steps."),
               force: bool = typer.Option(False, help="Overwrite an existing checkpoint.")):
     """Train a model and save the best checkpoint (by validation Dice)."""
+    from .checkpoint import read_spec
+    from .overwrite import check_overwrite
     from .train import TrainConfig, train
 
-    if out.exists() and not force:
-        raise EdgesegError(f"{out}: exists; pass --force to overwrite")
+    check_overwrite(out, force=force)
     if amp not in ("auto", "bf16", "off"):
         raise EdgesegError(f"--amp must be auto, bf16 or off, got {amp!r}")
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
@@ -126,7 +127,11 @@ def train_cmd(data: Path = typer.Option(..., help="Dataset folder (nnU-Net v2 ra
                       time_limit_minutes=time_limit, max_cases=max_cases, max_steps=max_steps)
     path, metrics = train(cfg, out, command=shlex.join(["edgeseg", *sys.argv[1:]]))
     print_scores({**metrics, "split": "val"})
-    typer.echo(f"saved {path}")
+    training = read_spec(path).training
+    for note in training["plan"]["notes"]:
+        typer.echo(f"warning: {note}", err=True)
+    typer.echo(f"stopped: {training['stop_reason']}; kept epoch {training['best_epoch']} (best val Dice); "
+               f"saved {path} (`edgeseg info {path}` shows the plan)")
 
 
 @app.command("evaluate")
@@ -134,17 +139,22 @@ def train_cmd(data: Path = typer.Option(..., help="Dataset folder (nnU-Net v2 ra
 def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt)."),
                  data: Path = typer.Option(..., help="Dataset folder."),
                  split: str = typer.Option("val", help="train | val | all | test (val: the checkpoint's held-back cases; test: imagesTs/labelsTs)."),
-                 json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result as JSON.")):
+                 json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result as JSON."),
+                 force: bool = typer.Option(False, help="Replace an earlier edgeseg result at --json.")):
     """Per-class Dice and IoU of a checkpoint on a dataset split."""
     from .checkpoint import load_checkpoint
     from .data.io import atomic_write
-    from .evaluate import evaluate_checkpoint
+    from .evaluate import evaluate_checkpoint, evaluation_document
+    from .overwrite import check_overwrite
 
+    if json_out:
+        check_overwrite(json_out, force=force)
     model, spec = load_checkpoint(checkpoint)
     result = evaluate_checkpoint(model, spec, data, split)
     print_scores(result)
     if json_out:
-        atomic_write(json_out, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
+        document = evaluation_document(result)
+        atomic_write(json_out, lambda tmp: tmp.write_text(json.dumps(document, indent=1)))
         typer.echo(f"wrote {json_out}")
 
 
@@ -171,10 +181,14 @@ def import_cmd(weights: Path = typer.Argument(..., help="Foreign PyTorch state d
                normalization: str = typer.Option("zscore"),
                resize: str = typer.Option("resize"),
                arch_arg: list[str] = typer.Option([], help="Architecture keyword, KEY=VALUE (repeatable)."),
-               out: Path = typer.Option(..., help="Checkpoint to write (.ckpt).")):
+               out: Path = typer.Option(..., help="Checkpoint to write (.ckpt)."),
+               force: bool = typer.Option(False, help="Replace an earlier edgeseg checkpoint at --out.")):
     """Convert a foreign state dict into an edgeseg checkpoint (pickles that would run code are refused)."""
     from .checkpoint import CheckpointSpec, import_weights
     from .data.preprocessing import PreprocessSpec
+    from .overwrite import check_overwrite
+
+    check_overwrite(out, force=force)
 
     names = [n.strip() for n in labels.split(",") if n.strip()]
     dims = 3 if arch.endswith("3d") else 2

@@ -24,13 +24,15 @@ def bench_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (from `e
               backends: list[str] = typer.Option([], help="Runtimes to run: torch,onnxruntime,openvino,tensorrt (default all; the FP32 reference always runs)."),
               threads: Optional[int] = typer.Option(None, help="Threads for every runtime (default: all usable cores); recorded."),
               repeats: int = typer.Option(50, help="Timed batch-1 runs per artifact (after warm-up), split over the rounds."),
-              rounds: int = typer.Option(2, help="Rounds: each artifact timed in a fresh process per round, artifacts alternating."),
+              rounds: int = typer.Option(6, help="Rounds: each artifact timed in a fresh process per round, artifacts alternating (edgeseg gate needs ≥ 6)."),
               warmup: int = typer.Option(5, help="Untimed runs before timing, in each process."),
               batch_size: int = typer.Option(8, help="The larger batch for throughput (0 or 1: batch 1 only)."),
               e2e_cases: int = typer.Option(8, help="Cases timed end to end (read → preprocess → infer → postprocess → write)."),
               no_latency: bool = typer.Option(False, help="Accuracy only."),
               compare_baselines: bool = typer.Option(False, help="Also build and measure what users would pick instead (torch.compile, OpenVINO f32/default, ORT/NNCF INT8 defaults)."),
               baseline_checkpoint: Optional[Path] = typer.Option(None, help="Also measure this checkpoint in PyTorch eager (e.g. the unpruned model)."),
+              max_dice_drop: float = typer.Option(0.5, help="Verdict: largest mean Dice drop per label against the FP32 reference, in points (0.01 Dice)."),
+              per_label: Optional[str] = typer.Option(None, help="Verdict: per-label limits in points, e.g. lung=0.3,nodule=1.0 (others: --max-dice-drop)."),
               out: Path = typer.Option(Path("bench.json"), help="Result JSON; the Markdown (.md) and the plot (.png) go beside it."),
               force: bool = typer.Option(False, help="Overwrite existing result files.")):
     """Dice drift and latency of every artifact of a bundle (and the FP32 reference) on the same cases.
@@ -44,15 +46,17 @@ def bench_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (from `e
     from .bench.harness import BenchConfig, run_bench
     from .bench.report import print_bench_summary, write_reports
     from .errors import EdgesegError
+    from .overwrite import check_overwrite
+    from .tuning.search import DiceLimits
 
-    if out.exists() and not force:
-        raise EdgesegError(f"{out}: exists; pass --force to overwrite")
     if out.suffix != ".json":
         raise EdgesegError(f"--out must name a .json file, got {out}")
+    check_overwrite(out, out.with_suffix(".md"), out.with_suffix(".png"), force=force)
     cfg = BenchConfig(bundle=bundle, data=data, split=split, max_cases=cases or None, backends=_split_list(backends),
                       threads=threads, repeats=repeats, rounds=rounds, warmup=warmup, batch_size=batch_size,
                       e2e_cases=e2e_cases, latency=not no_latency, compare_baselines=compare_baselines,
-                      baseline_checkpoint=baseline_checkpoint, command=shlex.join(["edgeseg", *sys.argv[1:]]))
+                      baseline_checkpoint=baseline_checkpoint, command=shlex.join(["edgeseg", *sys.argv[1:]]),
+                      limits=DiceLimits.parse(max_dice_drop, per_label).to_dict())
     result = run_bench(cfg)
     print_bench_summary(result)
     paths = write_reports(result, out)

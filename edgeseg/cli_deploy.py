@@ -8,6 +8,7 @@ import typer
 
 from .cli import app, user_errors
 from .errors import EdgesegError
+from .overwrite import check_overwrite
 
 
 def _split_list(values: list[str]) -> list[str]:
@@ -39,8 +40,7 @@ def calibrate_cmd(data: Optional[Path] = typer.Argument(None, help="Dataset fold
     from .calibration import build_calibration_set, load_recipe, save_calibration
     from .checkpoint import read_spec
 
-    if out.exists() and not force:
-        raise EdgesegError(f"{out}: exists; pass --force to overwrite")
+    check_overwrite(out, force=force)
     options = {"size": size, "strategy": strategy, "split": split, "seed": seed, "sizes": _parse_sizes(sizes)}
     if recipe:
         loaded = load_recipe(recipe)
@@ -81,7 +81,7 @@ def compress_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt)
                  eval_data: Optional[Path] = typer.Option(None, help="Dataset for the drift check (default: the calibration dataset)."),
                  eval_cases: int = typer.Option(32, help="Held-back validation cases for the drift check (0: all)."),
                  baseline_checkpoint: Optional[Path] = typer.Option(None, help="Also time this checkpoint in PyTorch eager, for speed-ups over it (default with --prune: the input)."),
-                 threads: Optional[int] = typer.Option(None, help="Threads for latency (default: each profile's)."),
+                 threads: Optional[int] = typer.Option(None, help="Threads for latency, the same for every artifact (default: every usable core, as bench)."),
                  latency_repeats: int = typer.Option(30, help="Timed batch-1 runs per artifact (each artifact in its own process)."),
                  max_dice_drop: Optional[float] = typer.Option(None, help="Accuracy-aware INT8: largest mean Dice drop per label, in points, on the tuning cases; sensitive nodes go back to float until it holds."),
                  per_label: Optional[str] = typer.Option(None, help="Per-label limits in points, e.g. lung=0.3,nodule=1.0 (others: --max-dice-drop)."),
@@ -143,8 +143,7 @@ def prune_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt).")
     from .prune.pipeline import PruneSettings, prune_and_recover
     from .report import pruning_steps
 
-    if out.exists() and not force:
-        raise EdgesegError(f"{out}: exists; pass --force to overwrite")
+    check_overwrite(out, force=force)
     if (ratio is None) == (macs is None):
         raise EdgesegError("pass exactly one of --ratio and --macs")
     model, spec = load_checkpoint(checkpoint)

@@ -18,7 +18,7 @@ def infer_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (verifie
               backend: str = typer.Option("auto", help="auto | openvino | onnxruntime | tensorrt (auto: TensorRT on NVIDIA, OpenVINO on x86, else ONNX Runtime)."),
               artifact: Optional[str] = typer.Option(None, help="Use this artifact of the bundle."),
               probabilities: bool = typer.Option(False, "--probabilities", help="Also write softmax probabilities."),
-              overlay: bool = typer.Option(False, "--overlay", help="Also write a PNG overlay per case."),
+              overlay: bool = typer.Option(False, "--overlay", help="Also write per case a PNG overlay (outlines, legend of the label names) and, for 2D, CASE_colour.png: the label map in colour (a palette PNG)."),
               threads: Optional[int] = typer.Option(None, help="Inference threads (default: the runtime's)."),
               batch_size: int = typer.Option(4, help="2D images per model call."),
               engine_cache: Optional[Path] = typer.Option(None, help="TensorRT: build the engine for this device here on first use, reuse it after (keyed by artifact, device, TensorRT version)."),
@@ -43,9 +43,14 @@ def infer_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (verifie
         typer.echo(f"removed {len(summary['swept'])} temporary file(s) of killed edgeseg runs from {out}: "
                    + ", ".join(Path(p).name for p in summary["swept"]))
     stages = summary["stages_seconds"]
+    model = "no image reached the model"
+    if summary["model_ms_per_image"] is not None:  # bench's definition: steady state, the first call apart
+        first = ("one call, warm-up included" if summary["model_ms_includes_first_call"] else
+                 f"median call after the first, which took {summary['model_first_call_ms']:.0f} ms")
+        model = f"model {summary['model_ms_per_image']:.1f} ms/image at batch {summary['model_batch']} ({first})"
     typer.echo(f"segmented {summary['cases']} case(s) with {summary['artifact']} into {out} in "
-               f"{summary['wall_seconds']:.2f} s ({summary['cases_per_second']} cases/s; model "
-               f"{summary['model_ms_per_image']} ms/image; read+preprocess {stages['read_preprocess']:.2f} s, "
+               f"{summary['wall_seconds']:.2f} s ({summary['cases_per_second']} cases/s; {model}; "
+               f"read+preprocess {stages['read_preprocess']:.2f} s, "
                f"infer {stages['infer']:.2f} s, postprocess+write {stages['postprocess_write']:.2f} s, overlapped)")
     if report:
         atomic_write(report, lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))

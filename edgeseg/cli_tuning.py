@@ -24,12 +24,11 @@ def sensitivity_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ck
                     out: Path = typer.Option(Path("sensitivity.json"), help="Result JSON; the bar chart (.png) goes beside it."),
                     force: bool = typer.Option(False, help="Overwrite existing result files.")):
     """Per-node Dice sensitivity of INT8 quantization (ranked table, JSON, PNG bar chart); builds no bundle."""
-    from .errors import EdgesegError
+    from .overwrite import check_overwrite
     from .tuning.report import print_sensitivity, write_sensitivity
     from .tuning.sensitivity import SensitivityConfig, measure_sensitivity
 
-    if out.exists() and not force:
-        raise EdgesegError(f"{out}: exists; pass --force to overwrite")
+    check_overwrite(out, out.with_suffix(".png"), force=force)
     result = measure_sensitivity(SensitivityConfig(checkpoint=checkpoint, calib=calib, data=data, split=split,
                                                    cases=cases, mode=mode, calib_size=calib_size,
                                                    preset=not no_preset, threads=threads))

@@ -5,6 +5,7 @@ held-back validation cases → ``manifest.json``. Built in a staging directory t
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -14,12 +15,18 @@ import numpy as np
 
 from .bench.fingerprint import device_fingerprint
 from .bench.harness import case_model_input
-from .bench.isolated import measure_isolated
+from .bench.isolated import latency_threads, measure_isolated
 from .bench.runners import load_runners
 from .bundle import check_replaceable, hash_files, staging_dir, tool_versions, write_manifest
-from .calibration import (CalibrationSet, build_calibration_set, bundle_calibration, check_disjoint,
-                          check_preprocessing, load_calibration)
-from .checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from .calibration import (
+    CalibrationSet,
+    build_calibration_set,
+    bundle_calibration,
+    check_disjoint,
+    check_preprocessing,
+    load_calibration,
+)
+from .checkpoint import file_sha256, load_checkpoint, read_checkpoint_bytes, save_checkpoint
 from .data.nnunet import NnUNetDataset, data_root
 from .errors import EdgesegError
 from .evaluate import check_compatible, compare_predictors, held_back_cases, is_training_dataset
@@ -160,8 +167,9 @@ def compress(cfg: CompressConfig) -> dict:
     from .prune import count_macs
 
     start = time.perf_counter()
-    model, spec = load_checkpoint(cfg.checkpoint)
-    source_sha = file_sha256(cfg.checkpoint)
+    source = read_checkpoint_bytes(cfg.checkpoint)
+    source_sha = hashlib.sha256(source).hexdigest()
+    model, spec = load_checkpoint(source, str(cfg.checkpoint))  # the very bytes that were hashed
     profiles = resolve_profiles(cfg)
     sizes = profiles[0].spatial_sizes(spec.preprocessing.size) if profiles else [spec.preprocessing.size]
     for p in profiles[1:]:
@@ -208,7 +216,9 @@ def compress(cfg: CompressConfig) -> dict:
         if cfg.accuracy_aware is not None and calib is not None:
             from .tuning.accuracy_aware import tune_float_plans
 
-            console.print(f"[bold cyan]accuracy-aware INT8[/] limits {cfg.accuracy_aware.limits.to_dict()}")
+            console.print(f"[bold cyan]accuracy-aware INT8[/] limits, mean Dice drop vs FP32 on the tuning cases "
+                          f"(a structure that vanishes fails too): "
+                          f"{cfg.accuracy_aware.limits.describe(spec.label_names[1:])}")
             plans, manifest["accuracy_aware"] = tune_float_plans(
                 cfg.accuracy_aware, model, spec, fp32_onnx, calib, profiles,
                 {"preset": cfg.preset, "keep_float": cfg.keep_float, "quantize": cfg.quantize_ops}, train_dir,
@@ -238,7 +248,7 @@ def compress(cfg: CompressConfig) -> dict:
 
         _stage(5, total, f"measure drift on {len(eval_ids)} held-back validation cases and latency")
         sample = parity_inputs[:1] if parity_inputs is not None else np.zeros(shape, np.float32)
-        measure_artifacts(artifacts, builds, stage, model, spec, dataset, eval_ids, cfg, sample)
+        measure_artifacts(artifacts, stage, model, spec, dataset, eval_ids, cfg, sample)
         manifest.update(artifacts=artifacts, float_nodes=float_nodes, preset=cfg.preset,
                         keep_float=cfg.keep_float, quantize_ops=cfg.quantize_ops, targets=[p.name for p in profiles],
                         profiles={p.name: p.to_dict() for p in builds}, tool_versions=tool_versions(),
@@ -252,12 +262,12 @@ def compress(cfg: CompressConfig) -> dict:
     return manifest
 
 
-def measure_artifacts(artifacts, profiles, bundle_dir, model, spec, dataset, eval_ids, cfg, sample) -> None:
+def measure_artifacts(artifacts, bundle_dir, model, spec, dataset, eval_ids, cfg, sample) -> None:
     """Drift vs the FP32 PyTorch reference on ``eval_ids`` and batch-1 latency, recorded into each artifact."""
     import torch
 
     reference = artifacts[0]["name"]
-    threads = {a["name"]: cfg.threads or p.threads or None for a, p in zip(artifacts, profiles)}
+    threads = {a["name"]: latency_threads(cfg.threads) for a in artifacts}  # as bench: one count for all
     runners, others = load_runners(artifacts, bundle_dir, threads, skip={reference})
     for artifact in artifacts:
         if artifact["name"] in others:
@@ -267,10 +277,11 @@ def measure_artifacts(artifacts, profiles, bundle_dir, model, spec, dataset, eva
     runners = {reference: torch_predictor(model), **runners}
     if dataset is not None and eval_ids:
         scores = compare_predictors(runners, reference, spec, dataset, eval_ids, "drift")
+        held_back = len(held_back_cases(spec, dataset, cfg.seed))  # the summary says "n of N"
         for artifact in artifacts:
             if artifact["name"] in scores:
                 s = scores[artifact["name"]]
-                artifact["accuracy"] = {"cases": len(eval_ids), "dice": {k: v["dice"] for k, v in s["mean"].items()},
+                artifact["accuracy"] = {"cases": len(eval_ids), "held_back_cases": held_back, "dice": {k: v["dice"] for k, v in s["mean"].items()},
                                         "drift_vs_fp32": s["drift"], "drift_ci95": s["drift_ci95"],
                                         "agreement_vs_fp32": s["agreement"], "structure_changes": s["structure_changes"],
                                         "worst_case": {k: {"case": c, "delta": d} for k, (c, d) in s["worst"].items()}}

@@ -31,13 +31,16 @@ def run_demo(workdir: str | Path, compress_bundle: bool = True) -> tuple[dict, d
     """Evaluate the bundled checkpoint on the phantom val split (``workdir/evaluate.json``), then run the main
     job on it: ``compress --int8`` for the CPU targets and TensorRT, into ``workdir/bundle``."""
     from .checkpoint import load_checkpoint
-    from .evaluate import evaluate_checkpoint
+    from .evaluate import evaluate_checkpoint, evaluation_document
+    from .overwrite import check_overwrite
 
     workdir = Path(workdir)
+    check_overwrite(workdir / "evaluate.json", force=True)  # a file there that edgeseg did not write stays
     data = ensure_phantom(workdir)
     model, spec = load_checkpoint(default_checkpoint())
     result = evaluate_checkpoint(model, spec, data, "val")
-    atomic_write(workdir / "evaluate.json", lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
+    document = evaluation_document(result)
+    atomic_write(workdir / "evaluate.json", lambda tmp: tmp.write_text(json.dumps(document, indent=1)))
     if not compress_bundle:
         return result, None
     from .compress import CompressConfig, compress

@@ -126,3 +126,8 @@ def compare_predictors(predictors: dict[str, Predictor], reference: str, spec, d
                           worst={lab: min(ds, key=lambda cd: cd[1]) for lab, ds in deltas.items()})
         out[name] = result
     return out
+
+
+def evaluation_document(result: dict) -> dict:
+    """An evaluation result as the JSON edgeseg writes (``evaluate --json``, the demo's ``evaluate.json``)."""
+    return {"schema": "edgeseg-evaluation", "schema_version": 1, **result}

@@ -8,6 +8,7 @@ import numpy as np
 
 from .data.io import atomic_write
 from .errors import EdgesegError
+from .progress import silenced
 
 OPSET = 18
 
@@ -30,7 +31,10 @@ def export_onnx(model, path: str | Path, example_shape: tuple[int, ...], dynamic
         axes.update({2 + i: torch.export.Dim.DYNAMIC for i in range(dims)})
 
     def write(tmp: Path) -> None:
-        with warnings.catch_warnings():
+        # torch's ONNX registry logs "torchvision is not installed. Skipping torchvision::…" for each
+        # torchvision op on every export; edgeseg models use none of them
+        with warnings.catch_warnings(), silenced("torch.onnx._internal.exporter._registration",
+                                                 "torchvision is not installed"):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(model, (example,), dynamo=True, input_names=["image"],
                                         output_names=["logits"], dynamic_shapes=({**axes},),

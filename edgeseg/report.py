@@ -6,10 +6,7 @@ import sys
 from rich.console import Console
 
 console = Console(width=None if sys.stdout.isatty() else 150)  # results go to stdout; progress to stderr
-
-
-def _fmt_points(delta: float | None) -> str:
-    return "—" if delta is None else f"{delta * 100:+.2f}"
+_STDOUT = console
 
 
 def _headline_label(dice: dict) -> str | None:
@@ -24,69 +21,100 @@ def pruning_steps(report: dict) -> str:
     return f"{label} Dice on {report['dice_cases']} cases: {steps}"
 
 
-def speedup_lines(artifacts: list[dict]) -> list[str]:
-    """Each quantized artifact's p50 speed-up over every FP32 artifact of the same runtime and over PyTorch eager."""
-    p50 = {a["name"]: a["latency"]["p50_ms"] for a in artifacts if a.get("latency")}
-    lines = []
-    for a in artifacts:
-        if a["precision"] == "fp32" or a["name"] not in p50:
-            continue
-        refs = [b for b in artifacts if b["precision"] == "fp32" and b["name"] in p50
-                and b["runtime"] in (a["runtime"], "torch")]
-        ratios = ", ".join(f"{p50[b['name']] / p50[a['name']]:.2f}× {b['name']}" for b in refs)
-        base = (artifacts[0].get("baseline") or {}).get("latency", {}).get("p50_ms")
-        if base:
-            ratios += f", {base / p50[a['name']]:.2f}× {artifacts[0]['baseline']['checkpoint']} (PyTorch eager)"
-        lines.append(f"{a['name']} speed-up (p50, batch 1): {ratios}")
-    return lines
+def compress_verdict(manifest: dict) -> dict:
+    """The verdict on a bundle from ``compress``'s own measurements (:func:`edgeseg.bench.verdict.decide`: the
+    same rules and wording as ``bench``; model-only latency, the limits of ``--max-dice-drop`` when given)."""
+    from .bench.verdict import compress_points, decide
+
+    limits = (manifest.get("accuracy_aware") or {}).get("limits") or {}
+    return decide(compress_points(manifest), manifest["artifacts"][0]["name"], limits,
+                  checkpoint=manifest["source_checkpoint"]["name"],
+                  isa=((manifest.get("device") or {}).get("cpu") or {}).get("isa", []))
 
 
-def print_compress_summary(manifest: dict) -> None:
-    """One row per artifact: size, executed precision, Dice, drift in Dice points, agreement, latency."""
-    from rich.table import Table
+def _cases_title(manifest: dict, label: str) -> str:
+    """``lung Dice on the first 32 of 65 held-back validation cases of …``: how many, of how many."""
+    acc = next((a["accuracy"] for a in manifest["artifacts"] if a.get("accuracy")), None)
+    if acc is None:
+        return "no evaluation data: Dice not measured"
+    n, total = acc["cases"], acc.get("held_back_cases")
+    dataset = (manifest.get("evaluation") or {}).get("dataset") or "the evaluation data"
+    if total is None:  # a bundle made before the summary said how many there were
+        return f"{label} Dice on {n} held-back validation cases of {dataset}"
+    if total == n:
+        return f"{label} Dice on all {n} held-back validation cases of {dataset}"
+    return (f"{label} Dice on the first {n} of {total} held-back validation cases of {dataset} "
+            f"(--eval-cases 0: all {total}, as `edgeseg bench --split val` does)")
+
+
+def compress_summary(manifest: dict) -> list:
+    """Rich renderables of ``compress``'s result: heading, accuracy table, speed table, names, notes, verdict."""
+    from rich.text import Text
+
+    from .bench.ratios import format_speedup, signed, speedup
+    from .bench.tables import name_legend, short_names, text_table
 
     artifacts = manifest["artifacts"]
-    ref_ms = (artifacts[0].get("latency") or {}).get("p50_ms")
+    names = short_names(a["name"] for a in artifacts)
+    reference = artifacts[0]
     macs, params = manifest["macs"], manifest["params"]
-    title = (f"{manifest['source_checkpoint']['name']} · MACs {macs['final'] / 1e9:.2f} G (was {macs['original'] / 1e9:.2f} G) · "
-             f"params {params['final'] / 1e6:.2f} M (was {params['original'] / 1e6:.2f} M)")
+    heading = (f"{manifest['source_checkpoint']['name']} · MACs {macs['final'] / 1e9:.2f} G (was "
+               f"{macs['original'] / 1e9:.2f} G) · params {params['final'] / 1e6:.2f} M (was "
+               f"{params['original'] / 1e6:.2f} M)")
     if manifest.get("pruning"):
-        title += f" · pruned {manifest['pruning'].get('summary', '')}"
-    table = Table(title=title)
-    for col in ("artifact", "executed", "MB", "Dice", "ΔDice pts per label", "worst case", "agree", "p50 ms", "× torch"):
-        table.add_column(col, justify="left" if col in ("artifact", "executed", "worst case", "ΔDice pts per label") else "right")
+        heading += f" · pruned {manifest['pruning'].get('summary', '')}"
+    label = next((_headline_label(a["accuracy"]["dice"]) for a in artifacts if a.get("accuracy")), None)
+    accuracy, speed = [], []
+    base = reference.get("baseline")
     for a in artifacts:
         acc = a.get("accuracy") or {}
-        drift = acc.get("drift_vs_fp32", {})
-        label = _headline_label(acc.get("dice", {}))
+        drift = acc.get("drift_vs_fp32") or {}
         worst_label = min(drift, key=drift.get) if drift else None
         worst = acc["worst_case"][worst_label] if worst_label else None
-        lat = (a.get("latency") or {}).get("p50_ms")
-        table.add_row(a["name"], str(a.get("executed_precision") or a.get("not_measured") or "")[:38],
-                      f"{a['size_bytes'] / 1e6:.2f}",
-                      f"{acc['dice'][label]:.4f}" if label else "—",
-                      " · ".join(f"{k} {_fmt_points(v)}" for k, v in drift.items()) or "—",
-                      f"{worst_label} {worst['case']} {worst['delta'] * 100:+.1f}" if worst else "—",
-                      f"{acc['agreement_vs_fp32'][label]:.4f}" if label else "—",
-                      f"{lat:.1f}" if lat else ("n/a" if "measured_with" in a else "—"),
-                      f"{ref_ms / lat:.2f}" if lat and ref_ms else "—")
-    console.print(table)
-    for line in speedup_lines(artifacts):
-        console.print(line)
+        accuracy.append([names[a["name"]], f"{acc['dice'][label]:.4f}" if acc else "—",
+                         " · ".join(f"{k} {signed(v * 100, 2)}" for k, v in drift.items()) or "—",
+                         f"{worst_label} {worst['case']} {signed(worst['delta'] * 100, 1)}" if worst else "—",
+                         f"{acc['agreement_vs_fp32'][label]:.4f}" if acc else "—"])
+        lat = a.get("latency")
+        executed = str(a.get("executed_precision") or "—").split(" (")[0]
+        row = [names[a["name"]], executed, f"{a['size_bytes'] / 1e6:.2f}",
+               f"{lat['p50_ms']:.1f}" if lat else ("n/a" if "measured_with" in a else "—"),
+               format_speedup(speedup(reference.get("latency"), lat))]
+        if base:
+            row.append(format_speedup(speedup(base.get("latency"), lat)))
+        speed.append(row)
+    speed_headers = ["artifact", "executed", "MB", "model p50 ms", f"× {names[reference['name']]}"]
+    speed_headers += [f"× {base['checkpoint']} (eager)"] if base else []
+    out = [Text(heading, style="bold"),
+           text_table(_cases_title(manifest, label) if label else "no evaluation data: Dice not measured",
+                      ["artifact", "Dice", "ΔDice pts per label", "worst case", "agree"], accuracy),
+           text_table("speed (batch 1, each artifact in its own process; × = that p50 / this p50, in brackets the "
+                      "min–max over rounds, ! rounds disagree beyond the noise)", speed_headers, speed, text_columns=2)]
+    out += [Text(f"  {line}", style="dim") for line in name_legend(names)]
+    out += [Text(line) for line in _notes(manifest)]
+    out.append(Text("verdict", style="bold"))
+    out += [Text(f"  {line}") for line in compress_verdict(manifest)["lines"]]
+    return out
+
+
+def _notes(manifest: dict) -> list[str]:
+    """Pruning steps, structures that vanished, artifacts measured another way or not at all."""
+    lines = []
     if manifest.get("pruning") and manifest["pruning"].get("dice", {}).get("before"):
-        console.print(f"pruning ({manifest['pruning']['summary']}), {pruning_steps(manifest['pruning'])}")
-    if acc_label := next((_headline_label(a["accuracy"]["dice"]) for a in artifacts if a.get("accuracy")), None):
-        console.print(f"{artifacts[0]['accuracy']['cases']} held-back validation cases. Dice and agreement (Dice of the "
-                      f"artifact's masks against the FP32 model's) for '{acc_label}'; ΔDice in points (0.01 Dice) vs the "
-                      f"FP32 PyTorch model; worst case = the case with the largest drop.")
-    for a in artifacts:
+        lines.append(f"pruning ({manifest['pruning']['summary']}), {pruning_steps(manifest['pruning'])}")
+    for a in manifest["artifacts"]:
         changed = (a.get("accuracy") or {}).get("structure_changes") or []
         if changed:
             first = changed[0]
-            console.print(f"[bold yellow]warning[/]: {a['name']}: a structure of the FP32 masks vanished or appeared in "
-                          f"{len(changed)} case/label pair(s), e.g. {first['label']} {first['change']} in {first['case']}")
-        for key in ("measured_with", "not_measured"):
-            if a.get(key):
-                console.print(f"note: {a['name']}: {a[key]}")
+            lines.append(f"warning: {a['name']}: a structure of the FP32 masks vanished or appeared in "
+                         f"{len(changed)} case/label pair(s), e.g. {first['label']} {first['change']} in {first['case']}")
+        lines += [f"note: {a['name']}: {a[key]}" for key in ("measured_with", "not_measured") if a.get(key)]
         if a.get("details", {}).get("engine_note"):
-            console.print(f"note: {a['name']}: {a['details']['engine_note']}")
+            lines.append(f"note: {a['name']}: {a['details']['engine_note']}")
+    return lines
+
+
+def print_compress_summary(manifest: dict, console: Console | None = None) -> None:
+    """:func:`compress_summary` on ``console`` (default: stdout's)."""
+    for item in compress_summary(manifest):
+        (console or _STDOUT).print(item)

@@ -19,6 +19,7 @@ from .evaluate import check_compatible, evaluate_cases
 from .inference import torch_predictor
 from .metrics import dice_from_counts, overlap_counts
 from .progress import console, progress_bar, track
+from .train_plan import Pace, eta_seconds, plan_phases, replan_switch
 
 
 @dataclass
@@ -116,11 +117,6 @@ def downsample_batch(x: torch.Tensor, y: torch.Tensor, size: int):
     return x, F.interpolate(y[:, None].float(), size=shape, mode="nearest")[:, 0].long()
 
 
-def in_low_res_phase(cfg: TrainConfig, step: int, total_steps: int) -> bool:
-    """Whether optimiser step ``step`` still belongs to the progressive-resizing (low-resolution) phase."""
-    return bool(cfg.progressive_size) and step < cfg.progressive_fraction * total_steps
-
-
 def dice_focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
     """Soft Dice over foreground classes (batch-wise) + focal cross-entropy."""
     logits = logits.float()
@@ -156,25 +152,73 @@ def resolve_device(cfg: TrainConfig) -> tuple[str, bool]:
     return device, cfg.amp == "bf16" or (cfg.amp == "auto" and bf16_supported(device))
 
 
+def _train_step(model, opt, sched, cfg: TrainConfig, batch: tuple[np.ndarray, np.ndarray], size: int,
+                gen: torch.Generator, device: str, autocast: bool, memory_format) -> float:
+    """One optimiser step on a batch (augmented, downsampled to ``size`` when below ``cfg.size``); its loss."""
+    x, y = augment(torch.from_numpy(batch[0]), torch.from_numpy(batch[1]).long(), cfg, gen)
+    if size != cfg.size:
+        x, y = downsample_batch(x, y, size)
+    x, y = x.to(device).contiguous(memory_format=memory_format), y.to(device)
+    with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=autocast):
+        loss = dice_focal_loss(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if sched is not None:
+        sched.step()
+    return loss.item()
+
+
+def _probe_pace(model, cfg: TrainConfig, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
+                device: str, autocast: bool, memory_format) -> Pace:
+    """Seconds per step at each resolution and per validation pass, timed on a copy of the model (the run's
+    weights and random streams are untouched): three steps per size, the first (kernel selection) dropped."""
+    probe = copy.deepcopy(model)
+    opt = torch.optim.AdamW(probe.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    batch = (x_train[: cfg.batch_size], y_train[: cfg.batch_size])
+    seconds = {}
+    for size in filter(None, (cfg.progressive_size, cfg.size)):
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            _train_step(probe, opt, None, cfg, batch, size, gen, device, autocast, memory_format)
+            times.append(time.perf_counter() - t0)
+        seconds[size] = float(np.mean(times[1:]))
+    probe.eval()
+    xb = torch.from_numpy(x_val[: cfg.batch_size]).to(device)
+    with torch.inference_mode(), torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=autocast):
+        for _ in range(2):
+            t0 = time.perf_counter()
+            probe(xb).argmax(1).cpu()
+            forward = time.perf_counter() - t0
+    return Pace(seconds, forward * math.ceil(len(x_val) / cfg.batch_size))
+
+
 def fit_model(model, cfg: TrainConfig, train_data, val_data, num_classes: int, device: str, autocast: bool,
               start: float, title: str, baseline: float | None = None) -> dict:
-    """The training loop: AdamW + one-cycle over ``cfg.epochs`` (capped by ``max_steps``/time limit), early
-    stopping on validation Dice; the best weights are loaded back into ``model`` (left on ``device``).
+    """The training loop: AdamW + one-cycle over the planned steps (``cfg.epochs``, capped by ``max_steps``, or
+    what fits the time limit: :mod:`edgeseg.train_plan`), early stopping on validation Dice; the best weights
+    are loaded back into ``model`` (left on ``device``).
 
     ``train_data`` is ``(images, labels)``, ``val_data`` ``(images, labels, owner)``. With ``baseline`` (the
-    validation Dice of the weights as given), an epoch must beat it to replace them.
+    validation Dice of the weights as given), an epoch must beat it to replace them. The result holds the
+    plan, the measured pace, each epoch's steps per resolution and why training stopped.
     """
     x_train, y_train = train_data
     x_val, y_val, owner_val = val_data
-    device_type = device.split(":")[0]
     # channels-last lets oneDNN pick its fast convolution kernels (~20 % faster training here)
     memory_format = torch.channels_last if x_train.ndim == 4 else torch.contiguous_format
     model = model.to(device=device, memory_format=memory_format)
 
     steps_per_epoch = max(1, len(x_train) // cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
-    if cfg.max_steps:
-        total_steps = min(total_steps, cfg.max_steps)
+    limit = cfg.time_limit_minutes * 60 if cfg.time_limit_minutes else None
+    pace = _probe_pace(model, cfg, x_train, y_train, x_val, device, autocast, memory_format) if limit else Pace()
+    plan = plan_phases(epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, size=cfg.size,
+                       low_size=cfg.progressive_size, low_fraction=cfg.progressive_fraction, max_steps=cfg.max_steps,
+                       budget_seconds=limit - (time.perf_counter() - start) if limit else None,
+                       pace=pace if limit else None)
+    total_steps = plan.total_steps
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     # warm-up of 10 % but at least 1.5 steps: OneCycleLR divides by zero on runs shorter than ~15 steps otherwise
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total_steps, 4),
@@ -183,50 +227,63 @@ def fit_model(model, cfg: TrainConfig, train_data, val_data, num_classes: int, d
     best = ({"dice": -1.0, "epoch": 0, "state": None} if baseline is None else
             {"dice": baseline, "epoch": 0, "state": copy.deepcopy(model.state_dict())})
     history, step, stop_reason = [], 0, "epochs done"
-    console.print(f"{title} {len(x_train)} train / {len(x_val)} val samples, {total_steps} steps on {device}, "
-                  f"bf16 autocast={'on' if autocast else 'off'}")
+    console.print(f"{title} {len(x_train)} train / {len(x_val)} val samples on {device}, "
+                  f"bf16 autocast={'on' if autocast else 'off'}; {plan.describe()}")
     with progress_bar() as bar:
-        task = bar.add_task("train", total=total_steps, info="")
+        task = bar.add_task("train", total=total_steps, info="", eta=None)
         for epoch in range(1, cfg.epochs + 1):
-            epoch_start = time.perf_counter()
             model.train()
             order = torch.randperm(len(x_train), generator=gen)
-            losses = []
+            losses, by_size = [], {}
             for s in range(steps_per_epoch):
                 idx = order[s * cfg.batch_size : (s + 1) * cfg.batch_size].numpy()
-                x, y = augment(torch.from_numpy(x_train[idx]), torch.from_numpy(y_train[idx]).long(), cfg, gen)
-                if in_low_res_phase(cfg, step, total_steps):
-                    x, y = downsample_batch(x, y, cfg.progressive_size)
-                x, y = x.to(device).contiguous(memory_format=memory_format), y.to(device)
-                with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
-                    loss = dice_focal_loss(model(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                losses.append(loss.item())
+                size, t0 = plan.size_at(step), time.perf_counter()
+                losses.append(_train_step(model, opt, sched, cfg, (x_train[idx], y_train[idx]), size, gen, device,
+                                          autocast, memory_format))
+                pace.add_step(size, time.perf_counter() - t0)
+                by_size[size] = by_size.get(size, 0) + 1
                 step += 1
-                bar.update(task, advance=1, info=f"epoch {epoch} loss {np.mean(losses):.3f} best val Dice {max(best['dice'], 0):.4f}")
+                left = limit - (time.perf_counter() - start) if limit else None
+                bar.update(task, advance=1, eta=eta_seconds(plan, step, pace, left),
+                           info=f"epoch {epoch} at {size} px loss {np.mean(losses):.3f} "
+                                f"best val Dice {max(best['dice'], 0):.4f}")
                 if step >= total_steps:
                     break
+            t0 = time.perf_counter()
             val = validation_dice(model, x_val, y_val, owner_val, num_classes, cfg.batch_size, autocast, device)
-            history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 5), "val_dice": round(val, 5)})
-            bar.console.print(f"epoch {epoch:3d}  loss {np.mean(losses):.4f}  val Dice {val:.4f}")
+            pace.add_validation(time.perf_counter() - t0)
+            history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 5), "val_dice": round(val, 5),
+                            "steps_by_size": {str(k): v for k, v in by_size.items()}})
+            sizes = "+".join(f"{k} px" for k in by_size)
+            bar.console.print(f"epoch {epoch:3d}  {sizes}  loss {np.mean(losses):.4f}  val Dice {val:.4f}")
             if val > best["dice"]:
                 best = {"dice": val, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
-            now = time.perf_counter()
             if step >= total_steps:
+                stop_reason = f"all {total_steps} planned steps done" + (
+                    " (planned to fit the time limit)" if plan.basis == "time limit" else "")
                 break
-            if epoch - best["epoch"] >= cfg.patience and not in_low_res_phase(cfg, step, total_steps):
+            if epoch - best["epoch"] >= cfg.patience and plan.size_at(step) == plan.size:
                 stop_reason = f"early stop: no val Dice gain in {cfg.patience} epochs"
                 break
-            if cfg.time_limit_minutes and (2 * now - start - epoch_start) / 60 > cfg.time_limit_minutes:
-                # another epoch as long as the last one would overrun the limit
-                stop_reason = f"time limit {cfg.time_limit_minutes} min"
-                break
+            if limit:
+                left = limit - (time.perf_counter() - start)
+                switch = replan_switch(plan, step, pace, left)
+                if switch is not None and switch < plan.low_res_steps:
+                    plan.notes.append(f"re-planned after epoch {epoch}: full resolution from step {switch} instead "
+                                      f"of {plan.low_res_steps} (steps ran slower than timed at the start)")
+                    plan.low_res_steps = switch
+                upcoming = plan.seconds(pace, step, min(total_steps, step + steps_per_epoch))
+                if upcoming > left:
+                    stop_reason = (f"time limit {cfg.time_limit_minutes:g} min: the next epoch (about "
+                                   f"{upcoming:.0f} s) would overrun it; stopped after step {step} of {total_steps}")
+                    break
+    if plan.low_size and step <= plan.low_res_steps:
+        plan.notes.append(f"training ended at step {step}, inside the low-resolution phase: every epoch ran at "
+                          f"{plan.low_size} px and the model never trained at {plan.size} px; give it more time "
+                          "or a smaller --progressive-fraction")
     model.load_state_dict(best["state"])
     return {"best_epoch": best["epoch"], "best_dice": best["dice"], "stop_reason": stop_reason, "history": history,
-            "steps": step}
+            "steps": step, "plan": {**plan.to_dict(), **pace.to_dict()}}
 
 
 def _volume_axcodes(dataset: NnUNetDataset, case_ids: list[str]) -> dict:
@@ -265,6 +322,10 @@ def train(cfg: TrainConfig, out: str | Path, command: str = "") -> tuple[Path, d
         raise EdgesegError(f"--progressive-size {cfg.progressive_size} must be <= --size and divide by 2**depth")
     if not train_ids or not val_ids:
         raise EdgesegError(f"{dataset.root}: need both training and validation cases (have {len(train_ids)}/{len(val_ids)})")
+    if not 0 <= cfg.progressive_fraction <= 1:
+        raise EdgesegError(f"--progressive-fraction {cfg.progressive_fraction} must be between 0 and 1")
+    if cfg.time_limit_minutes is not None and cfg.time_limit_minutes <= 0:
+        raise EdgesegError(f"--time-limit {cfg.time_limit_minutes} must be a positive number of minutes")
     x_train, y_train, _ = build_samples(dataset, train_ids, spec_pre, model_dims, "load train")
     x_val, y_val, owner_val = build_samples(dataset, val_ids, spec_pre, model_dims, "load val")
     device, autocast = resolve_device(cfg)
@@ -280,7 +341,8 @@ def train(cfg: TrainConfig, out: str | Path, command: str = "") -> tuple[Path, d
               "fingerprint": dataset.fingerprint(train_ids + val_ids), "license": dataset.meta.get("license", ""),
               **_volume_axcodes(dataset, train_ids)},
         training={**asdict(cfg), "command": command, "best_epoch": fit["best_epoch"], "stop_reason": fit["stop_reason"],
-                  "history": fit["history"], "train_seconds": round(train_seconds, 1), "bf16_autocast": autocast,
+                  "plan": fit["plan"], "history": fit["history"], "train_seconds": round(train_seconds, 1),
+                  "bf16_autocast": autocast,
                   "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
                   "torch_version": torch.__version__, "threads": torch.get_num_threads()},
     )

@@ -1,8 +1,11 @@
+import copy
+import json
 import os
 from pathlib import Path
 
 import pytest
 import torch
+from gate_support import _gate, _scale
 
 from edgeseg.data import data_root, write_phantom_dataset
 
@@ -49,3 +52,37 @@ def bundle(phantom_demo, tmp_path_factory) -> Path:
     result = CliRunner().invoke(app, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="session")
+def gate_result(bundle, phantom_demo):
+    """A real phantom bench run (ONNX Runtime + OpenVINO, 2 rounds) whose copies the gate tests edit."""
+    from edgeseg.bench.harness import BenchConfig, run_bench
+
+    return run_bench(BenchConfig(bundle=bundle, data=phantom_demo, max_cases=4, repeats=6, rounds=2, warmup=1,
+                                 batch_size=0, e2e_cases=0, threads=2, backends=["onnxruntime", "openvino"]))
+
+
+@pytest.fixture(scope="session")
+def steady(gate_result):
+    """The real result with every timing's rounds made equal: no noise band, so limits decide alone."""
+    out = copy.deepcopy(gate_result)
+    for entry in [*out["artifacts"], out["workload"], *out["workload"]["by_runtime"].values()]:
+        if entry.get("latency"):
+            _scale(entry["latency"]["batch_1"], 1.0)
+    return out
+
+
+@pytest.fixture
+def gate_files(steady, tmp_path):
+    """write(result_dict) → path; the baseline is written from the steady result."""
+    counter = iter(range(1000))
+
+    def write(res):
+        path = tmp_path / f"r{next(counter)}.json"
+        path.write_text(json.dumps(res))
+        return path
+
+    base = tmp_path / "baseline.json"
+    assert _gate(write(steady), "--baseline", base, "--update-baseline").exit_code == 0
+    return write, base

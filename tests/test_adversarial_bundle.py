@@ -18,7 +18,7 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
-from edgeseg.bundle import load_bundle, manifest_digest, read_manifest, verify_bundle
+from edgeseg.bundle import load_bundle, manifest_digest, read_manifest
 from edgeseg.cli import app
 from edgeseg.demo import default_checkpoint
 from edgeseg.errors import EdgesegError
@@ -290,8 +290,8 @@ def test_sweep_keeps_live_processes_and_foreign_files(tmp_path):
 
 # 14 — malformed checkpoint specs
 def _ckpt_with_spec(tmp_path, edit):
-    from safetensors.numpy import load_file, save_file
     from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
 
     with safe_open(str(default_checkpoint()), framework="numpy") as f:
         spec = f.metadata()["edgeseg"]
@@ -336,3 +336,29 @@ def test_huge_spec_is_refused_without_allocating(tmp_path):
     with pytest.raises(EdgesegError, match="weights do not fit"):
         load_checkpoint(ckpt)
     assert psutil.Process().memory_info().rss - rss < 500 * 2**20
+
+
+# the engine builder runs a command: it is rebuilt from the artifact's facts, never taken from the manifest
+def test_prepare_engine_never_runs_the_recorded_trtexec_line(copy, tmp_path, monkeypatch):
+    from edgeseg.targets.trt_engine_cache import ensure_engine
+
+    log = tmp_path / "argv.json"
+    fake = tmp_path / "fake_trtexec.py"
+    fake.write_text("import json, sys, pathlib\n"
+                    f"pathlib.Path({str(log)!r}).write_text(json.dumps(sys.argv[1:]))\n"
+                    "args = dict(a.split('=', 1) for a in sys.argv[1:] if '=' in a)\n"
+                    "pathlib.Path(args['--saveEngine']).write_bytes(b'engine')\n")
+    manifest = read_manifest(copy)
+    trt = _artifact(manifest, "rtx-tensorrt-int8")
+    trt["details"]["trtexec"] = "trtexec --plugins=/tmp/evil.so --onnx=x.onnx"
+    _resign(copy, manifest)
+    monkeypatch.setenv("EDGESEG_TRT_BUILDER", f"{sys.executable} {fake}")
+    monkeypatch.setenv("EDGESEG_DEVICE_KEY", "test-gpu-trt10")
+    engine, built = ensure_engine(copy, _artifact(load_bundle(copy), "rtx-tensorrt-int8"), tmp_path / "cache")
+    argv = json.loads(log.read_text())
+    assert built and engine.is_file() and not any("plugins" in a or "evil" in a for a in argv)
+    assert any(a.startswith("--minShapes=image:") for a in argv) and "--int8" in argv
+    trt["details"]["workspace_mib"] = "1024; rm -rf /"
+    _resign(copy, manifest)
+    with pytest.raises(EdgesegError, match="workspace_mib"):
+        ensure_engine(copy, _artifact(load_bundle(copy), "rtx-tensorrt-int8"), tmp_path / "cache2")

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from edgeseg.bench import schema
-from edgeseg.bench.report import (headline, markdown_report, pareto_front, plot_pareto, print_bench_summary,
-                                  write_reports)
+from edgeseg.bench.plot import plot_pareto
+from edgeseg.bench.report import headline, markdown_report, pareto_front, print_bench_summary, write_reports
 from edgeseg.bench.schema import RESULT_SCHEMA_VERSION, read_result, validate_result
 from edgeseg.errors import EdgesegError
 
@@ -250,6 +250,8 @@ def test_plot_and_write_reports(result, tmp_path):
 def test_terminal_summary(result, capsys):
     print_bench_summary(result)
     out = capsys.readouterr().out
-    assert "x86-avx512-openvino-int8" in out and "−0.05 [−0.09, −0.01]" in out
-    assert "speed-up model 2.50×, end-to-end 1.25×" in out
+    assert "ov-int8 = x86-avx512-openvino-int8" in out and "−0.05 [−0.09, −0.01]" in out
+    assert "vs baseline" not in out  # the pairwise speed-ups are in the Markdown; the terminal ends with the verdict
     assert "refused" in out and "vanished" in out
+    assert "breaks a limit: x86-avx512-openvino-int8: 1 structure(s) of the reference masks vanished" in out
+    assert "breaks a limit: baseline:ort-quantize-static-defaults: organ mean −3.00 pts" in out

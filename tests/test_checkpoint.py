@@ -4,8 +4,14 @@ import os
 import pytest
 import torch
 
-from edgeseg.checkpoint import (CheckpointSpec, import_weights, load_checkpoint, load_foreign_state_dict, read_spec,
-                                save_checkpoint)
+from edgeseg.checkpoint import (
+    CheckpointSpec,
+    import_weights,
+    load_checkpoint,
+    load_foreign_state_dict,
+    read_spec,
+    save_checkpoint,
+)
 from edgeseg.data import PreprocessSpec
 from edgeseg.errors import EdgesegError
 

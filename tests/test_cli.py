@@ -5,8 +5,8 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from edgeseg.cli import app
 from edgeseg.checkpoint import read_spec
+from edgeseg.cli import app
 
 runner = CliRunner()
 
@@ -61,8 +61,10 @@ def test_3d_model_trains_on_volumes(phantom3d, tmp_path):
 
 
 def test_existing_output_needs_force(phantom2d, tmp_path):
+    from edgeseg.demo import default_checkpoint
+
     ckpt = tmp_path / "m.ckpt"
-    ckpt.write_text("x")
+    ckpt.write_bytes(default_checkpoint().read_bytes())  # an edgeseg checkpoint (any other file: never replaced)
     result = _run("train", "--data", phantom2d, "--out", ckpt)
     assert result.exit_code == 2 and "--force" in result.output
 

@@ -62,7 +62,8 @@ def test_png_round_trip_matches_the_pytorch_model(bundle, phantom_demo, tmp_path
         prob = np.load(out / f"{case}_probabilities.npy")
         assert prob.shape == (3, *mask.shape) and np.allclose(prob.sum(0), 1, atol=1e-2)
         assert np.array_equal(prob.argmax(0), mask) or (prob.argmax(0) == mask).mean() > 0.999
-        assert np.asarray(Image.open(out / f"{case}_overlay.png")).shape == (*mask.shape, 3)
+        overlay = np.asarray(Image.open(out / f"{case}_overlay.png"))  # the image, then a legend beside it
+        assert overlay.shape[0] == mask.shape[0] and overlay.shape[1] > mask.shape[1] and overlay.shape[2] == 3
     assert all(_sha(p) == h for p, h in before.items())  # inputs never modified
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["cases"] == 5 and report["runtime"] == "onnxruntime" and report["precision"] == "int8"

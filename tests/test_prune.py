@@ -12,7 +12,7 @@ from edgeseg.evaluate import evaluate_checkpoint
 from edgeseg.models import create_model
 from edgeseg.models.hybrid import MultiHeadAttention
 from edgeseg.onnx_export import export_onnx, onnx_parity
-from edgeseg.prune import (calibration_batches, count_macs, finetune, prune_model, recalibrate_batchnorm)
+from edgeseg.prune import calibration_batches, count_macs, finetune, prune_model, recalibrate_batchnorm
 from edgeseg.prune.attention import prune_heads
 from edgeseg.prune.core import channels_to_keep
 from edgeseg.prune.graph import attention_modules, build_graph, prunable_groups

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The project's own latency/Dice gate (run by .ci/run): compress the committed chest X-ray checkpoint, bench it
 # on 8 real validation cases, gate against benchmarks/baselines/<device-class>.json in relative mode
-# (latency ÷ the fixed workload on the artifact's runtime, same run). A broken limit is confirmed by a second
-# bench run: latency fails only if it is slower in both runs (Dice is deterministic and fails either way).
+# (latency ÷ the fixed workload on the artifact's runtime, same run). A broken latency limit is confirmed by the
+# gate's own second bench run ($OUT/bench.confirm.json): latency fails only if it is slower in both runs (Dice
+# is deterministic and fails either way).
 #   bash benchmarks/suites/ci_gate.sh [OUT_DIR]              # gate
 #   UPDATE_BASELINE=1 bash benchmarks/suites/ci_gate.sh      # re-measure (3 bench runs) and write the baseline
 set -euo pipefail
@@ -25,21 +26,13 @@ class=$(python -c "import sys; from edgeseg.bench.schema import read_result; fro
 print(device_class(read_result(sys.argv[1])))" "$out/bench.json")
 baseline="benchmarks/baselines/$class.json"
 extra=()
-if [ ! -f "$baseline" ]; then  # a runner of another class: compare relative latencies with the reference class
-  baseline="benchmarks/baselines/cpu-x86_64-avx512vnni-2t.json"
+if [ ! -f "$baseline" ]; then  # a runner of another class: Dice is gated, latency shown but not judged
+  baseline="benchmarks/baselines/cpu-x86_64-amx-2t.json"
   extra=(--allow-device-mismatch)
-  echo "note: no baseline for device class $class; comparing with $baseline (relative mode) — commit one with UPDATE_BASELINE=1"
+  echo "note: no baseline for device class $class; gating Dice against $baseline (latency not judged across CPU generations) — commit one with UPDATE_BASELINE=1"
 fi
 # 20 %, not the default 10 %: on a shared 2-core runner, load from elsewhere moved latency ratios by up to ~15 %
 # with nothing changed (benchmarks/README.md, "Gate under contention"); what this gate guards against (an op
 # left in FP32, a runtime setting lost) costs far more
-gate() { edgeseg gate "$@" --baseline "$baseline" --max-latency-regression 20% --junit "$out/gate.xml" "${extra[@]}"; }
-status=0
-gate "$out/bench.json" || status=$?
-if [ "$status" = 1 ]; then  # a slowdown must reproduce: one more bench run, latency judged in each run on its own
-  echo "gate: a limit broke in the first run; confirming with a second bench run"
-  bench "$out/bench-confirm.json"
-  status=0
-  gate "$out/bench.json" "$out/bench-confirm.json" --every-run || status=$?
-fi
-exit "$status"
+exec edgeseg gate "$out/bench.json" --baseline "$baseline" --max-latency-regression 20% --junit "$out/gate.xml" \
+  "${extra[@]}"

@@ -302,7 +302,9 @@ def main() -> int:
         with Step("torchao: export + prepare_pt2e (X86InductorQuantizer defaults)"):
             from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
             from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
-                X86InductorQuantizer, get_default_x86_inductor_quantization_config)
+                X86InductorQuantizer,
+                get_default_x86_inductor_quantization_config,
+            )
             gm = torch.export.export(copy.deepcopy(model), (x,)).module()
             quantizer = X86InductorQuantizer()
             quantizer.set_global(get_default_x86_inductor_quantization_config())

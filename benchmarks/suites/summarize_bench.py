@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from edgeseg.bench.report import baseline_rows, data_line, compact_table
+from edgeseg.bench.report import baseline_rows, compact_table, data_line
 from edgeseg.bench.schema import read_result
 
 

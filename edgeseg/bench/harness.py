@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +23,11 @@ from ..metrics import headline_label
 from ..progress import console, progress_bar
 from ..targets import get_target, load_profile
 from .fingerprint import device_fingerprint
-from .isolated import measure_isolated
+from .isolated import latency_threads, measure_isolated
+from .ratios import add_ratios, run_noise
 from .runners import load_runners
 from .schema import RESULT_SCHEMA_NAME, RESULT_SCHEMA_VERSION
+from .verdict import bench_verdict, check_limit_labels
 
 
 @dataclass
@@ -38,7 +39,7 @@ class BenchConfig:
     backends: list[str] = field(default_factory=list)  # runtimes to run; empty = all (the reference always runs)
     threads: int | None = None            # None: every core this process may use
     repeats: int = 50
-    rounds: int = 2
+    rounds: int = 6                       # the gate judges latency from ≥ 6 (edgeseg.gate.baseline.MIN_ROUNDS)
     warmup: int = 5
     batch_size: int = 8                   # the larger batch for throughput (0: batch 1 only)
     e2e_cases: int = 8
@@ -46,6 +47,7 @@ class BenchConfig:
     compare_baselines: bool = False
     baseline_checkpoint: Path | None = None  # e.g. the unpruned model, PyTorch eager
     command: str | None = None
+    limits: dict = field(default_factory=dict)  # the verdict's Dice limits: max_dice_drop_points, per_label_points
 
 
 def _refused(manifest: dict, failed: dict[str, str]) -> dict[str, str]:
@@ -193,9 +195,10 @@ def run_bench(cfg: BenchConfig) -> dict:
     spec = CheckpointSpec.from_dict({**manifest["model"], "preprocessing": manifest["preprocessing"]})
     dataset = NnUNetDataset(cfg.data, require_labels=False, test=cfg.split == "test")
     check_compatible(spec, dataset)
+    check_limit_labels(cfg.limits, spec.label_names)
     case_ids = _cases(cfg, spec, dataset)
     backends = {get_target(b).name for b in cfg.backends}
-    threads = cfg.threads or len(os.sched_getaffinity(0))
+    threads = latency_threads(cfg.threads)
     artifacts = [{**a, "origin": "bundle", "description": _describe(a)} for a in manifest["artifacts"]]
     reference = _choose_reference(artifacts, refused)
     artifacts = [a for a in artifacts if a is reference or not backends or a["runtime"] in backends]
@@ -234,7 +237,8 @@ def run_bench(cfg: BenchConfig) -> dict:
                   **{s["name"]: (s["status"], s["notes"]) for s in skipped}}
         entries = [_entry(a, reference["name"], runners, states, scores, latency, len(case_ids), manifest)
                    for a in artifacts + baselines + skipped]
-    _add_ratios(entries, reference["name"])
+    noise = run_noise(_workload(latency))
+    add_ratios(entries, reference["name"], noise["relative"])
     optional = {s["name"] for s in skipped if s.get("optional")}
     labels = spec.label_names
     device = device_fingerprint(threads)
@@ -260,6 +264,7 @@ def run_bench(cfg: BenchConfig) -> dict:
               "device": device, "reference": reference["name"], "artifacts": entries, "workload": _workload(latency),
               "notes": notes + ([f"{len(overlap)} evaluated cases were in the bundle's calibration set"] if overlap else []),
               "incomplete": _incomplete([e for e in entries if e["name"] not in optional], cfg.latency)}
+    result["verdict"] = bench_verdict(result, cfg.limits, noise)
     return _jsonable(result)
 
 
@@ -385,11 +390,3 @@ def _size(artifact: dict) -> int | None:
     files = [Path(artifact["root"]) / f for f in artifact.get("files", {}).values()] if artifact.get("root") else []
     return sum(f.stat().st_size for f in files) if files and all(f.is_file() for f in files) else None
 
-
-def _add_ratios(entries: list[dict], reference: str) -> None:
-    ref = next(e for e in entries if e["name"] == reference)
-    for e in entries:
-        for key, (a, b) in {"model_speedup_vs_reference": (ref["latency"], e["latency"]),
-                            "e2e_speedup_vs_reference": (ref["end_to_end"], e["end_to_end"])}.items():
-            if a and b:
-                e["ratios"][key] = a.get("batch_1", a)["p50_ms"] / b.get("batch_1", b)["p50_ms"]

@@ -22,14 +22,23 @@ from ..housekeeping import work_dir
 WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
+def latency_threads(requested: int | None) -> int:
+    """The intra-op threads every artifact is timed with, in ``compress`` and ``bench`` alike: ``--threads``,
+    else every core this process may use."""
+    if requested:
+        return requested
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def measure_isolated(bundle_dir: Path, artifacts: list[dict], sample: np.ndarray, threads: dict[str, int | None],
                      repeats: int = 30, rounds: int = 2, warmup: int = 5, timeout: float = 900,
                      batch_sizes: tuple[int, ...] = (), end_to_end: dict | None = None, progress=None) -> dict[str, dict]:
     """``{artifact name: batch-1 latency summary + load_seconds + peak_rss_mb}`` for each artifact, each timed
     in its own process per round (``{"error": reason}`` for one whose worker failed). ``batch_sizes`` adds
     ``"batches": {"batch_<B>": summary}`` (the sample repeated B times); ``end_to_end`` (``{"data", "cases", "preprocessing", "spatial_dims"}``) adds
-    ``"end_to_end"``: read + preprocess + infer + postprocess + write per case, timed in the last round (not for
-    an artifact marked ``model_only``). ``round_p50_ms``: the batch-1 median of each round (run-to-run spread)."""
+    ``"end_to_end"``: read + preprocess + infer + postprocess + write per case, timed in every round (not for
+    an artifact marked ``model_only``). ``round_p50_ms``: the batch-1 median of each round (run-to-run spread);
+    the end-to-end summary has its own (the median case of each round)."""
     names = [a["name"] for a in artifacts]
     times: dict[str, dict[int, list[float]]] = {n: {b: [] for b in (1, *batch_sizes)} for n in names}
     loads: dict[str, list[float]] = {n: [] for n in names}
@@ -48,7 +57,7 @@ def measure_isolated(bundle_dir: Path, artifacts: list[dict], sample: np.ndarray
                 job = {"bundle": str(artifact.get("root", bundle_dir)), "artifact": artifact,
                        "threads": threads.get(artifact["name"]), "repeats": per_round, "warmup": warmup,
                        "inputs": inputs,
-                       "end_to_end": end_to_end if r == rounds - 1 and not artifact.get("model_only") else None,
+                       "end_to_end": None if artifact.get("model_only") else end_to_end,
                        "out_dir": str(Path(tmp) / "masks")}
                 try:
                     result = _run_worker(job, timeout)
@@ -63,7 +72,8 @@ def measure_isolated(bundle_dir: Path, artifacts: list[dict], sample: np.ndarray
                 round_p50[artifact["name"]].append(float(np.median(result["times_ms"]["1"])))
                 loads[artifact["name"]].append(result["load_seconds"])
                 rss[artifact["name"]].append(result["peak_rss_mb"])
-                e2e[artifact["name"]] += result.get("end_to_end") or []
+                if result.get("end_to_end"):
+                    e2e[artifact["name"]].append(result["end_to_end"])
     out = {name: {"error": reason} for name, reason in failed.items()}
     for name in (n for n in names if n not in failed):
         out[name] = {**summarize(times[name][1], 1, warmup), "load_seconds": float(np.median(loads[name])),
@@ -84,12 +94,14 @@ def summarize(times_ms: list[float], batch: int, warmup: int) -> dict[str, float
             "batch": int(batch), "warmup": warmup, "repeats": len(t), "throughput_per_s": batch * 1e3 / p50}
 
 
-def summarize_end_to_end(rows: list[dict]) -> dict:
-    """p50/p90/mean of the per-case totals and the mean time per stage."""
+def summarize_end_to_end(rounds: list[list[dict]]) -> dict:
+    """p50/p90/mean of the per-case totals of every round, the mean time per stage and ``round_p50_ms``."""
+    rows = [r for one in rounds for r in one]
     total = np.asarray([r["total"] for r in rows])
     stages = {k: float(np.mean([r[k] for r in rows])) for k in ("read", "preprocess_postprocess", "infer", "write")}
-    return {"cases": len(rows), "p50_ms": float(np.percentile(total, 50)), "p90_ms": float(np.percentile(total, 90)),
-            "mean_ms": float(total.mean()), "stages_ms": stages, "infer_fraction": stages["infer"] / float(total.mean())}
+    return {"cases": len({r["case"] for r in rows}), "rounds": len(rounds), "p50_ms": float(np.percentile(total, 50)),
+            "p90_ms": float(np.percentile(total, 90)), "mean_ms": float(total.mean()), "stages_ms": stages, "infer_fraction": stages["infer"] / float(total.mean()),
+            "round_p50_ms": [float(np.median([r["total"] for r in one])) for one in rounds]}
 
 
 def _run_worker(job: dict, timeout: float) -> dict:

@@ -6,24 +6,19 @@ import math
 from pathlib import Path
 
 from ..data.io import atomic_write
+from .ratios import format_speedup, signed, stored_speedup
+from .verdict import bench_verdict
 
 DASH = "—"
 STATUS_NOTES = {"accuracy_only": "accuracy only", "not_measured": "not measured", "refused": "refused: sha256"}
 MAX_CHANGES_LISTED = 20
 METRICS = ("dice", "iou", "sensitivity", "specificity")
-ROLE_COLOURS = {"candidate": "tab:blue", "reference": "tab:green", "baseline": "tab:orange"}
 GPU_VERSIONS = {"driver": "driver", "cuda": "CUDA", "tensorrt": "TensorRT"}
 
 
 def headline(result: dict) -> str:
     """The label the one-number columns show (``settings.headline_label``)."""
     return result["settings"]["headline_label"]
-
-
-def _signed(value: float, digits: int) -> str:
-    """``+0.12`` / ``−0.05`` / ``0.00`` (no sign on a value that rounds to zero), with a Unicode minus."""
-    text = f"{value:+.{digits}f}"
-    return f"{0:.{digits}f}" if float(text) == 0 else text.replace("-", "−")
 
 
 def _num(value: float | None, spec: str, suffix: str = "") -> str:
@@ -44,9 +39,9 @@ def _points_ci(drift: dict | None) -> str:
     where there is none."""
     if not drift or drift.get("mean") is None:
         return DASH
-    text = _signed(drift["mean"] * 100, 2)
+    text = signed(drift["mean"] * 100, 2)
     if drift.get("low") is not None and drift.get("high") is not None:
-        text += f" [{_signed(drift['low'] * 100, 2)}, {_signed(drift['high'] * 100, 2)}]"
+        text += f" [{signed(drift['low'] * 100, 2)}, {signed(drift['high'] * 100, 2)}]"
     elif drift.get("n") is not None:
         text += f" n/a ({drift['n']} case{'' if drift['n'] == 1 else 's'})"
     return text
@@ -73,16 +68,9 @@ def _changes(artifact: dict) -> list[dict]:
     return (artifact.get("accuracy") or {}).get("structure_changes") or []
 
 
-def _short_name(artifact: dict) -> str:
-    """``openvino-int8`` for ``x86-avx512-openvino-int8`` (profile dropped), ``ort-…`` for ``baseline:ort-…``."""
-    name = artifact["name"].removeprefix("baseline:")
-    profile = artifact.get("profile")
-    return name.removeprefix(f"{profile}-") if profile and name != profile else name
-
-
 def _main_cells(result: dict, artifact: dict) -> dict[str, str]:
     """Every main-table cell of one artifact, keyed by column; Markdown and the terminal pick from these."""
-    label, latency, ratios = headline(result), artifact.get("latency") or {}, artifact.get("ratios") or {}
+    label, latency = headline(result), artifact.get("latency") or {}
     is_reference = artifact["name"] == result["reference"]
     worst = _per_label(artifact, "worst_case", label)
     changes = _changes(artifact)
@@ -97,14 +85,14 @@ def _main_cells(result: dict, artifact: dict) -> dict[str, str]:
         "dice": _num(_metric(artifact, label, "dice"), ".4f"),
         "delta": "reference" if is_reference else _points_ci(_per_label(artifact, "drift", label)),
         "agree": _num(_per_label(artifact, "agreement", label), ".4f"),
-        "worst": DASH if not worst or is_reference else f"{worst['case']} {_signed(worst['delta'] * 100, 1)}",
+        "worst": DASH if not worst or is_reference else f"{worst['case']} {signed(worst['delta'] * 100, 1)}",
         "changes": f"{vanished}/{len(changes) - vanished}" if artifact.get("accuracy") else DASH,
         "hd95": _num(_metric(artifact, label, "hd95"), ".2f"),
         "p50": _ms(_model_p50(artifact)),
-        "x_ref": _num(ratios.get("model_speedup_vs_reference"), ".2f", "×"),
+        "x_ref": format_speedup(stored_speedup(artifact, "model")),
         "throughput": _num(largest.get("throughput_per_s"), ".1f"),
         "e2e": _ms(_e2e_p50(artifact)),
-        "e2e_x_ref": _num(ratios.get("e2e_speedup_vs_reference"), ".2f", "×"),
+        "e2e_x_ref": format_speedup(stored_speedup(artifact, "e2e")),
         "cold": _num(latency.get("cold_start_s"), ".2f"),
         "rss": _num(latency.get("peak_rss_mb"), ".0f"),
     }
@@ -119,12 +107,6 @@ def _markdown_headers(result: dict) -> dict[str, str]:
             "cold": "cold start s", "rss": "peak RSS MB"}
 
 
-TERMINAL_HEADERS = {"artifact": "artifact", "executed": "executed", "mb": "MB", "dice": "Dice",
-                    "delta": "ΔDice pts [CI]", "agree": "agree", "worst": "worst", "hd95": "HD95", "p50": "p50 ms",
-                    "x_ref": "×ref", "e2e": "e2e ms", "e2e_x_ref": "e2e ×ref"}
-TERMINAL_TEXT_COLUMNS = {"artifact", "executed", "worst"}
-
-
 def baseline_rows(result: dict) -> list[list[str]]:
     """[artifact, baseline, model speed-up, e2e speed-up, Dice difference in points] for each candidate
     (a compressed bundle artifact) with latency against the reference and each baseline with latency."""
@@ -136,7 +118,7 @@ def baseline_rows(result: dict) -> list[list[str]]:
             continue
         for b in baselines:
             dice_a, dice_b = _metric(a, label, "dice"), _metric(b, label, "dice")
-            dice_diff = DASH if dice_a is None or dice_b is None else _signed((dice_a - dice_b) * 100, 2)
+            dice_diff = DASH if dice_a is None or dice_b is None else signed((dice_a - dice_b) * 100, 2)
             rows.append([a["name"], b["name"], _ratio(_model_p50(b), _model_p50(a)),
                          _ratio(_e2e_p50(b), _e2e_p50(a)), dice_diff])
     return rows
@@ -180,6 +162,16 @@ def _device_line(result: dict) -> str:
     return " · ".join(parts)
 
 
+def verdict_of(result: dict) -> dict:
+    """The result's verdict; for a result written before verdicts, worked out with the default limits."""
+    return result.get("verdict") or bench_verdict(result)
+
+
+def _noise_text(verdict: dict) -> str:
+    noise = verdict.get("noise") or {}
+    return f"{noise['relative']:.0%}, {noise['source']}" if noise.get("relative") is not None else "not known"
+
+
 def data_line(result: dict) -> str:
     data = result["data"]
     labelled = "" if data["labelled"] else " (no labels: agreement only)"
@@ -201,7 +193,9 @@ FOOTNOTE = """\
 - **Agreement** is the mean Dice between the artifact's masks and the reference's masks: it needs no labels.
 - **Model-only latency**: the runner alone on an already preprocessed batch (p50 over the repeats, batch 1 unless
   stated; img/s = batch / p50). **End-to-end**: per case, read the file(s) + preprocess + infer (whole sliding
-  window / all slices) + postprocess + write the mask file. **× ref** = the reference's p50 / this p50.
+  window / all slices) + postprocess + write the mask file, every round. **× ref** = the reference's p50 / this
+  p50; in brackets the min–max of the same ratio in each round, **!** when the rounds disagree by more than the
+  run's noise ({noise}).
 - Every latency is measured in its own process (one per artifact and round), so runtimes cannot disturb each other;
   cold start = session creation / engine load + first run, peak RSS = that worker process's."""
 
@@ -241,7 +235,8 @@ def _changes_section(result: dict) -> list[str]:
 
 
 def markdown_report(result: dict) -> str:
-    """The whole result as Markdown: context, main table, per label, against baselines, structure changes, notes."""
+    """The whole result as Markdown: context, verdict, main table, per label, against baselines, structure changes,
+    notes."""
     bundle, artifacts, headers = result["bundle"], result["artifacts"], _markdown_headers(result)
     versions = ", ".join(f"{k} {v}" for k, v in result["device"]["versions"].items() if v) or DASH
     command = f", `{result['command']}`" if result.get("command") else ""
@@ -252,6 +247,7 @@ def markdown_report(result: dict) -> str:
              f"- Run: {result['created']}, edgeseg {result['edgeseg_version']}, {result['seconds']:.0f} s{command}",
              *([f"- Pruning: {bundle['pruning']}"] if bundle.get("pruning") else []),
              *(f"- **{kind}**: {text}" for kind, text in _warnings(result)),
+             "", "## Verdict", "", *(f"- {line}" for line in verdict_of(result)["lines"]),
              "", "## Results", "",
              *_md_table(list(headers.values()), [[cells[k] for k in headers] for cells in
                                                  (_main_cells(result, a) for a in artifacts)], text_columns=3),
@@ -261,7 +257,7 @@ def markdown_report(result: dict) -> str:
              "", "## Notes", "",
              *([f"- {note}" for note in result.get("notes") or []]
                + [f"- `{a['name']}`: {note}" for a in artifacts for note in a.get("notes") or []] or ["None."]),
-             "", "---", "", FOOTNOTE.format(reference=result["reference"]), ""]
+             "", "---", "", FOOTNOTE.format(reference=result["reference"], noise=_noise_text(verdict_of(result))), ""]
     return "\n".join(lines)
 
 
@@ -276,25 +272,13 @@ def compact_table(result: dict, columns: tuple[str, ...] = COMPACT_COLUMNS) -> l
     return _md_table([headers[k] for k in columns], rows, text_columns=2)
 
 
-def print_bench_summary(result: dict) -> None:
-    """A compact Rich table of the main columns on stdout, then one line per warning and baseline comparison."""
-    from rich.markup import escape
-    from rich.table import Table
+def print_bench_summary(result: dict, console=None) -> None:
+    """The terminal summary (:func:`edgeseg.bench.terminal.summary`) on ``console`` (default: stdout's)."""
+    from ..report import console as default
+    from .terminal import summary
 
-    from ..report import console
-
-    table = Table(title=f"{Path(result['bundle']['path']).name} · {data_line(result)} · "
-                        f"{headline(result)} · {result['device']['cpu']['model']}, {_threads(result)}")
-    for key, header in TERMINAL_HEADERS.items():
-        table.add_column(header, justify="left" if key in TERMINAL_TEXT_COLUMNS else "right")
-    for artifact in result["artifacts"]:
-        cells = _main_cells(result, artifact)
-        table.add_row(*(escape(cells[key]) for key in TERMINAL_HEADERS))
-    console.print(table)
-    for name, baseline, model, e2e, dice in baseline_rows(result):
-        console.print(escape(f"{name} vs {baseline}: speed-up model {model}, end-to-end {e2e}; Dice {dice} pts"))
-    for kind, text in _warnings(result):
-        console.print(f"[bold yellow]{kind}[/]: {escape(text)}")
+    for item in summary(result):
+        (console or default).print(item)
 
 
 def pareto_front(points: list[tuple[str, float, float]]) -> list[str]:
@@ -306,57 +290,6 @@ def pareto_front(points: list[tuple[str, float, float]]) -> list[str]:
             if not any(x2 <= x and y2 >= y and (x2 < x or y2 > y) for _, x2, y2 in clean)]
 
 
-def _draw_panel(ax, points: list[tuple[dict, float, float]], xlabel: str, ylabel: str) -> None:
-    """Scatter by role, short-name annotations, the Pareto front as a step line with its points ringed."""
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    if not points:
-        ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
-        return
-    for role in dict.fromkeys(a["role"] for a, _, _ in points):
-        mine = [(x, y) for a, x, y in points if a["role"] == role]
-        ax.scatter(*zip(*mine), color=ROLE_COLOURS.get(role, "tab:gray"), label=role, zorder=3)
-    for a, x, y in points:
-        ax.annotate(_short_name(a), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    on_front = set(pareto_front([(a["name"], x, y) for a, x, y in points]))
-    front = sorted((x, y) for a, x, y in points if a["name"] in on_front)
-    ax.step(*zip(*front), where="post", color="black", linestyle="--", linewidth=1, label="Pareto front")
-    ax.scatter(*zip(*front), s=180, facecolors="none", edgecolors="black", zorder=4)
-    xs = [x for _, x, _ in points]
-    if min(xs) > 0 and max(xs) / min(xs) > 10:
-        ax.set_xscale("log")
-    ax.margins(x=0.2, y=0.1)  # room for the annotations
-    ax.legend(fontsize=8, loc="best")
-
-
-def plot_pareto(result: dict, path: str | Path) -> Path | None:
-    """Latency (model-only and end-to-end p50) against headline Dice (agreement when unlabelled), as a PNG.
-    None when matplotlib is missing or no artifact has both a latency and an accuracy number."""
-    try:
-        from matplotlib.figure import Figure  # no pyplot: renders with Agg, touches no global backend
-    except ImportError:
-        return None
-    label, artifacts = headline(result), result["artifacts"]
-    if any(_metric(a, label, "dice") is not None for a in artifacts):
-        y_of, ylabel = (lambda a: _metric(a, label, "dice")), f"Dice {label} (vs ground truth)"
-    else:
-        y_of = lambda a: _per_label(a, "agreement", label)  # noqa: E731
-        ylabel = f"agreement with {result['reference']} ({label}; no labels)"
-    panels = {"model-only p50, batch 1 (ms)": _model_p50, "end-to-end p50 per case (ms)": _e2e_p50}
-    series = {xlabel: [(a, x_of(a), y_of(a)) for a in artifacts if x_of(a) is not None and y_of(a) is not None]
-              for xlabel, x_of in panels.items()}
-    if not any(series.values()):
-        return None
-    fig = Figure(figsize=(13, 5.5), layout="constrained")
-    for ax, (xlabel, points) in zip(fig.subplots(1, 2), series.items()):
-        _draw_panel(ax, points, xlabel, ylabel)
-    fig.suptitle(f"{data_line(result)} · {result['device']['cpu']['model']}, {_threads(result)}")
-    path = Path(path)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    return path
-
-
 def write_reports(result: dict, json_path: str | Path) -> dict[str, Path]:
     """Write the result JSON, the Markdown report (``.md``) and the Pareto plot (``.png``) side by side.
     The JSON goes first so a measurement survives a failing report; keys: json, markdown, png (when drawn)."""
@@ -366,6 +299,8 @@ def write_reports(result: dict, json_path: str | Path) -> dict[str, Path]:
     paths = {"json": json_path, "markdown": json_path.with_suffix(".md")}
     markdown = markdown_report(result)
     atomic_write(paths["markdown"], lambda tmp: tmp.write_text(markdown, encoding="utf-8"))
+    from .plot import plot_pareto
+
     if (png := plot_pareto(result, json_path.with_suffix(".png"))) is not None:
         paths["png"] = png
     return paths

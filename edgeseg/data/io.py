@@ -53,8 +53,9 @@ def _nifti_geometry(path: Path, img) -> Geometry:
     return Geometry(spacing, affine.tolist(), img.header)
 
 
-def read_array(path: str | Path) -> tuple[np.ndarray, Geometry]:
-    """Read one file as ``(channels, *spatial)`` plus its geometry; any failure names the file."""
+def read_array(path: str | Path, palette_indices: bool = False) -> tuple[np.ndarray, Geometry]:
+    """Read one file as ``(channels, *spatial)`` plus its geometry; any failure names the file. A palette image
+    gives its colours, or with ``palette_indices`` its pixel values (a label map's labels)."""
     path = Path(path)
     ext = file_extension(path)
     try:
@@ -69,7 +70,7 @@ def read_array(path: str | Path) -> tuple[np.ndarray, Geometry]:
             from PIL import Image
 
             with Image.open(path) as im:
-                if im.mode in ("P", "LA", "RGBA"):
+                if im.mode in ("LA", "RGBA") or (im.mode == "P" and not palette_indices):
                     im = im.convert("RGB" if im.mode != "LA" else "L")
                 arr = np.asarray(im)
             return (arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)), Geometry((1.0, 1.0))
@@ -83,8 +84,9 @@ def read_array(path: str | Path) -> tuple[np.ndarray, Geometry]:
 
 
 def read_label(path: str | Path) -> tuple[np.ndarray, Geometry]:
-    """Read an integer label map ``(*spatial)``; a non-integer or multi-channel label is an error."""
-    arr, geo = read_array(path)
+    """Read an integer label map ``(*spatial)`` (a palette PNG, e.g. `edgeseg infer`'s ``CASE_colour.png``, gives
+    its pixel values); a non-integer or multi-channel label is an error."""
+    arr, geo = read_array(path, palette_indices=True)
     if arr.shape[0] != 1:
         raise EdgesegError(f"{path}: a label map must have one channel, found {arr.shape[0]}")
     arr = arr[0]

@@ -66,6 +66,8 @@ def write_phantom_dataset(out: str | Path, cases: int = 40, size: int = 128, dim
     out = Path(out)
     if (out / "dataset.json").exists():
         raise EdgesegError(f"{out}: already holds a dataset; choose another folder")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise EdgesegError(f"{out}: exists and is not an empty folder; choose another folder")
     rng = np.random.default_rng(seed)
     ext = ".png" if dims == 2 else ".nii.gz"
     shape = (size,) * dims if dims == 2 else (size // 2, size, size)

@@ -94,8 +94,15 @@ class PreprocessSpec:
     @classmethod
     def from_dict(cls, d: dict, field: str = "preprocessing") -> "PreprocessSpec":
         """The spec from its JSON form; a wrong type or an impossible value names the field."""
-        from ..validation import (expect_choice, expect_dict, expect_int, expect_list, expect_number,
-                                  expect_str_list, fail)
+        from ..validation import (
+            expect_choice,
+            expect_dict,
+            expect_int,
+            expect_list,
+            expect_number,
+            expect_str_list,
+            fail,
+        )
 
         expect_dict(d, field)
         unknown = sorted(set(d) - set(cls.__dataclass_fields__))

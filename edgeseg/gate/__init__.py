@@ -1,6 +1,14 @@
 """``edgeseg gate``: fail a build when a deployed model got slower or less accurate than its baseline."""
-from .baseline import device_class, make_baseline, read_baseline, summarize_runs, write_baseline
+from .baseline import (
+                       MIN_ROUNDS,
+                       describe_baseline,
+                       device_class,
+                       make_baseline,
+                       read_baseline,
+                       summarize_runs,
+                       write_baseline,
+)
 from .check import GateLimits, run_gate
 
-__all__ = ["GateLimits", "device_class", "make_baseline", "read_baseline", "run_gate", "summarize_runs",
-           "write_baseline"]
+__all__ = ["GateLimits", "MIN_ROUNDS", "describe_baseline", "device_class", "make_baseline", "read_baseline",
+           "run_gate", "summarize_runs", "write_baseline"]

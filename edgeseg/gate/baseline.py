@@ -20,6 +20,11 @@ from ..errors import EdgesegError
 
 BASELINE_SCHEMA, BASELINE_VERSION = "edgeseg-gate-baseline", 1
 MODES = ("workload", "reference", "absolute")
+# Rounds per side the gate judges latency from. The band's σ is a median absolute deviation over the rounds;
+# with normal round-to-round noise and z = 3, the band alone falsely flags an unchanged model in 2.9 % (2 rounds),
+# 6.6 % (3), 2.7 % (5) and 1.4 % (6) of comparisons, and the 10th percentile of σ̂ is 0.13 σ (2 rounds) against
+# 0.37 σ (6): docs/gate.md, "Rounds".
+MIN_ROUNDS = 6
 
 
 def device_class(result: dict) -> str:
@@ -102,6 +107,10 @@ def summarize_runs(results: list[dict]) -> dict:
     if len(classes) > 1 or len(fingerprints) > 1:
         raise EdgesegError(f"the results to combine differ in device class ({', '.join(sorted(classes))}) or evaluated "
                            "data; gate runs of one machine class on the same cases")
+    sources = {(r["bundle"].get("source_checkpoint") or {}).get("sha256") for r in results}
+    if len(sources) > 1:
+        raise EdgesegError("the results to combine are of bundles made from different checkpoints; combine runs of "
+                           "one bundle")
     runs = [_run_numbers(r) for r in results]
     artifacts = {}
     for name in dict.fromkeys(n for run in runs for n in run):
@@ -121,7 +130,7 @@ def summarize_runs(results: list[dict]) -> dict:
                     if len(pairs) > 1 and not rounds:
                         rounds = [v for v, _ in pairs]
                     latency[metric][mode] = {"value": value, "rounds": rounds, "sigma": relative_sigma(rounds),
-                                             "runs": len(pairs)}
+                                             "runs": len(pairs), "run_values": [v for v, _ in pairs]}
                     if mode == "workload":
                         latency[metric][mode]["runtime"] = first["workload_runtime"]
         artifacts[name] = {**{k: first[k] for k in ("runtime", "precision", "role", "dice", "agreement")},
@@ -133,23 +142,110 @@ def summarize_runs(results: list[dict]) -> dict:
             "workload": (r0.get("workload") or {}).get("name"),
             "data": {"dataset": r0["data"]["dataset"], "split": r0["data"]["split"], "cases": r0["data"]["cases"],
                      "fingerprint": r0["data"]["fingerprint"]},
-            "model": {"labels": r0["model"]["labels"], "headline_label": r0["settings"]["headline_label"]},
+            "model": {"labels": r0["model"]["labels"], "headline_label": r0["settings"]["headline_label"],
+                      "arch": r0["model"].get("arch"), "source_checkpoint": r0["bundle"].get("source_checkpoint")},
             "runs": len(results), "artifacts": artifacts}
 
 
+def rounds_shortfall(summary: dict, metric: str = "p50") -> dict[str, int]:
+    """``{artifact: rounds}`` of the timed artifacts of a summary with fewer than :data:`MIN_ROUNDS` rounds."""
+    out = {}
+    for name, a in summary["artifacts"].items():
+        modes = a["latency"].get(metric) or {}
+        n = max((len(m["rounds"]) for m in modes.values()), default=None)
+        if n is not None and n < MIN_ROUNDS:
+            out[name] = n
+    return out
+
+
+def too_few_rounds(where: str, short: dict[str, int]) -> EdgesegError:
+    """The one line refusing to judge (or record) latency from too few rounds."""
+    name, n = next(iter(short.items()))
+    more = f" and {len(short) - 1} more" if len(short) > 1 else ""
+    return EdgesegError(f"{where}: latency of {name}{more} was timed in {n} round(s); the gate needs ≥ {MIN_ROUNDS} "
+                        f"rounds per side to tell a slowdown from noise: bench with --rounds {MIN_ROUNDS} (the default), "
+                        f"or pass ≥ {-(-MIN_ROUNDS // max(n, 1))} result files of {n} rounds")
+
+
+def run_to_run_sigma(artifacts: dict) -> dict:
+    """``{metric: {mode: {runtime: {"sigma", "dof"}}}}``: the spread between repeated runs' values of the artifacts
+    of each runtime — standard deviation of the log values around each artifact's own mean, pooled over the
+    runtime's artifacts (``dof`` = runs − 1 summed over them); only where some artifact has ≥ 2 runs."""
+    pooled: dict = {}
+    for a in artifacts.values():
+        for metric, modes in a["latency"].items():
+            for mode, entry in modes.items():
+                logs = np.log(entry.get("run_values") or [])
+                if len(logs) >= 2:
+                    acc = pooled.setdefault(metric, {}).setdefault(mode, {}).setdefault(a["runtime"], [0.0, 0])
+                    acc[0] += float(((logs - logs.mean()) ** 2).sum())
+                    acc[1] += len(logs) - 1
+    return {metric: {mode: {rt: {"sigma": (ss / dof) ** 0.5, "dof": dof} for rt, (ss, dof) in runtimes.items()}
+                     for mode, runtimes in modes.items()} for metric, modes in pooled.items()}
+
+
 def make_baseline(results: list[dict], sources: list[str]) -> dict:
-    """A baseline file's content from one or more bench results."""
+    """A baseline file's content from one or more bench results (repeated runs: their run-to-run spread per
+    runtime is recorded as ``run_sigma``, the floor of the gate's noise band); refuses latency from fewer than
+    :data:`MIN_ROUNDS` rounds."""
+    summary = summarize_runs(results)
+    if short := rounds_shortfall(summary):
+        raise too_few_rounds(f"a baseline from {', '.join(sources)}", short)
     return {"schema": BASELINE_SCHEMA, "schema_version": BASELINE_VERSION,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "sources": [{"path": s, "created": r["created"], "bundle_manifest_sha256": r["bundle"]["manifest_sha256"],
                          "edgeseg_version": r["edgeseg_version"], "cpu": r["device"]["cpu"]["model"]}
                         for s, r in zip(sources, results)],
-            **summarize_runs(results)}
+            **summary, "run_sigma": run_to_run_sigma(summary["artifacts"])}
 
 
-def write_baseline(baseline: dict, path: Path) -> None:
+def describe_baseline(baseline: dict) -> str:
+    """``chest.ckpt (sha256 1a2b3c4d) on Dataset002 val, 8 cases (data 44f5dee1), 3 run(s) on cpu-…-2t,
+    2026-11-27``."""
+    source = (baseline.get("model") or {}).get("source_checkpoint") or {}
+    model = f"{source.get('name', 'unrecorded checkpoint')} (sha256 {str(source.get('sha256', '?'))[:8]})"
+    data = baseline["data"]
+    return (f"{model} on {data['dataset']} {data.get('split', '?')}, {len(data.get('cases') or [])} cases (data "
+            f"{str(data.get('fingerprint', '?'))[:8]}), {baseline.get('runs', '?')} run(s) on "
+            f"{baseline.get('device_class', '?')}, {str(baseline.get('created', '?'))[:10]}")
+
+
+def _other_model_or_data(old: dict, new: dict) -> str | None:
+    """Why ``old`` is a baseline of another model or data than ``new`` (None when it is the same one). A baseline
+    written before checkpoints were recorded is judged by its data and labels."""
+    old_sha = ((old.get("model") or {}).get("source_checkpoint") or {}).get("sha256")
+    new_sha = ((new.get("model") or {}).get("source_checkpoint") or {}).get("sha256")
+    if old_sha and new_sha and old_sha != new_sha:
+        return "another source checkpoint"
+    if old["data"].get("fingerprint") != new["data"]["fingerprint"]:
+        return "other evaluated data"
+    if (old.get("model") or {}).get("labels") != new["model"]["labels"]:
+        return "other labels"
+    return None
+
+
+def write_baseline(baseline: dict, path: Path, replace_other: bool = False) -> dict | None:
+    """Write ``baseline`` to ``path``; returns the baseline it replaced (None: there was none). Never replaces a
+    file that is not an edgeseg gate baseline; a baseline of another model or data only with ``replace_other``."""
+    path = Path(path)
+    old = None
+    if path.exists() or path.is_symlink():
+        if path.is_symlink() or not path.is_file():
+            raise EdgesegError(f"{path}: exists and is not a regular file; edgeseg writes baselines only over its "
+                               "own baseline files")
+        try:
+            old = read_baseline(path)
+        except EdgesegError:
+            raise EdgesegError(f"{path}: exists and is not an edgeseg gate baseline (of a schema this edgeseg reads); "
+                               "not replaced, whatever the flags: choose another --baseline/--baseline-dir") from None
+        why = _other_model_or_data(old, baseline)
+        if why and not replace_other:
+            raise EdgesegError(f"{path} holds the baseline of {why} ({describe_baseline(old)}), not of these results "
+                               f"({describe_baseline(baseline)}); not replaced: pass --replace-baseline to replace it, "
+                               "or write to another --baseline FILE / --baseline-dir")
     text = json.dumps(baseline, indent=1, allow_nan=False) + "\n"
-    atomic_write(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return old
 
 
 def read_baseline(path: Path) -> dict:

@@ -14,18 +14,24 @@ def print_gate(report: dict, baseline_path: Path) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from ..bench.tables import name_legend, short_names
     from ..report import console
 
+    names = short_names(c.artifact for c in report["checks"])  # short and unique: nothing cut in a narrow log
     table = Table(title=f"edgeseg gate vs {escape(str(baseline_path))} · {report['device_class']} · latency "
                         f"{report['metric']} ({report['mode']}) · {report['runs']} run(s) vs {report['baseline_runs']}")
     for column in ("", "artifact", "check", "baseline", "current", "limit", "why"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for c in sorted(report["checks"], key=lambda c: c.passed):
-        table.add_row("[green]ok[/]" if c.passed else "[bold red]FAIL[/]", escape(c.artifact), escape(c.check),
+        table.add_row("[yellow]info[/]" if c.advisory else "[green]ok[/]" if c.passed else "[bold red]FAIL[/]", escape(names[c.artifact]), escape(c.check),
                       _fmt(c.baseline), _fmt(c.current), escape(c.limit), escape(c.message))
     console.print(table)
+    for line in name_legend(names):
+        console.print(f"  {escape(line)}")
     for note in report["notes"]:
         console.print(f"note: {escape(note)}")
     failed = [c for c in report["checks"] if not c.passed]
-    console.print(f"[bold red]gate failed[/]: {len(failed)} of {len(report['checks'])} checks broke a limit"
-                  if failed else f"[green]gate passed[/]: {len(report['checks'])} checks within limits")
+    judged = [c for c in report["checks"] if not c.advisory]
+    shown = f" ({len(report['checks']) - len(judged)} latency checks shown, not judged)" if len(judged) < len(report["checks"]) else ""
+    console.print(f"[bold red]gate failed[/]: {len(failed)} of {len(judged)} checks broke a limit{shown}"
+                  if failed else f"[green]gate passed[/]: {len(judged)} checks within limits{shown}")

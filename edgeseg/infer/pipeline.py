@@ -21,8 +21,17 @@ from ..inference import label_map, predict_logits
 from ..progress import console, progress_bar
 from ..targets import get_target
 from .backend import choose_artifact
-from .inputs import (MAX_PIXELS, MAX_VOXELS, InputItem, check_size, discover_inputs, orientation_change, read_item,
-                     reorient, trained_orientation)
+from .inputs import (
+    MAX_PIXELS,
+    MAX_VOXELS,
+    InputItem,
+    check_size,
+    discover_inputs,
+    orientation_change,
+    read_item,
+    reorient,
+    trained_orientation,
+)
 from .outputs import OutputLedger, output_paths, refuse_inputs_inside, write_outputs
 
 
@@ -64,6 +73,7 @@ class _Clock:
     model_calls: int = 0
     model_images: int = 0
     per_case: dict = field(default_factory=dict)
+    calls: list = field(default_factory=list)  # (ms, images) of every model call, in order
 
 
 class _TimedRunner:
@@ -74,6 +84,7 @@ class _TimedRunner:
         t0 = time.perf_counter()
         out = self.runner(batch)
         self.clock.infer += time.perf_counter() - t0
+        self.clock.calls.append(((time.perf_counter() - t0) * 1e3, len(batch)))
         self.clock.model_calls += 1
         self.clock.model_images += len(batch)
         return out
@@ -130,7 +141,8 @@ class _Run:
             logits = self.spec.preprocessing.restore(logits, prepared.model_image.shape[1:])
         if prepared.orientation:
             logits = reorient(logits, prepared.orientation[1])
-        write_outputs(prepared.paths, label_map(logits), logits, prepared.image, prepared.geometry)
+        write_outputs(prepared.paths, label_map(logits), logits, prepared.image, prepared.geometry,
+                      self.spec.label_names)
         self.ledger.record(prepared.paths, prepared.item.source)
         self.clock.postprocess_write += time.perf_counter() - t0
 
@@ -182,6 +194,8 @@ def run_infer(cfg: InferConfig) -> dict:
     refuse_inputs_inside(cfg.out, [path for item in items for path in item.paths])
     run = _Run(cfg, spec, layout.get("image_dims"), trained_orientation(layout.get("axcodes")),
                OutputLedger(cfg.out, str(cfg.bundle)), clock)
+    items, taken = run.ledger.free_inputs(items, cfg.out, cfg.probabilities, cfg.overlay, cfg.force)
+    failed += taken  # every output path checked before any model call
     if not items:
         return _summary(cfg, artifact, why, [], failed, clock, load_seconds, start, swept)
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -242,5 +256,16 @@ def _summary(cfg, artifact, why, done, failed, clock: _Clock, load_seconds, star
             "wall_seconds": round(wall, 3), "cases_per_second": round(len(done) / wall, 2) if wall > 0 else None,
             "stages_seconds": {"read_preprocess": round(clock.read_preprocess, 3), "infer": round(clock.infer, 3),
                                "postprocess_write": round(clock.postprocess_write, 3)},
-            "model_calls": clock.model_calls, "model_images": clock.model_images,
-            "model_ms_per_image": round(1e3 * clock.infer / clock.model_images, 3) if clock.model_images else None}
+            "model_calls": clock.model_calls, "model_images": clock.model_images, **_model_timing(cfg, clock)}
+
+
+def _model_timing(cfg, clock: _Clock) -> dict:
+    """The model's time per image as bench defines it (benchmarks/SCHEMA.md, "Latency definitions"): the median
+    call after the first, per image of the call; the first call (lazy initialisation, warm-up) on its own."""
+    steady = clock.calls[1:] or clock.calls
+    per_image = [ms / n for ms, n in steady if n]
+    return {"model_ms_per_image": round(float(np.median(per_image)), 3) if per_image else None,
+            "model_first_call_ms": round(clock.calls[0][0], 3) if clock.calls else None,
+            "model_ms_includes_first_call": len(clock.calls) == 1,
+            "model_batch": max((n for _, n in clock.calls), default=None),
+            "threads": cfg.threads or "runtime default"}

@@ -19,6 +19,7 @@ from ..bench.fingerprint import slug
 from ..data.io import atomic_write
 from ..errors import EdgesegError
 from ..housekeeping import work_dir
+from ..validation import expect_int
 
 TRTEXEC_PATHS = ("trtexec", "/usr/src/tensorrt/bin/trtexec")
 
@@ -86,9 +87,26 @@ def _builder_command(artifact: dict, onnx_path: Path, engine_path: Path) -> list
     trtexec = custom or next((p for p in TRTEXEC_PATHS if shutil.which(p)), None)
     if not trtexec:
         return None
-    recorded = shlex.split(artifact["details"].get("trtexec", "trtexec"))[1:]  # shapes, precision flags
-    args = [a for a in recorded if not a.startswith(("--onnx=", "--saveEngine="))]
-    return [*shlex.split(trtexec), f"--onnx={onnx_path}", f"--saveEngine={engine_path}", *args]
+    from .tensorrt_backend import trtexec_command
+
+    # rebuilt from the artifact's structured facts, never the recorded command line: a manifest string is not
+    # something to execute (it could name a plugin library)
+    details = artifact["details"]
+    workspace = expect_int(details.get("workspace_mib", 1024), f"{artifact['name']}.details.workspace_mib", 16, 1 << 20)
+    line = trtexec_command(str(onnx_path), str(engine_path), engine_shapes(artifact), artifact["precision"],
+                           artifact["float_nodes"], workspace)
+    return [*shlex.split(trtexec), *shlex.split(line)[1:]]
+
+
+def engine_shapes(artifact: dict) -> dict[str, tuple[int, ...]]:
+    """The min/opt/max input shapes an artifact's engine is built for, checked (from its manifest details)."""
+    shapes = artifact.get("details", {}).get("shapes")
+    ok = isinstance(shapes, dict) and set(shapes) == {"min", "opt", "max"} and all(
+        isinstance(v, list) and 3 <= len(v) <= 5 and all(isinstance(n, int) and 0 < n <= 65536 for n in v)
+        for v in shapes.values())
+    if not ok:
+        raise EdgesegError(f"{artifact['name']}: details.shapes must hold min/opt/max input shapes of positive integers")
+    return {k: tuple(v) for k, v in shapes.items()}
 
 
 def ensure_engine(bundle_dir: Path, artifact: dict, cache: Path) -> tuple[Path, bool]:
@@ -104,8 +122,8 @@ def ensure_engine(bundle_dir: Path, artifact: dict, cache: Path) -> tuple[Path, 
             from .tensorrt_backend import build_engine
 
             details = artifact["details"]
-            build_engine(onnx_path, engine, {k: tuple(v) for k, v in details["shapes"].items()},
-                         artifact["precision"], artifact["float_nodes"], details.get("workspace_mib", 1024))
+            build_engine(onnx_path, engine, engine_shapes(artifact), artifact["precision"], artifact["float_nodes"],
+                         details.get("workspace_mib", 1024))
             return engine, True
 
         def build(tmp: Path) -> None:

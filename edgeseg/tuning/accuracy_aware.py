@@ -97,8 +97,9 @@ def tune_float_plans(settings: AccuracyAwareSettings, model, spec, fp32_onnx: Pa
         share = max(left, 0) / (len(int8) - i)
         nncf_too = profile.target == "openvino"  # half its share is kept for NNCF's own search, if needed
         result = search_float_nodes(trial, plan_for, ranking, settings.limits, labels, share / 2 if nncf_too else share,
-                                    progress=lambda h: console.print(f"    {h['step'][:90]}: {h['delta_points']} "
-                                                                     f"{'ok' if not h['problems'] else 'over'}"))
+                                    progress=lambda h: console.print(
+                                        f"    {h['step'][:90]}: ΔDice {_points(h['delta_points'])} "
+                                        f"{'ok' if not h['problems'] else 'over'}"))
         plan, options = result.pop("float_nodes"), {}
         control = None
         if nncf_too and result["history"][0]["problems"] and result["seconds"] < share:
@@ -133,7 +134,8 @@ def _nncf_accuracy_control(trial, preset_plan: list[dict], scorer, limits, label
     console.print("    NNCF quantize_with_accuracy_control with the same limits …")
     score = trial(preset_plan, {"accuracy_control": control})
     problems = limits.check(score, labels)
-    console.print(f"    NNCF accuracy control: {_summary(score)['delta_points']} {'over' if problems else 'ok'}")
+    console.print(f"    NNCF accuracy control: ΔDice {_points(_summary(score)['delta_points'])} "
+                  f"{'over' if problems else 'ok'}")
     details = trial.last_artifact["details"]
     return control, {"nncf-accuracy-control": {"met": not problems, "score": _summary(score), "problems": problems,
                                                "slack_points": round(limits.slack(score), 4),
@@ -200,14 +202,21 @@ def missed_targets(manifest: dict) -> list[str]:
     return [name for name, result in targets.items() if not result["met"]]
 
 
+def _points(delta_points: dict) -> str:
+    """``{"lung": -0.12, …}`` (Dice points) as ``"lung −0.12, … pts"``."""
+    return ", ".join(f"{lab} {'−' if d < 0 else '+'}{abs(d):.2f}" for lab, d in delta_points.items()) + " pts"
+
+
 def print_accuracy_aware(report: dict) -> None:
     """Per target: limits met or not, the nodes returned to float (with their measured cost), the final drift."""
     from rich.markup import escape
 
     from ..report import console as out
 
+    limits = DiceLimits(report["limits"]["max_dice_drop_points"], report["limits"]["per_label_points"])
+    labels = next((list(r["score"]["delta_points"]) for r in report["targets"].values()), list(limits.per_label))
     out.print(f"accuracy-aware INT8 on {len(report['tuning']['cases'])} tuning cases ({report['tuning']['dataset']} "
-              f"train), limits {report['limits']}, {report['seconds']:.0f} s:")
+              f"train), limits {limits.describe(labels)}, {report['seconds']:.0f} s:")
     for name, result in report["targets"].items():
         state = "[green]met[/]" if result["met"] else "[bold red]missed[/]"
         added = ", ".join(f"{n['module'] or n['name']} ({n['worst_label_cost'] * 100:+.2f} pts"
@@ -220,7 +229,7 @@ def print_accuracy_aware(report: dict) -> None:
                           + (f", {a['p50_ms']:.2f} ms" if a.get("p50_ms") else "")
                           for m, a in result.get("alternatives", {}).items() if "score" in a)
         out.print(f"  {escape(name)}: {state} by {result.get('method', 'edgeseg-float-plan')}; "
-                  f"ΔDice pts {result['score']['delta_points']}; "
+                  f"ΔDice {_points(result['score']['delta_points'])}; "
                   f"{len(result['added'])} node(s) back to float{': ' + escape(added) if added else ''}; {speed}; "
                   f"{len(result['history'])} trials, {result['seconds']:.0f} s"
                   + (f"; also tried {other}" if other else "")

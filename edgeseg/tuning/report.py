@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from ..data.io import atomic_write
+from ..overwrite import PNG_SOFTWARE
 
 
 def _label(row: dict) -> str:
@@ -52,7 +53,7 @@ def plot_sensitivity(result: dict, path: str | Path, top: int = 25) -> Path | No
                  fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, metadata={"Software": PNG_SOFTWARE}))
     return path
 
 

@@ -64,6 +64,10 @@ class DiceLimits:
     def to_dict(self) -> dict:
         return {"max_dice_drop_points": self.max_drop, "per_label_points": self.per_label}
 
+    def describe(self, labels: list[str]) -> str:
+        """Each foreground label's limit as text: ``"lung ≤ 0.3 pts, nodule ≤ 1 pts"``."""
+        return ", ".join(f"{lab} ≤ {self.per_label.get(lab, self.max_drop):g} pts" for lab in labels)
+
 
 class TargetTrial:
     """Build one target's artifact with a float plan, score it on the tuning cases, time variants of it."""
