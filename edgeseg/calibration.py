@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -120,6 +121,45 @@ def build_calibration_set(data_dir: str | Path, preprocessing: PreprocessSpec, m
                 "fingerprint": dataset.fingerprint(cases), "case_sha256": dataset.case_hashes(cases),
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     return CalibrationSet(inputs, manifest)
+
+
+def calibration_from_arrays(images, spec, sizes: list[tuple[int, ...]] | None = None, size: int = 64,
+                            transform=None) -> CalibrationSet:
+    """A calibration set from in-memory images (like ``nncf.Dataset(data, transform)``): the first ``size`` items
+    of ``images``, each passed through ``transform`` first when given, then a raw ``(C, *spatial)`` array (or
+    ``(*spatial)`` for a 1-channel model) of the model's dimensionality, preprocessed with ``spec`` (a
+    :class:`~edgeseg.checkpoint.CheckpointSpec`) at every spatial size of ``sizes`` (default: the model's).
+
+    Each array's content sha256 is recorded (``case_sha256``), so two array sets can be compared; a dataset
+    case is hashed from its files' bytes, so overlap with the evaluation cases of a folder cannot be detected:
+    keep those cases out of ``images`` yourself."""
+    from .infer.inputs import as_channel_first, check_dims
+
+    if size < 1:
+        raise EdgesegError("calibration size must be at least 1")
+    sizes = [tuple(s) for s in (sizes or [spec.preprocessing.size])]
+    specs = [dataclasses.replace(spec.preprocessing, size=spatial) for spatial in sizes]
+    batches: list[list[np.ndarray]] = [[] for _ in sizes]
+    hashes: dict[str, str] = {}
+    for i, item in enumerate(images):
+        if i == size:
+            break
+        source = f"calibration image {i}"
+        image = as_channel_first(transform(item) if transform else item, spec.in_channels, spec.spatial_dims, source)
+        check_dims(image, spec, spec.spatial_dims, source)
+        hashes[f"array_{i:04d}"] = hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
+        for pre, batch in zip(specs, batches):
+            batch.append(pre(image))
+    if not hashes:
+        raise EdgesegError("the calibration images are empty: pass at least one image")
+    cases = list(hashes)
+    manifest = {"format": FORMAT, "version": VERSION, "dataset": None, "source": "arrays", "split": None,
+                "strategy": "given", "seed": None, "size": len(cases), "sizes": [list(s) for s in sizes],
+                "cases": cases, "samples": [{"case": c, "slice": None} for c in cases], "excluded_cases": 0,
+                "preprocessing_sha256": spec.preprocessing.sha256(),
+                "fingerprint": hashlib.sha256("".join(hashes.values()).encode()).hexdigest(), "case_sha256": hashes,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    return CalibrationSet({s: np.stack(b).astype(np.float32) for s, b in zip(sizes, batches)}, manifest)
 
 
 def _scan_pool(dataset: NnUNetDataset, pool_ids: list[str], rng, n: int, excluded_content: set[str]) -> list[str]:

@@ -24,7 +24,7 @@ def gate_cmd(results: list[Path] = typer.Argument(..., help="One or more `edgese
              mode: Optional[str] = typer.Option(None, help="auto | workload | reference | absolute: latency ÷ the fixed workload or ÷ the FP32 reference of the same run, or ms (auto: workload on CPU)."),
              allow_vanished: list[str] = typer.Option([], help="CASE:LABEL glob of a vanished structure to accept (repeatable; '*' accepts all)."),
              allow_device_mismatch: bool = typer.Option(False, "--allow-device-mismatch", help="Compare results from another device class than the baseline's."),
-             every_run: bool = typer.Option(False, "--every-run", help="Several results of one bundle: latency fails when the runs pooled are slower beyond the limit and the noise band and each run on its own is slower than the limit (how a re-run confirms a regression)."),
+             every_run: bool = typer.Option(False, "--every-run", help="Several results of one bundle: latency fails when the runs pooled are slower beyond the limit and the noise band and each run on its own is slower than half the limit (how a re-run confirms a regression)."),
              limits: Optional[Path] = typer.Option(None, help="TOML file with the limits (options given here override it)."),
              junit: Optional[Path] = typer.Option(None, help="Write the checks as JUnit XML."),
              confirm: bool = typer.Option(True, "--confirm/--no-confirm", help="When only latency is over its limit (beyond the noise band, or within a wide one), bench the bundle once more (settings of the first result, written beside it as NAME.confirm.json) and decide on both runs as --every-run does."),
@@ -34,7 +34,7 @@ def gate_cmd(results: list[Path] = typer.Argument(..., help="One or more `edgese
 
     Exit codes:
     0 every check holds;
-    1 a limit is broken (latency: confirmed by the second run: pooled beyond the band, each run over the limit);
+    1 a limit is broken (latency: confirmed by the second run: pooled beyond the band, each run over half the limit);
     2 unusable input: unreadable or other-class results, other cases, latency from fewer than 6 rounds, a baseline write over another model's baseline or over a file that is not one.
     """
     from .bench.schema import read_result
@@ -131,7 +131,7 @@ def _confirmation_run(first: Path, result: dict) -> tuple[dict | None, str]:
     atomic_write(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return read_result(out), (f"a latency limit broke in {first}; re-measured by a second bench run ({out}): "
                               "latency fails where both runs pooled are slower beyond the limit and the noise band, and each run "
-                              "on its own beyond the limit")
+                              "on its own slower than half the limit")
 
 
 def _is_bench_result(path: Path) -> bool:

@@ -36,6 +36,7 @@ from .progress import console
 from .targets import get_target, load_profile
 from .targets.base import BuildRequest
 from .targets.float_nodes import plan_float_nodes
+from .validation import paths_as_path
 
 
 @dataclass
@@ -66,6 +67,9 @@ class CompressConfig:
     seed: int = 0
     force: bool = False
 
+    def __post_init__(self):
+        paths_as_path(self)  # str paths from Python work as well as Path
+
 
 def resolve_profiles(cfg: CompressConfig) -> list:
     if cfg.profiles:
@@ -83,6 +87,14 @@ def resolve_profiles(cfg: CompressConfig) -> list:
         if reason:
             raise EdgesegError(f"target {profile.name}: cannot build here: {reason}")
     return profiles
+
+
+def deployment_sizes(profiles, model_size: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Every spatial size the profiles deploy at (the calibration set needs inputs at each), in order."""
+    sizes = list(profiles[0].spatial_sizes(model_size)) if profiles else [tuple(model_size)]
+    for p in profiles[1:]:
+        sizes += [s for s in p.spatial_sizes(model_size) if s not in sizes]
+    return sizes
 
 
 def _checkpoint_dataset(spec) -> Path:
@@ -106,11 +118,11 @@ def resolve_data(cfg: CompressConfig, spec, sizes) -> tuple[NnUNetDataset | None
     eval_dir = cfg.eval_data or calib_dir
     if eval_dir is None and spec.data.get("dataset") and (data_root() / spec.data["dataset"]).is_dir():
         eval_dir = data_root() / spec.data["dataset"]
-    dataset, eval_ids = None, []
+    dataset, eval_ids, held_back = None, [], []
     if eval_dir is not None:
         dataset = NnUNetDataset(eval_dir)
         check_compatible(spec, dataset)
-        eval_ids = held_back_cases(spec, dataset, cfg.seed)
+        held_back = eval_ids = held_back_cases(spec, dataset, cfg.seed)
         if cfg.eval_cases:
             eval_ids = eval_ids[: cfg.eval_cases]
     train_dir = calib_dir or (dataset.root if dataset is not None and is_training_dataset(spec, dataset) else None)
@@ -122,7 +134,9 @@ def resolve_data(cfg: CompressConfig, spec, sizes) -> tuple[NnUNetDataset | None
                            "edgeseg never calibrates on random data")
     if calib_dir is not None:  # the evaluated cases are left out by content, whichever folder holds them
         recorded = spec.data.get("train_cases") if is_training_dataset(spec, NnUNetDataset(calib_dir)) else None
-        evaluated = set(dataset.case_hashes(eval_ids).values()) if dataset is not None else set()
+        # every held-back image, not only the evaluated ones: bench evaluates the whole split, and datasets repeat
+        # an image under several case ids (DDTI: one per nodule, across train and val)
+        evaluated = set(dataset.case_hashes(held_back).values()) if dataset is not None else set()
         calib = build_calibration_set(calib_dir, spec.preprocessing, spec.spatial_dims, cfg.calib_size,
                                       cfg.calib_strategy, cfg.seed, "train", sizes=sizes, case_ids=recorded,
                                       exclude_sha256=evaluated)
@@ -171,9 +185,7 @@ def compress(cfg: CompressConfig) -> dict:
     source_sha = hashlib.sha256(source).hexdigest()
     model, spec = load_checkpoint(source, str(cfg.checkpoint))  # the very bytes that were hashed
     profiles = resolve_profiles(cfg)
-    sizes = profiles[0].spatial_sizes(spec.preprocessing.size) if profiles else [spec.preprocessing.size]
-    for p in profiles[1:]:
-        sizes += [s for s in p.spatial_sizes(spec.preprocessing.size) if s not in sizes]
+    sizes = deployment_sizes(profiles, spec.preprocessing.size)
     check_replaceable(cfg.out, cfg.force)  # before any work: a folder edgeseg did not write is never replaced
     total = 6
     _stage(1, total, "data: evaluation cases and calibration set")

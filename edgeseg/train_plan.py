@@ -108,7 +108,7 @@ def plan_phases(*, epochs: int, steps_per_epoch: int, size: int, low_size: int |
             total, basis = max(1, fits), "time limit"
             notes.append(f"the time limit fits about {total} of the {asked} steps --epochs {epochs} asks for "
                          f"({total / steps_per_epoch:.1f} epochs); the schedule"
-                         f"{' and the resolution phases' if low_size else ''} were planned for {total}")
+                         f"{' and the resolution phases were' if low_size else ' was'} planned for {total} steps")
     low_steps = int(round(low_fraction * total)) if low_size else 0
     return PhasePlan(total, low_steps, size, low_size, steps_per_epoch, basis, asked, notes)
 

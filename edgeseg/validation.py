@@ -77,3 +77,20 @@ def expect_str_list(value, field: str, min_len: int = 0, max_len: int = 10_000) 
     for i, item in enumerate(expect_list(value, field, min_len, max_len)):
         expect_str(item, f"{field}[{i}]", max_len=256)
     return value
+
+
+def paths_as_path(config) -> None:
+    """Turn the ``str`` (or ``os.PathLike``) values of a dataclass's ``Path`` fields into :class:`Path`, in place
+    (``list[Path]`` fields item by item): configs built from Python accept either."""
+    import dataclasses
+    import os
+    from pathlib import Path
+
+    for f in dataclasses.fields(config):
+        value, annotation = getattr(config, f.name), str(f.type)
+        if "Path" not in annotation or value is None:
+            continue
+        if annotation.startswith("list["):  # one path alone counts as a list of one
+            setattr(config, f.name, [Path(value)] if isinstance(value, (str, os.PathLike)) else [Path(v) for v in value])
+        elif isinstance(value, (str, os.PathLike)):
+            setattr(config, f.name, Path(value))

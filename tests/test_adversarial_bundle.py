@@ -253,7 +253,7 @@ def _compress_cmd(phantom_demo, out):
             "--latency-repeats", "2", "--out", str(out)]
 
 
-def test_killed_compress_leftovers_are_swept_by_the_next_run(phantom_demo, tmp_path):
+def test_killed_compress_leftovers_are_swept_and_force_replaces_only_our_bundle(phantom_demo, tmp_path):
     tmpdir, outdir = tmp_path / "tmp", tmp_path / "out"
     tmpdir.mkdir(), outdir.mkdir()
     env = {**os.environ, "TMPDIR": str(tmpdir)}
@@ -270,6 +270,15 @@ def test_killed_compress_leftovers_are_swept_by_the_next_run(phantom_demo, tmp_p
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert [p.name for p in outdir.iterdir()] == ["b"]
     assert [p.name for p in tmpdir.iterdir() if "edgeseg" in p.name] == []  # (torch's own caches may stay)
+    load_bundle(outdir / "b")
+    # 6 — the bundle edgeseg wrote: kept without --force, replaced (a new folder renamed into place) with it
+    before = (outdir / "b").stat().st_ino
+    again = subprocess.run(_compress_cmd(phantom_demo, outdir / "b"), env=env, capture_output=True, text=True)
+    assert again.returncode == 2 and "--force" in again.stdout + again.stderr
+    again = subprocess.run([*_compress_cmd(phantom_demo, outdir / "b"), "--force"], env=env, capture_output=True,
+                           text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (outdir / "b").stat().st_ino != before and [p.name for p in outdir.iterdir()] == ["b"]
     load_bundle(outdir / "b")
 
 

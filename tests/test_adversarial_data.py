@@ -60,8 +60,8 @@ def phantom_model():
 def _resolve(spec, **kwargs):
     from edgeseg.compress import CompressConfig, resolve_data
 
-    cfg = CompressConfig(checkpoint=default_checkpoint(), out=Path("unused"), targets=["onnxruntime"], calib_size=16,
-                         **kwargs)
+    cfg = CompressConfig(**{"checkpoint": default_checkpoint(), "out": Path("unused"), "targets": ["onnxruntime"],
+                            "calib_size": 16, **kwargs})
     return resolve_data(cfg, spec, [tuple(spec.preprocessing.size)])
 
 
@@ -91,6 +91,29 @@ def test_calibration_folder_leaves_out_cases_evaluated_from_a_renamed_copy(sourc
     assert sorted(calib.manifest["case_sha256"]) == calib.case_ids  # recorded, so a saved .npz can be checked too
 
 
+def test_an_image_repeated_under_a_training_id_stays_out_of_calibration_and_tuning(source, phantom_model, tmp_path):
+    """DDTI keeps one case per nodule, so one image can be a validation case and a training case (other mask).
+    Found with the README's thyroid walkthrough: `bench` on the whole val split then found an evaluated image in
+    the bundle's calibration set and could not calibrate its INT8 baselines (exit 4). Every held-back image is
+    left out of calibration and tuning by content, not only the first --eval-cases ones."""
+    from edgeseg.tuning.accuracy_aware import AccuracyAwareSettings, _tuning_scorer
+    from edgeseg.tuning.search import DiceLimits
+
+    model, spec = phantom_model
+    data = _renamed_copy(source, tmp_path / "dup")
+    splits = json.loads((data / "splits.json").read_text())
+    last_val, twin = splits["val"][-1], splits["train"][0]
+    for sub in ("imagesTr",):  # the training case gets the last validation case's image, keeps its own mask
+        for f in (data / sub).glob(f"{last_val}_*"):
+            shutil.copyfile(f, data / sub / f.name.replace(last_val, twin))
+    _, eval_ids, calib, _ = _resolve(spec, calib=data, eval_cases=1)  # 16 samples: every training case it may use
+    assert last_val not in eval_ids and sorted(calib.case_ids) == sorted(set(splits["train"]) - {twin})
+    # what is left for tuning (training cases minus calibration) is the twin alone, and it is not used
+    settings = AccuracyAwareSettings(limits=DiceLimits(0.5), tune_data=data, tune_cases=16)
+    with pytest.raises(EdgesegError, match="evaluated images are removed"):
+        _tuning_scorer(settings, model, spec, calib, None, NnUNetDataset(data), eval_ids, 0)
+
+
 def test_tuning_cases_are_checked_against_evaluation_and_calibration_by_content(source, phantom_model, tmp_path):
     from edgeseg.calibration import build_calibration_set
     from edgeseg.tuning.accuracy_aware import AccuracyAwareSettings, _tuning_scorer
@@ -104,7 +127,8 @@ def test_tuning_cases_are_checked_against_evaluation_and_calibration_by_content(
     as_train = _renamed_copy(source, tmp_path / "a", {"train": src_splits["val"], "val": src_splits["train"]})
     settings = AccuracyAwareSettings(limits=DiceLimits(0.5), tune_data=as_train, tune_cases=3)
     evaluated = NnUNetDataset(source)
-    with pytest.raises(EdgesegError, match="tuning cases overlap the 3 evaluated cases"):
+    with pytest.raises(EdgesegError, match="no train cases left for tuning once the calibration cases and the "
+                                           "evaluated images are removed"):
         _tuning_scorer(settings, model, spec, calib, None, evaluated, src_splits["val"], 0)
     # tuning data = the calibration source under other names: the calibration cases are left out by content
     copy = _renamed_copy(source, tmp_path / "b")

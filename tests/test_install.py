@@ -192,3 +192,18 @@ def test_wheel_on_python_310_reads_profiles_recipes_and_gate_limits(wheel, tmp_p
     done = run([str(venv / "bin/python"), "-c", code], cwd=outside, env=clean_env())
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "stratified"
+
+
+def test_ci_runs_the_readme_tests_and_the_user_installs():
+    """What CI must do (issue G, item 18), kept from drifting: .ci/run takes its test command from README.md's
+    ci:test block and runs the install check, which builds the wheel from the sdist, runs `edgeseg demo` from it
+    on Python 3.11 with [full] outside the checkout, and `verify` + `infer` on Python 3.10 with [runtime], failing
+    when that install pulls torch or infer writes fewer masks than images. (The runs themselves are the CI log.)"""
+    ci = (ROOT / ".ci/run").read_text()
+    check = (ROOT / ".ci/install_check.sh").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert "<!-- ci:test -->" in readme and "sed -n '/<!-- ci:test -->/" in ci
+    assert "bash .ci/install_check.sh" in ci and "benchmarks/suites/ci_gate.sh" in ci
+    for needle in ("-m build -q --outdir", "[full]", "$py311/bin/edgeseg' demo", "[runtime]",
+                   "import torch", "$py310/bin/edgeseg' verify", "$py310/bin/edgeseg' infer", '"$masks" -eq "$images"'):
+        assert needle in check, needle

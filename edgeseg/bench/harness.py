@@ -22,6 +22,7 @@ from ..inference import predict_logits
 from ..metrics import headline_label
 from ..progress import console, progress_bar
 from ..targets import get_target, load_profile
+from ..validation import paths_as_path
 from .fingerprint import device_fingerprint
 from .isolated import latency_threads, measure_isolated
 from .ratios import add_ratios, run_noise
@@ -48,6 +49,9 @@ class BenchConfig:
     baseline_checkpoint: Path | None = None  # e.g. the unpruned model, PyTorch eager
     command: str | None = None
     limits: dict = field(default_factory=dict)  # the verdict's Dice limits: max_dice_drop_points, per_label_points
+
+    def __post_init__(self):
+        paths_as_path(self)  # str paths from Python work as well as Path
 
 
 def _refused(manifest: dict, failed: dict[str, str]) -> dict[str, str]:

@@ -151,6 +151,45 @@ def reorient(array: np.ndarray, ornt) -> np.ndarray:
     return np.moveaxis(apply_orientation(np.moveaxis(array, 0, -1), ornt), -1, 0)
 
 
+def to_model_orientation(image: np.ndarray, geometry: Geometry, trained: np.ndarray | None):
+    """``(image, orientation)``: a volume on the axes of the ``trained`` orientation (a view) and the
+    :func:`orientation_change` that took it there (None: unchanged; 2D images always are)."""
+    orientation = orientation_change(geometry, trained) if image.ndim == 4 else None
+    return (reorient(image, orientation[0]) if orientation else image), orientation
+
+
+def from_model_orientation(array: np.ndarray, orientation) -> np.ndarray:
+    """``(channels, *spatial)`` outputs back on the input's own axes (the inverse of :func:`to_model_orientation`)."""
+    return reorient(array, orientation[1]) if orientation else array
+
+
+def as_channel_first(image, in_channels: int, dims: int, source: str) -> np.ndarray:
+    """A numeric array as ``(channels, *spatial)``; a 1-channel model also takes ``(*spatial)`` (``dims`` axes)."""
+    array = np.asarray(image)
+    if array.dtype.kind not in "biuf":
+        raise EdgesegError(f"{source}: expected a numeric image array, got dtype {array.dtype}")
+    if array.size == 0:
+        raise EdgesegError(f"{source}: the image is empty (shape {array.shape})")
+    return array[None] if in_channels == 1 and array.ndim == dims else array
+
+
+def check_dims(image: np.ndarray, spec, image_dims: int | None, source: str) -> None:
+    """Refuse an image the model cannot take: wrong channels or dimensionality, NaN or Inf values."""
+    dims = image.ndim - 1
+    if dims not in (2, 3):
+        raise EdgesegError(f"{source}: expected a 2D image or a 3D volume, got shape {image.shape}")
+    if image.shape[0] != spec.in_channels:
+        names = ", ".join(spec.preprocessing.channel_names)
+        raise EdgesegError(f"{source}: the model takes {spec.in_channels} channel(s) ({names}), the input has "
+                           f"{image.shape[0]}")
+    if dims < spec.spatial_dims or (image_dims is not None and dims != image_dims):
+        expected = image_dims or spec.spatial_dims
+        raise EdgesegError(f"{source}: a {dims}D input to a model made for {expected}D "
+                           f"{'volumes' if expected == 3 else 'images'}")
+    if not np.all(np.isfinite(image)):
+        raise EdgesegError(f"{source}: the image contains NaN or Inf values")
+
+
 def read_item(item: InputItem) -> tuple[np.ndarray, Geometry]:
     """``(channels, *spatial)`` float image and its geometry; channel files must share their geometry."""
     if item.kind == "dicom":

@@ -130,7 +130,7 @@ def check_report_path(path: Path, force: bool) -> None:
         raise EdgesegError(f"{path}: exists (a previous edgeseg infer report); pass --force to replace it")
 
 
-def _softmax_in_place(logits: np.ndarray) -> np.ndarray:
+def softmax_in_place(logits: np.ndarray) -> np.ndarray:
     """Softmax over the class axis, computed in ``logits`` itself: a large image holds no extra copies."""
     logits -= logits.max(axis=0, keepdims=True)
     np.exp(logits, out=logits)
@@ -254,7 +254,7 @@ def write_outputs(paths: dict[str, Path], mask: np.ndarray, logits: np.ndarray |
     if "colour" in paths:
         write_label_png(paths["colour"], mask)
     if "probabilities" in paths:
-        prob = _softmax_in_place(logits.astype(np.float32, copy=False))
+        prob = softmax_in_place(logits.astype(np.float32, copy=False))
         if paths["probabilities"].suffix == ".npy":
             atomic_write(paths["probabilities"], lambda tmp: _save_npy(tmp, prob.astype(np.float16)))
         else:

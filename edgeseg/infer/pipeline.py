@@ -20,16 +20,18 @@ from ..housekeeping import sweep_stale
 from ..inference import label_map, predict_logits
 from ..progress import console, progress_bar
 from ..targets import get_target
+from ..validation import paths_as_path
 from .backend import choose_artifact
 from .inputs import (
     MAX_PIXELS,
     MAX_VOXELS,
     InputItem,
+    check_dims,
     check_size,
     discover_inputs,
-    orientation_change,
+    from_model_orientation,
     read_item,
-    reorient,
+    to_model_orientation,
     trained_orientation,
 )
 from .outputs import OutputLedger, output_paths, refuse_inputs_inside, write_outputs
@@ -50,6 +52,9 @@ class InferConfig:
     engine_cache: Path | None = None   # TensorRT: engines built on this device on first use, reused after
     max_pixels: int = MAX_PIXELS       # larger 2D images are refused from their header (memory per image)
     max_voxels: int = MAX_VOXELS       # the same for volumes
+
+    def __post_init__(self):
+        paths_as_path(self)  # str paths from Python work as well as Path
 
 
 @dataclass
@@ -90,22 +95,6 @@ class _TimedRunner:
         return out
 
 
-def _check_dims(image: np.ndarray, spec: CheckpointSpec, image_dims: int | None, source: str) -> None:
-    dims = image.ndim - 1
-    if dims not in (2, 3):
-        raise EdgesegError(f"{source}: expected a 2D image or a 3D volume, got shape {image.shape}")
-    if image.shape[0] != spec.in_channels:
-        names = ", ".join(spec.preprocessing.channel_names)
-        raise EdgesegError(f"{source}: the model takes {spec.in_channels} channel(s) ({names}), the input has "
-                           f"{image.shape[0]}")
-    if dims < spec.spatial_dims or (image_dims is not None and dims != image_dims):
-        expected = image_dims or spec.spatial_dims
-        raise EdgesegError(f"{source}: a {dims}D input to a model made for {expected}D "
-                           f"{'volumes' if expected == 3 else 'images'}")
-    if not np.all(np.isfinite(image)):
-        raise EdgesegError(f"{source}: the image contains NaN or Inf values")
-
-
 @dataclass
 class _Run:
     """What the reader and writer threads share for one `infer` run."""
@@ -125,9 +114,8 @@ class _Run:
         self.ledger.check_free(paths, cfg.force)
         check_size(item, cfg.max_pixels, cfg.max_voxels)
         image, geometry = read_item(item)
-        _check_dims(image, spec, self.image_dims, item.source)
-        orientation = orientation_change(geometry, self.trained) if image.ndim == 4 else None
-        model_image = reorient(image, orientation[0]) if orientation else image
+        check_dims(image, spec, self.image_dims, item.source)
+        model_image, orientation = to_model_orientation(image, geometry, self.trained)
         whole = image.ndim - 1 == spec.spatial_dims == 2  # 2D images batch; volumes go window/slice-wise
         prepared = _Prepared(item, image, geometry, paths, spec.preprocessing(model_image) if whole else None,
                              model_image, orientation)
@@ -139,8 +127,7 @@ class _Run:
         t0 = time.perf_counter()
         if prepared.model_input is not None:  # back to the input's geometry, as predict_logits does
             logits = self.spec.preprocessing.restore(logits, prepared.model_image.shape[1:])
-        if prepared.orientation:
-            logits = reorient(logits, prepared.orientation[1])
+        logits = from_model_orientation(logits, prepared.orientation)
         write_outputs(prepared.paths, label_map(logits), logits, prepared.image, prepared.geometry,
                       self.spec.label_names)
         self.ledger.record(prepared.paths, prepared.item.source)

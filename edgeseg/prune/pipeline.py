@@ -63,3 +63,20 @@ def prune_and_recover(model, spec, settings: PruneSettings, shape: tuple[int, ..
     summary = f"ratio {report.ratio:.2f}, MACs ×{report.macs_after / max(report.macs_before, 1):.2f}"
     return {**report.to_dict(), "summary": summary, "dice": stages, "dice_cases": len(eval_ids),
             "recovery": recovery, "finetune_epochs": settings.finetune_epochs}
+
+
+def prune_on_dataset(model, spec, settings: PruneSettings, data_dir: str | Path) -> dict:
+    """What ``edgeseg prune`` does to a loaded model: prune it in place with the training images of ``data_dir``,
+    Dice on the checkpoint's held-back cases after each step; records the report in ``spec.pruning`` and returns it."""
+    from ..data.nnunet import NnUNetDataset
+    from ..evaluate import check_compatible, held_back_cases
+
+    if (settings.ratio is None) == (settings.target_macs is None):
+        raise EdgesegError("pass exactly one of a pruning ratio and a MACs target")
+    dataset = NnUNetDataset(data_dir)
+    check_compatible(spec, dataset)
+    eval_ids = held_back_cases(spec, dataset, spec.training.get("seed", 0))
+    report = prune_and_recover(model, spec, settings, (1, spec.in_channels, *spec.preprocessing.size), dataset,
+                               eval_ids, data_dir)
+    spec.pruning = {"report": report}
+    return report

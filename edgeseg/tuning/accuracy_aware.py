@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..data.nnunet import NnUNetDataset, content_overlap
 from ..errors import EdgesegError
-from ..evaluate import check_compatible
+from ..evaluate import check_compatible, held_back_cases
 from ..metrics import headline_label
 from ..progress import console
 from .scorer import TuningScorer, tuning_cases
@@ -38,7 +38,10 @@ def _tuning_scorer(settings, model, spec, calib, default_data: Path | None, eval
                            "cases minus the calibration cases are used)")
     dataset = NnUNetDataset(root)
     check_compatible(spec, dataset)
-    ids = tuning_cases(spec, dataset, calib, "train", settings.tune_cases, seed)
+    # every held-back image of the evaluation data, by content (bench evaluates the whole split)
+    evaluated = (set(eval_dataset.case_hashes(held_back_cases(spec, eval_dataset, seed)).values())
+                 if eval_dataset else set())
+    ids = tuning_cases(spec, dataset, calib, "train", settings.tune_cases, seed, evaluated)
     shared = content_overlap(dataset.case_hashes(ids), eval_dataset.case_hashes(eval_ids)) if eval_dataset else []
     if shared:
         ours, theirs = (d.cases[c].image_files[0] for d, c in zip((dataset, eval_dataset), shared[0]))

@@ -16,10 +16,11 @@ from ..metrics import case_scores
 
 
 def tuning_cases(spec, dataset: NnUNetDataset, calibration, split: str = "train", n: int = 16,
-                 seed: int = 0) -> list[str]:
+                 seed: int = 0, avoid_sha256=frozenset()) -> list[str]:
     """``n`` seeded cases of ``split`` that are neither calibration cases — of a ``CalibrationSet`` by content,
     whatever the folder or case names, or case ids of ``dataset`` — nor the validation cases reported to the
-    user (when ``dataset`` is the checkpoint's own); asking for ``val`` of that dataset is refused."""
+    user (when ``dataset`` is the checkpoint's own, by id and content), nor images in ``avoid_sha256`` (the
+    evaluated cases of another folder); asking for ``val`` of that dataset is refused."""
     held_back = set(held_back_cases(spec, dataset)) if is_training_dataset(spec, dataset) else set()
     candidates = dataset.split(split, seed)
     if held_back & set(candidates):
@@ -28,9 +29,12 @@ def tuning_cases(spec, dataset: NnUNetDataset, calibration, split: str = "train"
     manifest = getattr(calibration, "manifest", None)
     calibrated = set((manifest.get("case_sha256") or {}).values()) if manifest else set()
     by_id = set() if calibrated else set(calibration.case_ids if manifest else calibration or [])  # no hashes: ids
-    pool = [c for c in candidates if c not in by_id and (not calibrated or dataset.case_sha256(c) not in calibrated)]
+    # by content too: a dataset may repeat a validation image under a training case id (DDTI: one id per nodule)
+    avoid = calibrated | set(dataset.case_hashes(sorted(held_back)).values()) | set(avoid_sha256)
+    pool = [c for c in candidates if c not in by_id and (not avoid or dataset.case_sha256(c) not in avoid)]
     if not pool:
-        raise EdgesegError(f"{dataset.root}: no {split} cases left for tuning once the calibration cases are removed")
+        raise EdgesegError(f"{dataset.root}: no {split} cases left for tuning once the calibration cases and the "
+                           "evaluated images are removed")
     order = np.random.default_rng(seed).permutation(len(pool))
     return sorted(pool[i] for i in order[:n])
 

@@ -1,0 +1,174 @@
+"""``edgeseg.bench`` and ``edgeseg.gate`` from Python: a bundle measured on data (:class:`BenchResult`), and bench
+results judged against a baseline under latency and Dice limits (:class:`GateReport`)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import EdgesegError
+from .bundle import Bundle
+from .options import check_options, dice_limits, names
+
+
+@dataclass
+class BenchResult:
+    """One bench result; ``data`` is its JSON content (schema ``edgeseg-bench``, benchmarks/SCHEMA.md)."""
+
+    data: dict
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> BenchResult:
+        """A result JSON written by ``edgeseg bench`` or :meth:`write` (checked against its schema)."""
+        from ..bench.schema import read_result
+
+        return cls(read_result(path))
+
+    @property
+    def verdict(self) -> dict:
+        """The artifact to ship on this device and why (``lines``), the artifacts that broke a limit, the
+        alternatives that beat them."""
+        return self.data["verdict"]
+
+    @property
+    def artifacts(self) -> list[dict]:
+        return self.data["artifacts"]
+
+    def to_json(self) -> str:
+        return json.dumps(self.data, indent=1, allow_nan=False) + "\n"
+
+    def to_markdown(self) -> str:
+        from ..bench.report import markdown_report
+
+        return markdown_report(self.data)
+
+    def plot(self, path: str | os.PathLike) -> Path | None:
+        """The latency-against-Dice plot as a PNG at ``path``; None without matplotlib or anything timed."""
+        from ..bench.plot import plot_pareto
+
+        return plot_pareto(self.data, path)
+
+    def write(self, path: str | os.PathLike, force: bool = False) -> dict[str, Path]:
+        """Write ``path`` (``.json``) and beside it the Markdown (``.md``) and the plot (``.png``), as ``edgeseg bench
+        --out`` does; an existing file is replaced only with ``force`` and only if edgeseg wrote it."""
+        from ..bench.report import write_reports
+        from ..overwrite import check_overwrite
+
+        path = Path(path)
+        if path.suffix != ".json":
+            raise EdgesegError(f"{path}: a bench result is written as .json (the .md and .png go beside it)")
+        check_overwrite(path, path.with_suffix(".md"), path.with_suffix(".png"), force=force)
+        return write_reports(self.data, path)
+
+
+def bench(bundle: Bundle | str | os.PathLike, data: str | os.PathLike, *,
+          max_dice_drop: float | str | dict | None = None, **options: Any) -> BenchResult:
+    """Measure every artifact of ``bundle`` and the FP32 reference on the cases of ``data`` (``edgeseg bench``):
+    Dice and drift per label, latency, the verdict. Options: the fields of
+    :class:`edgeseg.bench.harness.BenchConfig` (``split``, ``max_cases``, ``backends``, ``threads``, ``repeats``,
+    ``rounds``, ``latency``, ``compare_baselines``, …); ``max_dice_drop`` sets the verdict's limits (points,
+    ``"lung=0.3,nodule=1"`` or a dict; default 0.5)."""
+    from ..bench.harness import BenchConfig, run_bench
+
+    check_options(options, set(BenchConfig.__dataclass_fields__) - {"bundle", "data", "limits"}, "bench()")
+    if max_dice_drop is not None:
+        options["limits"] = dice_limits(max_dice_drop).to_dict()
+    if "backends" in options:
+        options["backends"] = names(options["backends"])
+    path = bundle.path if isinstance(bundle, Bundle) else bundle
+    return BenchResult(run_bench(BenchConfig(bundle=path, data=data, **options)))
+
+
+@dataclass
+class GateReport:
+    """The gate's decision: ``passed``, one check per artifact, metric and label (``checks``), and ``notes``."""
+
+    report: dict
+
+    @property
+    def passed(self) -> bool:
+        return self.report["passed"]
+
+    @property
+    def checks(self) -> list:
+        """:class:`edgeseg.gate.check.Check` records: artifact, check, passed, baseline, current, limit, message."""
+        return self.report["checks"]
+
+    @property
+    def failed(self) -> list:
+        return [c for c in self.checks if not c.passed]
+
+    @property
+    def notes(self) -> list[str]:
+        return self.report["notes"]
+
+    def to_dict(self) -> dict:
+        return {**self.report, "checks": [dataclasses.asdict(c) for c in self.checks]}
+
+    def write_junit(self, path: str | os.PathLike) -> None:
+        """The checks as JUnit XML, which CI systems show as test results."""
+        from ..gate.junit import write_junit
+
+        write_junit(self.report, Path(path))
+
+
+def gate(results, baseline, limits=None) -> GateReport:
+    """Judge bench ``results`` (one or a list of paths, dicts or :class:`BenchResult`; repeated runs are pooled)
+    against ``baseline`` (a baseline file from ``edgeseg gate --update-baseline``, its dict, or bench results to
+    make one from) under ``limits`` (a :class:`edgeseg.gate.GateLimits`, a dict of its fields — ``"10%"`` and
+    ``"lung=0.3"`` forms accepted — or None for the defaults). Unlike ``edgeseg gate`` no confirmation run is
+    made: when latency fails, bench again and gate both results with ``limits={"every_run": True}``."""
+    from ..gate import run_gate, summarize_runs
+
+    runs = [_result(r) for r in (results if isinstance(results, (list, tuple)) else [results])]
+    gate_limits = _limits(limits)
+    per_run = [summarize_runs([r]) for r in runs] if gate_limits.every_run else None
+    return GateReport(run_gate(summarize_runs(runs), _baseline(baseline), gate_limits, per_run))
+
+
+def _result(result) -> dict:
+    """A bench result's dict from a path, a dict (checked against the schema) or a :class:`BenchResult`."""
+    from ..bench.schema import read_result, validate_result
+
+    if isinstance(result, BenchResult):
+        return result.data
+    if isinstance(result, (str, os.PathLike)):
+        return read_result(result)
+    if not isinstance(result, dict):
+        raise EdgesegError(f"results: expected bench result paths, dicts or BenchResults, got {type(result).__name__}")
+    if problems := validate_result(result):
+        raise EdgesegError(f"results: not a valid edgeseg-bench result: {problems[0]}")
+    return result
+
+
+def _baseline(baseline) -> dict:
+    from ..gate import make_baseline, read_baseline
+    from ..gate.baseline import BASELINE_SCHEMA
+
+    if isinstance(baseline, (str, os.PathLike)):
+        return read_baseline(Path(baseline))
+    if isinstance(baseline, dict) and baseline.get("schema") == BASELINE_SCHEMA:
+        return baseline
+    runs = [_result(r) for r in (baseline if isinstance(baseline, (list, tuple)) else [baseline])]
+    return make_baseline(runs, [f"result {i}" for i in range(1, len(runs) + 1)])
+
+
+def _limits(limits):
+    from ..gate import GateLimits
+    from ..gate.check import parse_dice_limits, parse_fraction
+
+    if isinstance(limits, GateLimits):
+        return dataclasses.replace(limits)
+    settings = dict(limits or {})
+    check_options(settings, GateLimits.__dataclass_fields__, "gate() limits")
+    if "max_latency_regression" in settings:
+        settings["max_latency_regression"] = parse_fraction(settings["max_latency_regression"])
+    if isinstance(settings.get("max_dice_drop"), (str, dict)):
+        default, per_label = parse_dice_limits(settings.pop("max_dice_drop"))
+        settings["per_label"] = {**settings.get("per_label", {}), **per_label}
+        if default is not None:
+            settings["max_dice_drop"] = default
+    return GateLimits(**settings)
