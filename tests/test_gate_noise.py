@@ -113,7 +113,7 @@ def test_a_transient_latency_failure_is_confirmed_by_the_gate_s_own_second_run(s
     res = _gate(first, "--baseline", base, "--max-latency-regression", "50%", confirm=True)
     assert res.exit_code == 0, res.output
     text = _flat(res.output)
-    assert "not confirmed: run 2 of 2 not slower than +5%" in text and "re-measured by a second bench run" in text
+    assert "not confirmed: run 2 of 2 not slower than +25%" in text and "re-measured by a second bench run" in text
     assert json.loads(confirm.read_text())["schema"] == "edgeseg-bench"
     # over the limit but inside a wide band (noisy rounds): undecided, so the second run decides too
     noisy = _slow_down(copy.deepcopy(steady), INT8, 1.3, spread=0.4)
