@@ -138,21 +138,15 @@ def prune_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt).")
               force: bool = typer.Option(False, help="Overwrite an existing file.")):
     """Structured pruning (channels, attention heads) + BatchNorm re-estimation + optional recovery → a pruned checkpoint."""
     from .checkpoint import load_checkpoint, save_checkpoint
-    from .data.nnunet import NnUNetDataset
-    from .evaluate import check_compatible, held_back_cases
-    from .prune.pipeline import PruneSettings, prune_and_recover
+    from .prune.pipeline import PruneSettings, prune_on_dataset
     from .report import pruning_steps
 
     check_overwrite(out, force=force)
     if (ratio is None) == (macs is None):
         raise EdgesegError("pass exactly one of --ratio and --macs")
     model, spec = load_checkpoint(checkpoint)
-    dataset = NnUNetDataset(data)
-    check_compatible(spec, dataset)
-    eval_ids = held_back_cases(spec, dataset, spec.training.get("seed", 0))
-    report = prune_and_recover(model, spec, PruneSettings(ratio, macs, finetune_epochs, finetune_minutes, calib_images),
-                               (1, spec.in_channels, *spec.preprocessing.size), dataset, eval_ids, data)
-    spec.pruning = {"report": report}
+    report = prune_on_dataset(model, spec, PruneSettings(ratio, macs, finetune_epochs, finetune_minutes, calib_images),
+                              data)
     save_checkpoint(out, model, spec)
     typer.echo(f"{report['summary']}; MACs {report['macs_before'] / 1e9:.2f} G → {report['macs_after'] / 1e9:.2f} G, "
                f"params {report['params_before'] / 1e6:.2f} M → {report['params_after'] / 1e6:.2f} M")

@@ -39,7 +39,15 @@ def gate_cmd(results: list[Path] = typer.Argument(..., help="One or more `edgese
     """
     from .bench.schema import read_result
     from .errors import EdgesegError
-    from .gate import GateLimits, describe_baseline, device_class, make_baseline, read_baseline, write_baseline
+    from .gate import (
+        GateLimits,
+        describe_baseline,
+        device_class,
+        gate_runs,
+        make_baseline,
+        read_baseline,
+        write_baseline,
+    )
     from .gate.check import ASSUMED_RUN_SIGMA, Z, load_limits_file, parse_dice_limits, parse_fraction
     from .gate.junit import write_junit
     from .gate.report import print_gate
@@ -76,7 +84,7 @@ def gate_cmd(results: list[Path] = typer.Argument(..., help="One or more `edgese
     settings["allow_vanished"] = [*settings.get("allow_vanished", []), *allow_vanished]
     gate_limits = GateLimits(**settings, allow_device_mismatch=allow_device_mismatch, every_run=every_run)
     base = read_baseline(path)
-    report = _gate(runs, base, gate_limits)
+    report = gate_runs(runs, base, gate_limits)
     failed = [c for c in report["checks"] if not c.passed]
     undecided = [c for c in report["checks"] if c.undecided(gate_limits.max_latency_regression)]
     # a latency limit broken, or over the limit but inside a wide noise band: a second run decides (pooled)
@@ -85,20 +93,13 @@ def gate_cmd(results: list[Path] = typer.Argument(..., help="One or more `edgese
         extra, note = _confirmation_run(results[0], runs[0])
         if extra is not None:
             gate_limits.every_run = True
-            report = _gate([*runs, extra], base, gate_limits)
+            report = gate_runs([*runs, extra], base, gate_limits)
         report["notes"].append(note)
     print_gate(report, path)
     if junit:
         write_junit(report, junit)
     if not report["passed"]:
         raise typer.Exit(EXIT_REGRESSION)
-
-
-def _gate(runs: list[dict], baseline: dict, limits) -> dict:
-    from .gate import run_gate, summarize_runs
-
-    per_run = [summarize_runs([r]) for r in runs] if limits.every_run else None
-    return run_gate(summarize_runs(runs), baseline, limits, per_run)
 
 
 def _confirmation_run(first: Path, result: dict) -> tuple[dict | None, str]:

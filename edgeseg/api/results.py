@@ -121,12 +121,10 @@ def gate(results, baseline, limits=None) -> GateReport:
     make one from) under ``limits`` (a :class:`edgeseg.gate.GateLimits`, a dict of its fields — ``"10%"`` and
     ``"lung=0.3"`` forms accepted — or None for the defaults). Unlike ``edgeseg gate`` no confirmation run is
     made: when latency fails, bench again and gate both results with ``limits={"every_run": True}``."""
-    from ..gate import run_gate, summarize_runs
+    from ..gate import gate_runs
 
     runs = [_result(r) for r in (results if isinstance(results, (list, tuple)) else [results])]
-    gate_limits = _limits(limits)
-    per_run = [summarize_runs([r]) for r in runs] if gate_limits.every_run else None
-    return GateReport(run_gate(summarize_runs(runs), _baseline(baseline), gate_limits, per_run))
+    return GateReport(gate_runs(runs, _baseline(baseline), _limits(limits)))
 
 
 def _result(result) -> dict:

@@ -8,7 +8,7 @@ from .baseline import (
                        summarize_runs,
                        write_baseline,
 )
-from .check import GateLimits, run_gate
+from .check import GateLimits, gate_runs, run_gate
 
-__all__ = ["GateLimits", "MIN_ROUNDS", "describe_baseline", "device_class", "make_baseline", "read_baseline",
+__all__ = ["GateLimits", "MIN_ROUNDS", "describe_baseline", "device_class", "gate_runs", "make_baseline", "read_baseline",
            "run_gate", "summarize_runs", "write_baseline"]

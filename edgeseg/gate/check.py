@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..data.io import read_toml
 from ..errors import EdgesegError
-from .baseline import MODES, rounds_shortfall, too_few_rounds
+from .baseline import MODES, rounds_shortfall, summarize_runs, too_few_rounds
 
 Z = 3.0                  # standard errors a change must exceed to count as more than noise
 # The run-to-run σ of a latency (÷ workload) between bench runs of an unchanged bundle: the floor of the noise
@@ -170,6 +170,12 @@ def run_gate(summary: dict, baseline: dict, limits: GateLimits, per_run: list[di
     return {"passed": all(c.passed for c in checks), "checks": checks, "notes": notes, "mode": mode,
             "metric": limits.metric, "device_class": summary["device_class"], "runs": summary["runs"],
             "baseline_runs": baseline.get("runs"), "limits": asdict(limits)}
+
+
+def gate_runs(runs: list[dict], baseline: dict, limits: GateLimits) -> dict:
+    """:func:`run_gate` for bench results ``runs``, pooled (with ``limits.every_run``: each run also on its own)."""
+    per_run = [summarize_runs([r]) for r in runs] if limits.every_run else None
+    return run_gate(summarize_runs(runs), baseline, limits, per_run)
 
 
 def noise_band(baseline: dict, current: dict, z: float = Z) -> float:
