@@ -19,7 +19,8 @@ _EXPORTS = {
     "prune": "edgeseg.api.stages", "PruneResult": "edgeseg.api.stages",
     "calibrate": "edgeseg.api.stages",
     "CalibrationSet": "edgeseg.calibration",
-    "EdgesegError": "edgeseg.errors",
+    "EdgesegError": "edgeseg.errors", "UsageError": "edgeseg.errors", "InputError": "edgeseg.errors",
+    "VerificationError": "edgeseg.errors", "LimitBroken": "edgeseg.errors", "Incomplete": "edgeseg.errors",
 }
 __all__ = ["__version__", *_EXPORTS]
 

@@ -20,7 +20,7 @@ import numpy as np
 from .data.io import atomic_write, read_toml
 from .data.nnunet import NnUNetDataset, content_overlap
 from .data.preprocessing import PreprocessSpec
-from .errors import EdgesegError
+from .errors import InputError, UsageError
 from .progress import track
 
 FORMAT, VERSION = "edgeseg-calibration", 2  # 2: per-case content hashes (``case_sha256``)
@@ -51,7 +51,7 @@ def _units(case, model_dims: int, source: Path) -> list[tuple[int | None, float]
         return [(None, float((label > 0).mean()))]
     if model_dims == 2 and case.spatial_dims == 3:
         return [(z, float((label[..., z] > 0).mean())) for z in range(label.shape[-1])]
-    raise EdgesegError(f"{source}: a {model_dims}D model cannot be calibrated on {case.spatial_dims}D images")
+    raise InputError(f"{source}: a {model_dims}D model cannot be calibrated on {case.spatial_dims}D images")
 
 
 def _choose(units: list[tuple], size: int, strategy: str, rng: np.random.Generator) -> list[tuple]:
@@ -81,20 +81,20 @@ def build_calibration_set(data_dir: str | Path, preprocessing: PreprocessSpec, m
     content hash is in ``exclude_sha256`` (e.g. the evaluated cases of another folder), and preprocess them at
     every spatial size in ``sizes`` (default: the preprocessing size)."""
     if strategy not in STRATEGIES:
-        raise EdgesegError(f"--strategy must be one of {STRATEGIES}, got {strategy!r}")
+        raise UsageError(f"--strategy must be one of {STRATEGIES}, got {strategy!r}")
     if size < 1:
-        raise EdgesegError("calibration size must be at least 1")
+        raise UsageError("calibration size must be at least 1")
     dataset = NnUNetDataset(data_dir, require_labels=strategy == "stratified")
     if len(dataset.channel_names) != preprocessing.in_channels:
-        raise EdgesegError(f"{dataset.root}: {len(dataset.channel_names)} channels, the model expects {preprocessing.in_channels}")
+        raise InputError(f"{dataset.root}: {len(dataset.channel_names)} channels, the model expects {preprocessing.in_channels}")
     excluded = set(exclude)
     pool_ids = [c for c in (case_ids if case_ids is not None else dataset.split(split, seed)) if c not in excluded]
     if not pool_ids:
-        raise EdgesegError(f"{dataset.root}: no {split} cases left for calibration after excluding the evaluation cases")
+        raise InputError(f"{dataset.root}: no {split} cases left for calibration after excluding the evaluation cases")
     rng = np.random.default_rng(seed)
     scan = _scan_pool(dataset, pool_ids, rng, max(size * _POOL_PER_SAMPLE, 16), set(exclude_sha256))
     if not scan:
-        raise EdgesegError(f"{dataset.root}: every {split} case has the content of an evaluated case; "
+        raise InputError(f"{dataset.root}: every {split} case has the content of an evaluated case; "
                            "calibrate on other cases")
     units = []
     for cid in track(scan, "scan calibration pool"):
@@ -136,7 +136,7 @@ def calibration_from_arrays(images, spec, sizes: list[tuple[int, ...]] | None = 
     from .infer.inputs import as_channel_first, check_dims
 
     if size < 1:
-        raise EdgesegError("calibration size must be at least 1")
+        raise UsageError("calibration size must be at least 1")
     sizes = [tuple(s) for s in (sizes or [spec.preprocessing.size])]
     specs = [dataclasses.replace(spec.preprocessing, size=spatial) for spatial in sizes]
     batches: list[list[np.ndarray]] = [[] for _ in sizes]
@@ -151,7 +151,7 @@ def calibration_from_arrays(images, spec, sizes: list[tuple[int, ...]] | None = 
         for pre, batch in zip(specs, batches):
             batch.append(pre(image))
     if not hashes:
-        raise EdgesegError("the calibration images are empty: pass at least one image")
+        raise UsageError("the calibration images are empty: pass at least one image")
     cases = list(hashes)
     manifest = {"format": FORMAT, "version": VERSION, "dataset": None, "source": "arrays", "split": None,
                 "strategy": "given", "seed": None, "size": len(cases), "sizes": [list(s) for s in sizes],
@@ -184,13 +184,13 @@ def load_recipe(name_or_path: str | Path) -> dict:
         folders = [d for d in (Path.cwd() / "calibration", shipped_folder("calibration")) if d is not None]
         path = next((d / f"{name_or_path}.toml" for d in folders if (d / f"{name_or_path}.toml").is_file()), None)
         if path is None:
-            raise EdgesegError(f"calibration recipe {str(name_or_path)!r} not found (looked in {', '.join(map(str, folders))})")
+            raise InputError(f"calibration recipe {str(name_or_path)!r} not found (looked in {', '.join(map(str, folders))})")
     if not path.is_file():
-        raise EdgesegError(f"{path}: calibration recipe not found")
+        raise InputError(f"{path}: calibration recipe not found")
     recipe = read_toml(path)
     unknown = set(recipe) - {"description", "dataset", "split", "size", "strategy", "seed", "sizes"}
     if unknown or "dataset" not in recipe:
-        raise EdgesegError(f"{path}: recipe needs 'dataset' and knows only description/dataset/split/size/strategy/seed/sizes"
+        raise InputError(f"{path}: recipe needs 'dataset' and knows only description/dataset/split/size/strategy/seed/sizes"
                            + (f" (unknown: {sorted(unknown)})" if unknown else ""))
     dataset = Path(recipe["dataset"])
     recipe["dataset"] = dataset if dataset.is_dir() else data_root() / dataset
@@ -222,9 +222,9 @@ def _parse_calibration(source, where: Path) -> CalibrationSet:
             manifest = json.loads(str(data["manifest"]))
             inputs = {tuple(s): data[_size_key(tuple(s))].astype(np.float32) for s in manifest["sizes"]}
     except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
-        raise EdgesegError(f"{where}: not an edgeseg calibration set ({type(exc).__name__}: {exc})") from None
+        raise InputError(f"{where}: not an edgeseg calibration set ({type(exc).__name__}: {exc})") from None
     if manifest.get("format") != FORMAT:
-        raise EdgesegError(f"{where}: not an edgeseg calibration set")
+        raise InputError(f"{where}: not an edgeseg calibration set")
     return CalibrationSet(inputs, manifest)
 
 
@@ -269,7 +269,7 @@ def check_disjoint(calib: CalibrationSet, dataset: NnUNetDataset, case_ids: list
     if shared:
         ours, theirs = shared[0]
         same = "" if ours == theirs else f", the calibration case {theirs}"
-        raise EdgesegError(f"calibration set shares {len(shared)} case(s) with the {what} cases (e.g. "
+        raise InputError(f"calibration set shares {len(shared)} case(s) with the {what} cases (e.g. "
                            f"{dataset.cases[ours].image_files[0]}{same}); calibrate on other cases (the train split) "
                            "so the drift is honest")
 
@@ -278,9 +278,9 @@ def check_preprocessing(calib: CalibrationSet, preprocessing: PreprocessSpec, si
     """Refuse a calibration set made with another preprocessing spec or without every deployment size."""
     base = dataclasses.replace(preprocessing, size=tuple(calib.manifest["sizes"][0])) if calib.manifest["sizes"] else preprocessing
     if calib.manifest.get("preprocessing_sha256") not in (preprocessing.sha256(), base.sha256()):
-        raise EdgesegError("calibration set was made with a different preprocessing spec than this checkpoint's; "
+        raise InputError("calibration set was made with a different preprocessing spec than this checkpoint's; "
                            "rebuild it with `edgeseg calibrate DATA --checkpoint CKPT`")
     missing = [s for s in sizes if tuple(s) not in calib.inputs]
     if missing:
-        raise EdgesegError(f"calibration set has no inputs at size {'x'.join(map(str, missing[0]))}; the target "
+        raise InputError(f"calibration set has no inputs at size {'x'.join(map(str, missing[0]))}; the target "
                            f"profile deploys at {', '.join('x'.join(map(str, s)) for s in sizes)}")

@@ -6,7 +6,6 @@ with ``torch.load(weights_only=True)``, which refuses pickles that would run cod
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import pickle
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from pathlib import Path
 from .data.io import atomic_write
 from .data.preprocessing import PreprocessSpec
 from .errors import EdgesegError
+from .util import file_sha256, jsonable
 from .validation import expect_choice, expect_dict, expect_int, expect_str, expect_str_list, fail
 
 FORMAT = "edgeseg-checkpoint"
@@ -56,6 +56,11 @@ class CheckpointSpec:
                                f"(reads up to {FORMAT_VERSION}); upgrade edgeseg")
         return cls(**check_model_fields(d, field))
 
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> "CheckpointSpec":
+        """The spec a bundle manifest records: its ``model`` with its ``preprocessing``."""
+        return cls.from_dict({**manifest["model"], "preprocessing": manifest["preprocessing"]})
+
     def build_model(self):
         from .models import create_model
 
@@ -87,14 +92,6 @@ def check_model_fields(d: dict, field: str, preprocessing_field: str | None = No
     fields = {k: d[k] for k in CheckpointSpec.__dataclass_fields__ if k in d}
     fields["preprocessing"] = pre
     return fields
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def save_checkpoint(path: str | Path, model, spec: CheckpointSpec) -> Path:
@@ -236,7 +233,7 @@ def pruned_structure(model, reference) -> dict:
     modules = {}
     for name, m in model.named_modules():
         ref = ref_modules.get(name)
-        changed = {a: _jsonable(getattr(m, a)) for a in _WIDTH_ATTRS
+        changed = {a: jsonable(getattr(m, a)) for a in _WIDTH_ATTRS
                    if ref is not None and hasattr(m, a) and getattr(m, a) != getattr(ref, a)}
         if changed:
             modules[name] = changed
@@ -244,10 +241,6 @@ def pruned_structure(model, reference) -> dict:
     parameters = {name: list(p.shape) for name, p in model.named_parameters()
                   if name in ref_params and p.shape != ref_params[name].shape and name.rsplit(".", 1)[0] not in modules}
     return {"modules": modules, "parameters": parameters}
-
-
-def _jsonable(value):
-    return list(value) if isinstance(value, tuple) else value
 
 
 def apply_structure(model, structure: dict, state: dict) -> None:

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from .data.nnunet import NnUNetDataset
-from .errors import EdgesegError
+from .errors import EdgesegError, InputError
 from .inference import Predictor, predict_mask, torch_predictor
 from .metrics import case_scores, mean_scores
 from .progress import track
@@ -22,7 +22,7 @@ def evaluate_cases(predict: Predictor, spec, dataset: NnUNetDataset, case_ids: l
     for cid in track(case_ids, description):
         case = dataset.load(cid)
         if case.label is None:
-            raise EdgesegError(f"{dataset.labels_dir}: no label for case {cid}; evaluation needs labels")
+            raise InputError(f"{dataset.labels_dir}: no label for case {cid}; evaluation needs labels")
         per_case[cid] = case_scores(predict_case(predict, spec, dataset, case), case.label, spec.label_names)
     return {"schema_version": EVAL_SCHEMA_VERSION, "dataset": dataset.name, "num_cases": len(case_ids),
             "mean": mean_scores(list(per_case.values())), "cases": per_case,
@@ -44,7 +44,7 @@ def naming_case_file(dataset: NnUNetDataset, case_id: str):
     try:
         yield
     except EdgesegError as exc:
-        raise EdgesegError(f"{dataset.cases[case_id].image_files[0]}: {exc}") from None
+        raise InputError(f"{dataset.cases[case_id].image_files[0]}: {exc}") from None
 
 
 def predict_case(predict: Predictor, spec, dataset: NnUNetDataset, case) -> np.ndarray:
@@ -77,11 +77,11 @@ def split_cases(spec, dataset: NnUNetDataset, split: str, seed: int = 0) -> list
 def check_compatible(spec, dataset: NnUNetDataset) -> None:
     """Refuse data whose channels or labels do not fit the model."""
     if len(dataset.channel_names) != spec.in_channels:
-        raise EdgesegError(f"{dataset.root}: {len(dataset.channel_names)} channels "
+        raise InputError(f"{dataset.root}: {len(dataset.channel_names)} channels "
                            f"({', '.join(dataset.channel_names)}), the model expects {spec.in_channels} "
                            f"({', '.join(spec.preprocessing.channel_names)})")
     if dataset.num_classes > spec.num_classes:
-        raise EdgesegError(f"{dataset.root}: labels {dataset.label_names} do not fit the model's {spec.label_names}")
+        raise InputError(f"{dataset.root}: labels {dataset.label_names} do not fit the model's {spec.label_names}")
 
 
 def compare_predictors(predictors: dict[str, Predictor], reference: str, spec, dataset: NnUNetDataset,
@@ -129,5 +129,5 @@ def compare_predictors(predictors: dict[str, Predictor], reference: str, spec, d
 
 
 def evaluation_document(result: dict) -> dict:
-    """An evaluation result as the JSON edgeseg writes (``evaluate --json``, the demo's ``evaluate.json``)."""
+    """An evaluation result as the JSON edgeseg writes (``evaluate --json`` / ``--out``, the demo's ``evaluate.json``)."""
     return {"schema": "edgeseg-evaluation", "schema_version": 1, **result}

@@ -1,28 +1,19 @@
 """Case-level prediction: preprocessing spec → model → back to the input geometry. Shared by every consumer."""
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 
 from .data.preprocessing import PreprocessSpec
 from .errors import EdgesegError
-
-# A predictor maps a float32 batch (B, C, *size) to logits (B, classes, *size). Any runtime can provide one.
-Predictor = Callable[[np.ndarray], np.ndarray]
+from .targets.base import Predictor  # a float32 batch (B, C, *size) → logits (B, classes, *size); any runtime
 
 
 def torch_predictor(model) -> Predictor:
-    """Wrap a PyTorch module (eval mode, no grad) as a :data:`Predictor`."""
-    import torch
+    """A PyTorch module (eval mode, no grad) as a :class:`Predictor`
+    (:class:`~edgeseg.targets.torch_backend.TorchPredictor`, what the torch target loads too)."""
+    from .targets.torch_backend import TorchPredictor
 
-    model.eval()
-
-    def predict(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(np.ascontiguousarray(batch))).float().numpy()
-
-    return predict
+    return TorchPredictor(model)
 
 
 def predict_logits(predict: Predictor, image: np.ndarray, spec: PreprocessSpec, model_dims: int,

@@ -1,28 +1,60 @@
-"""Replacing an existing output file: only one edgeseg wrote, and only when asked (``--force``).
+"""Replacing an existing output: only one edgeseg wrote, and only when asked (``--force``).
 
-Every file edgeseg writes says so: JSON results carry ``"schema": "edgeseg-…"`` (or ``"format"``),
+The one rule (:func:`check_replace`), for every output edgeseg writes: a path that is free is written; one
+that holds something edgeseg cannot recognise as its own output is refused whatever the flags; an output of
+ours is replaced only with ``force``. What "ours" means is the caller's adapter: a single file
+(:func:`check_overwrite`, by content: JSON results carry ``"schema": "edgeseg-…"`` (or ``"format"``),
 calibration sets and checkpoints carry their edgeseg manifest/spec, Markdown reports and JUnit files name
-edgeseg in their first lines, PNG plots carry the ``Software: edgeseg`` text chunk. A file that does not
-is never replaced, whatever the flags.
+edgeseg in their first lines, PNG plots carry the ``Software: edgeseg`` text chunk), a bundle folder
+(:func:`edgeseg.bundle.check_replaceable`), an ``infer`` output listed in its folder's ledger
+(:mod:`edgeseg.infer.outputs`), a JSON document of one schema (:func:`json_schema_is`).
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import EdgesegError
 
 PNG_SOFTWARE = "edgeseg"  # the PNG text chunk edgeseg's plots carry (matplotlib ``metadata={"Software": …}``)
 _HEAD = 2048
+EARLIER_OUTPUT = "exists (an earlier edgeseg output)"
 
 
-def _json_is_ours(path: Path) -> bool:
+def check_replace(path: str | Path, force: bool, foreign: Callable[[Path], str | None],
+                  ours: str = EARLIER_OUTPUT) -> None:
+    """The one rule for writing where something may exist. Nothing at ``path``: free. ``foreign(path)`` returns
+    why what is there is not an output edgeseg may replace (refused, whatever ``force``), or None when it is
+    ours: then it is replaced only with ``force`` (the refusal reads ``"{path}: {ours}; pass --force …"``)."""
+    path = Path(path)
+    if not (path.exists() or path.is_symlink()):
+        return
+    if (why := foreign(path)) is not None:
+        raise EdgesegError(f"{path}: {why}")
+    if not force:
+        raise EdgesegError(f"{path}: {ours}; pass --force to replace it")
+
+
+def json_object(path: Path, follow_links: bool = False) -> dict | None:
+    """The JSON object in a regular file (a link only with ``follow_links``), else None: missing, unreadable,
+    not JSON, not an object."""
+    if not path.is_file() or (path.is_symlink() and not follow_links):
+        return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return False
-    tag = data.get("schema", data.get("format")) if isinstance(data, dict) else None
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _tag_is_ours(data: dict | None) -> bool:
+    tag = data.get("schema", data.get("format")) if data is not None else None
     return isinstance(tag, str) and tag.startswith("edgeseg")
+
+
+def _json_is_ours(path: Path) -> bool:
+    return _tag_is_ours(json_object(path))
 
 
 def _head_names_us(path: Path) -> bool:
@@ -50,11 +82,14 @@ def _checkpoint_is_ours(path: Path) -> bool:
 
 
 def _calibration_is_ours(path: Path) -> bool:
-    from .calibration import load_calibration
+    """A calibration set (:func:`edgeseg.calibration.save_calibration`): an ``.npz`` whose ``manifest`` member is
+    an edgeseg JSON object (read without pickle; the arrays are not loaded)."""
+    import numpy as np
 
     try:
-        return load_calibration(path) is not None
-    except EdgesegError:
+        with np.load(path, allow_pickle=False) as data:
+            return _tag_is_ours(json.loads(str(data["manifest"])))
+    except Exception:  # not an npz, no manifest, not JSON, not an object
         return False
 
 
@@ -69,13 +104,22 @@ def written_by_edgeseg(path: str | Path) -> bool:
     return recognise is not None and path.is_file() and not path.is_symlink() and recognise(path)
 
 
+def _not_written_by_edgeseg(path: Path) -> str | None:
+    return None if written_by_edgeseg(path) else ("exists and was not written by edgeseg; it is never replaced, "
+                                                  "whatever the flags: choose another path")
+
+
 def check_overwrite(*paths: str | Path, force: bool) -> None:
     """Refuse to write over an existing path unless edgeseg wrote it and ``force`` is given."""
-    for path in map(Path, paths):
-        if not (path.exists() or path.is_symlink()):
-            continue
-        if not written_by_edgeseg(path):
-            raise EdgesegError(f"{path}: exists and was not written by edgeseg; it is never replaced, whatever the "
-                               "flags: choose another path")
-        if not force:
-            raise EdgesegError(f"{path}: exists (an earlier edgeseg output); pass --force to replace it")
+    for path in paths:
+        check_replace(path, force, _not_written_by_edgeseg)
+
+
+def json_schema_is(schema: str, refusal: str) -> Callable[[Path], str | None]:
+    """A ``foreign`` check for :func:`check_replace`: ours is a regular file holding a JSON object whose
+    ``schema`` is ``schema``; anything else is refused with ``refusal``."""
+
+    def foreign(path: Path) -> str | None:
+        return None if (json_object(path) or {}).get("schema") == schema else refusal
+
+    return foreign

@@ -1,4 +1,5 @@
-"""Human-readable summaries of results (Rich tables on the terminal)."""
+"""Human-readable summaries of results (Rich tables on the terminal). The ``print_*`` functions are renderers
+for the command line (``edgeseg compress``, ``demo``); the library never calls them, it logs."""
 from __future__ import annotations
 
 import sys

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -14,12 +15,14 @@ import torch.nn.functional as F
 from .checkpoint import CheckpointSpec, save_checkpoint
 from .data.nnunet import NnUNetDataset
 from .data.preprocessing import PreprocessSpec
-from .errors import EdgesegError
+from .errors import InputError, UsageError
 from .evaluate import check_compatible, evaluate_cases
 from .inference import torch_predictor
 from .metrics import dice_from_counts, overlap_counts
-from .progress import console, progress_bar, track
+from .progress import progress_bar, track
 from .train_plan import Pace, eta_seconds, plan_phases, replan_switch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -83,7 +86,7 @@ def build_samples(dataset: NnUNetDataset, case_ids: list[str], spec: PreprocessS
                 labels.append(spec.fit_label(case.label[..., z]).astype(np.uint8))
                 owner.append(i)
         else:
-            raise EdgesegError(f"{cid}: a {model_dims}D model cannot train on {case.spatial_dims}D images")
+            raise InputError(f"{cid}: a {model_dims}D model cannot train on {case.spatial_dims}D images")
     return np.stack(images), np.stack(labels), np.asarray(owner)
 
 
@@ -148,7 +151,7 @@ def resolve_device(cfg: TrainConfig) -> tuple[str, bool]:
     """The device to train on and whether BF16 autocast is used there."""
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise EdgesegError("--device cuda: this PyTorch build sees no CUDA GPU")
+        raise UsageError("--device cuda: this PyTorch build sees no CUDA GPU")
     return device, cfg.amp == "bf16" or (cfg.amp == "auto" and bf16_supported(device))
 
 
@@ -227,8 +230,8 @@ def fit_model(model, cfg: TrainConfig, train_data, val_data, num_classes: int, d
     best = ({"dice": -1.0, "epoch": 0, "state": None} if baseline is None else
             {"dice": baseline, "epoch": 0, "state": copy.deepcopy(model.state_dict())})
     history, step, stop_reason = [], 0, "epochs done"
-    console.print(f"{title} {len(x_train)} train / {len(x_val)} val samples on {device}, "
-                  f"bf16 autocast={'on' if autocast else 'off'}; {plan.describe()}")
+    log.info("%s %d train / %d val samples on %s, bf16 autocast=%s; %s", title, len(x_train), len(x_val), device,
+             "on" if autocast else "off", plan.describe())
     with progress_bar() as bar:
         task = bar.add_task("train", total=total_steps, info="", eta=None)
         for epoch in range(1, cfg.epochs + 1):
@@ -255,7 +258,7 @@ def fit_model(model, cfg: TrainConfig, train_data, val_data, num_classes: int, d
             history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 5), "val_dice": round(val, 5),
                             "steps_by_size": {str(k): v for k, v in by_size.items()}})
             sizes = "+".join(f"{k} px" for k in by_size)
-            bar.console.print(f"epoch {epoch:3d}  {sizes}  loss {np.mean(losses):.4f}  val Dice {val:.4f}")
+            log.info("epoch %3d  %s  loss %.4f  val Dice %.4f", epoch, sizes, np.mean(losses), val)
             if val > best["dice"]:
                 best = {"dice": val, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
             if step >= total_steps:
@@ -319,13 +322,13 @@ def train(cfg: TrainConfig, out: str | Path, command: str = "") -> tuple[Path, d
         train_ids, val_ids = train_ids[: cfg.max_cases], val_ids[: max(1, cfg.max_cases // 4)]
     depth = getattr(model, "depth", 0)
     if cfg.progressive_size and (cfg.progressive_size % 2**depth or cfg.progressive_size > cfg.size):
-        raise EdgesegError(f"--progressive-size {cfg.progressive_size} must be <= --size and divide by 2**depth")
+        raise UsageError(f"--progressive-size {cfg.progressive_size} must be <= --size and divide by 2**depth")
     if not train_ids or not val_ids:
-        raise EdgesegError(f"{dataset.root}: need both training and validation cases (have {len(train_ids)}/{len(val_ids)})")
+        raise InputError(f"{dataset.root}: need both training and validation cases (have {len(train_ids)}/{len(val_ids)})")
     if not 0 <= cfg.progressive_fraction <= 1:
-        raise EdgesegError(f"--progressive-fraction {cfg.progressive_fraction} must be between 0 and 1")
+        raise UsageError(f"--progressive-fraction {cfg.progressive_fraction} must be between 0 and 1")
     if cfg.time_limit_minutes is not None and cfg.time_limit_minutes <= 0:
-        raise EdgesegError(f"--time-limit {cfg.time_limit_minutes} must be a positive number of minutes")
+        raise UsageError(f"--time-limit {cfg.time_limit_minutes} must be a positive number of minutes")
     x_train, y_train, _ = build_samples(dataset, train_ids, spec_pre, model_dims, "load train")
     x_val, y_val, owner_val = build_samples(dataset, val_ids, spec_pre, model_dims, "load val")
     device, autocast = resolve_device(cfg)

@@ -90,13 +90,14 @@ def test_paths_escaping_the_bundle_are_refused(copy, phantom_demo, tmp_path, how
         (copy / f"{ORT_INT8}.onnx").unlink()
         (copy / f"{ORT_INT8}.onnx").symlink_to(outside)
         result = _run("verify", copy)
-        assert result.exit_code == 1 and "symbolic link" in result.output
+        assert result.exit_code == 3 and "symbolic link" in result.output
     else:
         artifact["files"]["model"] = str(outside) if how == "absolute" else "../outside.onnx"
         _resign(copy, manifest)
         line = _one_line_error(_run("verify", copy))
         assert "artifacts[" in line and "relative path inside the bundle" in line
-    assert _infer(copy, phantom_demo, tmp_path).exit_code == 2
+    # a link is a failed verification (3); a path outside the bundle, an unusable manifest (2)
+    assert _infer(copy, phantom_demo, tmp_path).exit_code == (3 if how == "symlink" else 2)
     with pytest.raises(EdgesegError):
         load_bundle(copy)
 
@@ -123,8 +124,8 @@ def test_onnx_external_data_is_refused(copy, phantom_demo, tmp_path, location):
     tensor = _with_external_initializer(model, model, location)
     _resign(copy, read_manifest(copy))  # the manifest lists the edited model with its new hash
     result = _run("verify", copy)
-    assert result.exit_code == 1 and "external file" in result.output and tensor in result.output
-    line = _one_line_error(_infer(copy, phantom_demo, tmp_path))
+    assert result.exit_code == 3 and "external file" in result.output and tensor in result.output
+    line = _one_line_error(_infer(copy, phantom_demo, tmp_path), code=3)  # the bundle failed verification
     assert "external" in line
 
 
@@ -143,12 +144,12 @@ def test_scanner_finds_every_external_tensor_onnx_finds(bundle, tmp_path):
 
 
 def test_runner_given_bytes_never_resolves_external_data_from_the_working_directory(tmp_path, monkeypatch, bundle):
-    from edgeseg.targets.onnxruntime_backend import OrtRunner
+    from edgeseg.targets.onnxruntime_backend import OrtPredictor
 
     monkeypatch.chdir(tmp_path)
     _with_external_initializer(bundle / f"{ORT_INT8}.onnx", tmp_path / "m.onnx", "w.bin")
     with pytest.raises(EdgesegError, match="external file"):
-        OrtRunner((tmp_path / "m.onnx").read_bytes(), "int8", name="m.onnx")
+        OrtPredictor((tmp_path / "m.onnx").read_bytes(), "int8", name="m.onnx")
 
 
 # 4 — the manifest itself is covered
@@ -156,11 +157,11 @@ def test_edited_preprocessing_is_detected(copy, phantom_demo, tmp_path):
     manifest = read_manifest(copy)
     manifest["preprocessing"]["normalization"] = "none"
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    assert "manifest_sha256" in _one_line_error(_run("verify", copy))
+    assert "manifest_sha256" in _one_line_error(_run("verify", copy), code=3)  # the digest: verification failed
     _resign(copy, manifest)  # digest recomputed: the artifacts' own copies of the preprocessing still disagree
     result = _run("verify", copy)
-    assert result.exit_code == 1 and "embedded edgeseg.preprocessing differs" in result.output
-    assert _infer(copy, phantom_demo, tmp_path).exit_code == 2
+    assert result.exit_code == 3 and "embedded edgeseg.preprocessing differs" in result.output
+    assert _infer(copy, phantom_demo, tmp_path).exit_code == 3
 
 
 def test_verify_prints_the_digest_and_pins_it(copy):
@@ -168,7 +169,7 @@ def test_verify_prints_the_digest_and_pins_it(copy):
     result = _run("verify", copy)
     assert result.exit_code == 0 and digest in result.output
     assert _run("verify", copy, "--expect-digest", digest).exit_code == 0
-    assert "not the expected" in _one_line_error(_run("verify", copy, "--expect-digest", "0" * 64))
+    assert "not the expected" in _one_line_error(_run("verify", copy, "--expect-digest", "0" * 64), code=3)
 
 
 # 5 — malformed fields: one line naming the field
@@ -349,7 +350,7 @@ def test_huge_spec_is_refused_without_allocating(tmp_path):
 
 # the engine builder runs a command: it is rebuilt from the artifact's facts, never taken from the manifest
 def test_prepare_engine_never_runs_the_recorded_trtexec_line(copy, tmp_path, monkeypatch):
-    from edgeseg.targets.trt_engine_cache import ensure_engine
+    from edgeseg.targets.tensorrt import ensure_engine
 
     log = tmp_path / "argv.json"
     fake = tmp_path / "fake_trtexec.py"

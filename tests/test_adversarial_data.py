@@ -162,7 +162,7 @@ def test_dataset_named_like_the_training_data_but_with_other_cases_is_not_matche
 def test_split_test_reads_images_ts_and_labels_are_optional(tmp_path):
     labelled = _test_layout(write_phantom_dataset(tmp_path / "phantom", cases=3, size=32, seed=2))
     out = tmp_path / "eval.json"
-    res = _run("evaluate", default_checkpoint(), "--data", labelled, "--split", "test", "--json", out)
+    res = _run("evaluate", default_checkpoint(), "--data", labelled, "--split", "test", "--out", out)
     assert res.exit_code == 0, res.output
     result = json.loads(out.read_text())
     assert result["split"] == "test" and result["num_cases"] == 3

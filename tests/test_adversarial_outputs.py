@@ -33,14 +33,14 @@ def foreign(tmp_path):
 def test_evaluate_json_replaces_only_its_own_result(phantom_demo, foreign):
     path = foreign("val.json", b'{"mine": true}')
     for extra in ((), ("--force",)):
-        _refused(_run("evaluate", default_checkpoint(), "--data", phantom_demo, "--json", path, *extra),
+        _refused(_run("evaluate", default_checkpoint(), "--data", phantom_demo, "--out", path, *extra),
                  "not written by edgeseg")
     assert path.read_bytes() == b'{"mine": true}'
     ours = path.with_name("ours.json")
-    assert _run("evaluate", default_checkpoint(), "--data", phantom_demo, "--json", ours).exit_code == 0
+    assert _run("evaluate", default_checkpoint(), "--data", phantom_demo, "--out", ours).exit_code == 0
     assert written_by_edgeseg(ours) and json.loads(ours.read_text())["schema"] == "edgeseg-evaluation"
-    _refused(_run("evaluate", default_checkpoint(), "--data", phantom_demo, "--json", ours), "pass --force")
-    assert _run("evaluate", default_checkpoint(), "--data", phantom_demo, "--json", ours, "--force").exit_code == 0
+    _refused(_run("evaluate", default_checkpoint(), "--data", phantom_demo, "--out", ours), "pass --force")
+    assert _run("evaluate", default_checkpoint(), "--data", phantom_demo, "--out", ours, "--force").exit_code == 0
 
 
 @pytest.mark.parametrize("command", ["calibrate", "prune", "train", "import-weights", "sensitivity"])

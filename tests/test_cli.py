@@ -34,7 +34,7 @@ def test_two_step_training_then_evaluate(phantom2d, tmp_path):
     assert set(spec.data["train_cases"]).isdisjoint(spec.data["val_cases"])
     assert "organ" in spec.metrics["val"]["mean"]
     out = tmp_path / "eval.json"
-    result = _run("evaluate", ckpt, "--data", phantom2d, "--json", out)
+    result = _run("evaluate", ckpt, "--data", phantom2d, "--out", out)
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert data["split"] == "val" and set(data["cases"]) == set(spec.data["val_cases"])
@@ -99,7 +99,7 @@ def test_phantom_command_refuses_existing_dataset(phantom2d):
 @pytest.mark.parametrize("bad", ["base", "=3"])
 def test_arch_arg_must_be_key_value(phantom2d, tmp_path, bad):
     result = _run("train", "--data", phantom2d, "--out", tmp_path / "m.ckpt", "--arch-arg", bad)
-    assert result.exit_code == 2
+    assert result.exit_code == 64
 
 
 TINY = ["--size", 32, "--epochs", 1, "--max-steps", 2, "--batch-size", 2, "--arch-arg", "base=4",
@@ -111,7 +111,7 @@ def test_progressive_resizing_trains_and_checks_its_size(phantom2d, tmp_path):
     assert result.exit_code == 0, result.output
     assert read_spec(tmp_path / "m.ckpt").training["progressive_size"] == 16
     result = _run("train", "--data", phantom2d, "--out", tmp_path / "n.ckpt", *TINY, "--progressive-size", 10)
-    assert result.exit_code == 2 and "divide by 2**depth" in result.output
+    assert result.exit_code == 64 and "divide by 2**depth" in result.output
 
 
 def test_cuda_request_without_gpu_is_a_clear_error(phantom2d, tmp_path):
@@ -120,7 +120,7 @@ def test_cuda_request_without_gpu_is_a_clear_error(phantom2d, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a CUDA GPU is present")
     result = _run("train", "--data", phantom2d, "--out", tmp_path / "m.ckpt", "--device", "cuda", *TINY)
-    assert result.exit_code == 2 and "no CUDA GPU" in result.output
+    assert result.exit_code == 64 and "no CUDA GPU" in result.output
 
 
 @pytest.mark.gpu

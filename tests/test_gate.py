@@ -256,3 +256,20 @@ def test_a_zero_workload_latency_is_unusable_input_not_a_regression(steady, gate
 
 
 # --- issue H: rounds, the noise floor, the built-in confirmation run, baselines not silently replaced ---
+
+
+def test_int8_is_also_divided_by_the_fp32_artifact_of_its_runtime(steady, gate_files):
+    """On a busy core the fixed workload slowed more than the models (÷ workload read an inserted +25 % as +5 %):
+    an INT8 artifact is also divided by the FP32 artifact of its runtime, timed in the same rounds, and either
+    denominator can fail it. A model that grew slows that FP32 artifact too: ÷ workload still catches it."""
+    write, base = gate_files
+    fp32 = next(a["name"] for a in steady["artifacts"] if a["runtime"] == "onnxruntime" and a["precision"] == "fp32")
+    busy = _slow_down(copy.deepcopy(steady), INT8, 1.25)
+    _scale(_workload_of(busy, "onnxruntime"), 1.15)
+    _scale(busy["workload"]["latency"]["batch_1"], 1.15)
+    res = _gate(write(busy), "--baseline", base)
+    assert res.exit_code == 1 and "÷ FP32 on its runtime" in _flat(res.output), res.output
+    assert _gate(write(busy), "--baseline", base, "--mode", "workload").exit_code == 0  # the workload alone misses it
+    grown = _slow_down(_slow_down(copy.deepcopy(steady), INT8, 1.3), fp32, 1.3)
+    res = _gate(write(grown), "--baseline", base)
+    assert res.exit_code == 1 and "÷ workload" in _flat(res.output), res.output

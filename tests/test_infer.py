@@ -76,7 +76,7 @@ def test_auto_backend_says_what_it_chose(bundle, phantom_demo, tmp_path):
     assert res.exit_code == 0, res.output
     assert "tensorrt: Python package 'tensorrt' is not installed; openvino (x86-avx512-openvino-int8" in res.output
     res = _run("infer", bundle, image, "-o", tmp_path / "o2", "--backend", "cuda")
-    assert res.exit_code == 2 and "--backend" in res.output
+    assert res.exit_code == 64 and "--backend" in res.output
 
 
 def _nifti(path, volume, affine):
@@ -201,7 +201,7 @@ def test_altered_bundle_fails_before_any_input_is_read(bundle, tmp_path):
     onnx_file = copy / next(a for a in read_manifest(copy)["artifacts"] if a["runtime"] == "onnxruntime")["files"]["model"]
     onnx_file.write_bytes(onnx_file.read_bytes()[:-10] + b"0123456789")
     res = _run("infer", copy, tmp_path / "does-not-exist.png", "-o", tmp_path / "out")
-    assert res.exit_code == 2 and "failed verification" in res.output and "does-not-exist" not in res.output
+    assert res.exit_code == 3 and "failed verification" in res.output and "does-not-exist" not in res.output
     assert not (tmp_path / "out").exists()
 
 

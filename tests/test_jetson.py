@@ -77,10 +77,9 @@ def test_entrypoint_builds_the_engine_once_per_device_and_serves_infer(bundle, p
 
 
 def test_one_torch_free_device_key_names_engines_in_bundles_and_caches(monkeypatch):
-    from edgeseg.targets.tensorrt_backend import engine_key
-    from edgeseg.targets.trt_engine_cache import gpu_name_key
+    from edgeseg.targets.tensorrt import device_key, gpu_name_key
 
     assert gpu_name_key("NVIDIA H100 80GB HBM3, 9.0") == "nvidia-h100-80gb-hbm3-sm90"
     assert gpu_name_key("NVIDIA GeForce RTX 4090") == "nvidia-geforce-rtx-4090"  # drivers without compute_cap
     monkeypatch.setenv("EDGESEG_DEVICE_KEY", "nvidia-geforce-rtx-4090-sm89-trt10.3.0")
-    assert engine_key() == "nvidia-geforce-rtx-4090-sm89-trt10.3.0"
+    assert device_key() == "nvidia-geforce-rtx-4090-sm89-trt10.3.0"

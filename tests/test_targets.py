@@ -11,7 +11,7 @@ from edgeseg.models import create_model
 from edgeseg.onnx_export import export_onnx
 from edgeseg.targets import get_target, list_profiles, load_profile
 from edgeseg.targets.float_nodes import plan_float_nodes
-from edgeseg.targets.tensorrt_backend import gpu_missing, input_shapes, trtexec_command
+from edgeseg.targets.tensorrt import gpu_missing, input_shapes, trtexec_command
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_tensorrt_engine_builds_and_runs_on_gpu(tmp_path):
     from edgeseg.bundle import load_bundle
     from edgeseg.compress import CompressConfig, compress
     from edgeseg.demo import default_checkpoint, ensure_phantom
-    from edgeseg.targets.tensorrt_backend import build_bundle_engines
+    from edgeseg.targets.tensorrt import build_bundle_engines
 
     data = ensure_phantom(tmp_path)
     out = tmp_path / "b"

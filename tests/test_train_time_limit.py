@@ -106,5 +106,5 @@ def test_bad_time_limit_and_fraction_are_one_line_errors(phantom2d, tmp_path):
     for flags, what in ((["--time-limit", 0], "--time-limit"),
                         (["--progressive-fraction", 1.5], "--progressive-fraction")):
         result = _run("train", "--data", phantom2d, "--out", tmp_path / "m.ckpt", *TINY, *flags)
-        assert result.exit_code == 2 and what in result.output and "Traceback" not in result.output
+        assert result.exit_code == 64 and what in result.output and "Traceback" not in result.output
 

@@ -72,7 +72,7 @@ def test_cli_writes_json_and_chart(fragile_checkpoint, phantom_demo, tmp_path):
     assert json.loads(out.read_text())["mode"] == "float-one"
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     res = CliRunner().invoke(app, [str(a) for a in args[:-2] + ["--mode", "nope", "--out", tmp_path / "x.json"]])
-    assert res.exit_code == 2 and "--mode" in res.output
+    assert res.exit_code == 64 and "--mode" in res.output
 
 
 def _compress(*args):

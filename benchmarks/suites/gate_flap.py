@@ -32,6 +32,7 @@ from busy_core import busy  # this folder (run as a script)
 
 CONDITIONS = ("idle", "busy", "idle-slowed", "busy-slowed")
 SLOWED = "x86-onnxruntime-int8"  # the artifact the slowdown goes into
+MODE_MARK = {"÷ workload": "w ", "÷ FP32 on its runtime": "f "}  # the gate's two denominators (docs/gate.md)
 
 
 def insert_slow_ops(model_path: Path, layers: int = 6, channels: int = 32) -> None:
@@ -176,13 +177,14 @@ def _details(results: list[Path], baseline: Path) -> dict:
 
     base = read_baseline(baseline)
     out = {}
-    for path in results:
+    for i, path in enumerate(results):
         summary = summarize_runs([read_result(path)])
         report = run_gate(summary, base, GateLimits())
         for c in (c for c in report["checks"] if c.check.startswith("latency") and c.current and c.baseline):
             ms = [x["artifacts"][c.artifact]["latency"]["p50"]["absolute"]["value"] for x in (base, summary)]
             out.setdefault(c.artifact, []).append({"change": c.current / c.baseline - 1, "band": c.noise,
-                                                   "ms_change": ms[1] / ms[0] - 1, "passed": c.passed})
+                                                   "ms_change": ms[1] / ms[0] - 1, "passed": c.passed,
+                                                   "mode": c.check.split("(", 1)[-1].rstrip(")"), "result": i})
     return out
 
 
@@ -223,20 +225,26 @@ def _tally(rows: list[dict], meta: dict) -> dict:
     return {**meta, "conditions": by, "runs": rows}
 
 
+def _cell(x: dict) -> str:
+    return f"{MODE_MARK.get(x.get('mode'), '')}{x['change']:+.1%} ({x['band']:.1%}){'' if x['passed'] else ' ✗'}"
+
+
 def _markdown(tally: dict) -> str:
     lines = [f"# `edgeseg gate` flap test ({tally['started']})", "", tally["setup"], "",
              "| condition | runs | gate failed | confirmation runs | target |", "|---|---|---|---|---|"]
     lines += [f"| {c} | {v['runs']} | {v['gate_failed']} | {v['confirm_runs']} | {v['target']} |"
               for c, v in tally["conditions"].items()]
     lines += ["", "Per run: exit code (0 pass, 1 fail after the confirmation run), and per artifact the change of its "
-              "latency ÷ workload against the baseline and the noise band (first run; after `/`: the confirmation "
-              "run).", "", "| condition | run | exit | " + " | ".join(tally["artifacts"]) + " | s |",
+              "latency against the baseline and the noise band — `w` ÷ the fixed workload, `f` ÷ the FP32 artifact on "
+              "the same runtime, the gate's two denominators — (first run; after `/`: the confirmation run).", "", "| condition | run | exit | " + " | ".join(tally["artifacts"]) + " | s |",
               "|---" * (4 + len(tally["artifacts"])) + "|"]
     for r in tally["runs"]:
         cells = []
         for name in tally["artifacts"]:
             runs = r["artifacts"].get(name) or []
-            cells.append(" / ".join(f"{x['change']:+.1%} ({x['band']:.1%}){'' if x['passed'] else ' ✗'}" for x in runs))
+            last = max((x.get("result", 0) for x in runs), default=-1)
+            per_result = [[x for x in runs if x.get("result", 0) == i] for i in range(last + 1)]
+            cells.append(" / ".join(" · ".join(_cell(x) for x in xs) for xs in per_result))
         lines.append(f"| {r['condition']} | {r['run']} | {r['exit']} | " + " | ".join(cells) + f" | {r['seconds']:.0f} |")
     return "\n".join(lines) + "\n"
 
@@ -283,8 +291,8 @@ def main() -> None:
                           f"then ONNX Runtime FP32: no PyTorch worker to start), {args.cases} cases of {args.data}; "
                           "`edgeseg bench --threads 2 "
                           f"--backends {args.backends} --rounds {args.rounds} --repeats {args.repeats} --batch-size 0 "
-                          f"--e2e-cases 0`; baseline from 3 idle runs; gate defaults (limit +10 %, ÷ workload, "
-                          f"confirmation run); busy = one core {args.load:.0%} busy (busy_core.py); slowed = "
+                          f"--e2e-cases 0`; baseline from 3 idle runs; gate defaults (limit +10 %, ÷ workload and "
+                          f"÷ FP32 on its runtime, confirmation run); busy = one core {args.load:.0%} busy (busy_core.py); slowed = "
                           f"{SLOWED} + a side branch of {slow['layers']} conv × {slow['channels']} ch, "
                           f"{slow['verified'][-1]['bench_change']:+.1%} ÷ workload in an idle bench against the "
                           "baseline (tries: " + ", ".join(f"{t['branch']} {t['bench_change']:+.1%}"

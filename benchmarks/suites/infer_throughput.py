@@ -35,7 +35,7 @@ def main() -> None:
 
     images = sorted((args.data / "imagesTr").glob("*"))[: args.n]
     manifest = load_bundle(args.bundle)
-    spec = CheckpointSpec.from_dict({**manifest["model"], "preprocessing": manifest["preprocessing"]})
+    spec = CheckpointSpec.from_manifest(manifest)
     artifact, _ = choose_artifact(manifest, args.backend)
     sample = spec.preprocessing(read_array(images[0])[0])[None]
     model = measure_isolated(args.bundle, [artifact], sample, {artifact["name"]: args.threads}, repeats=60, rounds=2,

@@ -132,7 +132,7 @@ class Bundle:
     @cached_property
     def spec(self) -> CheckpointSpec:
         """The model's spec as the bundle records it: architecture, preprocessing, labels."""
-        return CheckpointSpec.from_dict({**self.manifest["model"], "preprocessing": self.manifest["preprocessing"]})
+        return CheckpointSpec.from_manifest(self.manifest)
 
     @property
     def artifacts(self) -> list[ArtifactInfo]:

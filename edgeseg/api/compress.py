@@ -7,12 +7,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ..errors import EdgesegError
+from ..errors import Incomplete, UsageError
+from ..targets.registry import default_targets
 from ..validation import paths_as_path
 from .bundle import Bundle, load_bundle
 from .options import check_options, checkpoint_file, dice_limits, names
 
-DEFAULT_TARGETS = ("onnxruntime", "openvino", "tensorrt")
+DEFAULT_TARGETS = tuple(default_targets())  # the registry's: onnxruntime, openvino, tensorrt
 # CompressConfig fields that are named parameters of compress() (or filled in by it)
 _NAMED = {"checkpoint", "out", "precision", "targets", "calib", "prune", "eval_data", "accuracy_aware"}
 
@@ -64,7 +65,7 @@ def compress(model, *, calibration: str | os.PathLike | Iterable | None = None,
         from ..tuning.accuracy_aware import missed_targets
 
         if missed := missed_targets(manifest):
-            raise EdgesegError(f"the Dice limits could not be met for {', '.join(missed)} within the budget; the "
+            raise Incomplete(f"the Dice limits could not be met for {', '.join(missed)} within the budget; the "
                                f"best plan found is in {cfg.out} (allow_miss=True accepts it)")
     return load_bundle(cfg.out)
 
@@ -73,10 +74,10 @@ def _accuracy_aware(max_dice_drop, tuning: dict, precision: str):
     """The accuracy-aware search's settings, as ``compress --max-dice-drop`` builds them; None without limits."""
     if max_dice_drop is None:
         if tuning:
-            raise EdgesegError(f"{', '.join(sorted(tuning))}: options of the accuracy-aware search; pass max_dice_drop")
+            raise UsageError(f"{', '.join(sorted(tuning))}: options of the accuracy-aware search; pass max_dice_drop")
         return None
     if precision != "int8":
-        raise EdgesegError("max_dice_drop tunes INT8 artifacts; use it with precision='int8'")
+        raise UsageError("max_dice_drop tunes INT8 artifacts; use it with precision='int8'")
     from ..tuning.accuracy_aware import AccuracyAwareSettings
 
     settings = AccuracyAwareSettings(dice_limits(max_dice_drop), **tuning)
@@ -90,17 +91,17 @@ def _calibration_file(calibration, transform, cfg, work: Path) -> Path | None:
 
     given_as_files = calibration is None or isinstance(calibration, (str, os.PathLike, CalibrationSet))
     if transform is not None and given_as_files:
-        raise EdgesegError("transform= applies to calibration images given as an iterable of arrays")
+        raise UsageError("transform= applies to calibration images given as an iterable of arrays")
     if calibration is None:
         if cfg.precision == "int8" and not cfg.calib_from_checkpoint:
-            raise EdgesegError("INT8 needs calibration data: pass calibration= a dataset folder, an edgeseg.calibrate "
+            raise UsageError("INT8 needs calibration data: pass calibration= a dataset folder, an edgeseg.calibrate "
                                ".npz, a CalibrationSet or an iterable of images (or calib_from_checkpoint=True); "
                                "edgeseg never calibrates on random data")
         return None
     if isinstance(calibration, (str, os.PathLike)):
         return Path(calibration)
     if not isinstance(calibration, (CalibrationSet, Iterable)):
-        raise EdgesegError(f"calibration: expected a folder, a .npz, a CalibrationSet or an iterable of images, got "
+        raise UsageError(f"calibration: expected a folder, a .npz, a CalibrationSet or an iterable of images, got "
                            f"{type(calibration).__name__}")
     if not isinstance(calibration, CalibrationSet):
         from ..checkpoint import read_spec

@@ -6,14 +6,14 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..errors import EdgesegError
+from ..errors import UsageError
 
 
 def check_options(options: dict, allowed: Iterable[str], call: str) -> None:
     """Refuse keyword options ``call`` does not know, naming them and the ones it takes."""
     allowed = set(allowed)
     if unknown := sorted(set(options) - allowed):
-        raise EdgesegError(f"{call}: unknown option(s) {', '.join(map(repr, unknown))}; it takes "
+        raise UsageError(f"{call}: unknown option(s) {', '.join(map(repr, unknown))}; it takes "
                            f"{', '.join(sorted(allowed))}")
 
 
@@ -42,12 +42,12 @@ def _model_and_spec(model, spec):
         model, spec = model
     if isinstance(model, (str, os.PathLike)):
         if spec is not None:
-            raise EdgesegError("spec= goes with a loaded model; a checkpoint file carries its own spec")
+            raise UsageError("spec= goes with a loaded model; a checkpoint file carries its own spec")
         return Path(model), None
     if not hasattr(model, "state_dict"):
-        raise EdgesegError(f"model: expected a checkpoint path or a PyTorch model, got {type(model).__name__}")
+        raise UsageError(f"model: expected a checkpoint path or a PyTorch model, got {type(model).__name__}")
     if not isinstance(spec, CheckpointSpec):
-        raise EdgesegError("a loaded model needs spec=: the CheckpointSpec that edgeseg.checkpoint.load_checkpoint "
+        raise UsageError("a loaded model needs spec=: the CheckpointSpec that edgeseg.checkpoint.load_checkpoint "
                            "returned with it (or pass the checkpoint path)")
     return model, spec
 

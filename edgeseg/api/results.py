@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import EdgesegError
+from ..errors import InputError, UsageError
 from .bundle import Bundle
 from .options import check_options, dice_limits, names
 
@@ -59,7 +59,7 @@ class BenchResult:
 
         path = Path(path)
         if path.suffix != ".json":
-            raise EdgesegError(f"{path}: a bench result is written as .json (the .md and .png go beside it)")
+            raise UsageError(f"{path}: a bench result is written as .json (the .md and .png go beside it)")
         check_overwrite(path, path.with_suffix(".md"), path.with_suffix(".png"), force=force)
         return write_reports(self.data, path)
 
@@ -136,9 +136,9 @@ def _result(result) -> dict:
     if isinstance(result, (str, os.PathLike)):
         return read_result(result)
     if not isinstance(result, dict):
-        raise EdgesegError(f"results: expected bench result paths, dicts or BenchResults, got {type(result).__name__}")
+        raise UsageError(f"results: expected bench result paths, dicts or BenchResults, got {type(result).__name__}")
     if problems := validate_result(result):
-        raise EdgesegError(f"results: not a valid edgeseg-bench result: {problems[0]}")
+        raise InputError(f"results: not a valid edgeseg-bench result: {problems[0]}")
     return result
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import EdgesegError
+from ..errors import UsageError
 from .options import check_options, loaded_model, model_spec
 
 
@@ -44,7 +44,7 @@ def train(data: str | os.PathLike, *, out: str | os.PathLike, force: bool = Fals
 
 @dataclass
 class Evaluation:
-    """``dice``: mean Dice per label; ``result``: what ``edgeseg evaluate --json`` writes (IoU, per case, …)."""
+    """``dice``: mean Dice per label; ``result``: what ``edgeseg evaluate --json`` prints (IoU, per case, …)."""
 
     dice: dict[str, float]
     result: dict
@@ -97,9 +97,9 @@ def calibrate(data: str | os.PathLike | Iterable, checkpoint=None, *, spec=None,
     from ..overwrite import check_overwrite
 
     if checkpoint is None and spec is None:
-        raise EdgesegError("calibrate() needs the checkpoint (or spec=) whose preprocessing the inputs get")
+        raise UsageError("calibrate() needs the checkpoint (or spec=) whose preprocessing the inputs get")
     if transform is not None and isinstance(data, (str, os.PathLike)):
-        raise EdgesegError("transform= applies to calibration images given as an iterable of arrays")
+        raise UsageError("transform= applies to calibration images given as an iterable of arrays")
     if out is not None:
         check_overwrite(out, force=force)
     spec = spec if checkpoint is None else model_spec(checkpoint, spec)

@@ -12,11 +12,6 @@ ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_t
              "asimd", "asimddp", "i8mm", "bf16")
 
 
-def slug(text: str) -> str:
-    """``"NVIDIA Jetson AGX Orin"`` → ``"nvidia-jetson-agx-orin"``: a device name usable in file names."""
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
-
-
 def _read(path: str) -> str | None:
     try:
         return Path(path).read_text(errors="replace").replace("\x00", "").strip()

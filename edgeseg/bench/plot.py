@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..data.io import atomic_write
 from ..overwrite import PNG_SOFTWARE
-from .report import _e2e_p50, _metric, _model_p50, _per_label, _threads, data_line, headline, pareto_front, verdict_of
+from .cells import _e2e_p50, _metric, _model_p50, _per_label, _threads, data_line, headline, pareto_front, verdict_of
 from .tables import short_names
 
 ROLE_COLOURS = {"candidate": "tab:blue", "reference": "tab:green", "baseline": "tab:orange"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .report import DASH, STATUS_NOTES, _main_cells, _threads, _warnings, data_line, headline, verdict_of
+from .cells import DASH, STATUS_NOTES, _main_cells, _threads, _warnings, data_line, headline, verdict_of
 from .tables import name_legend, short_names, text_table
 
 ACCURACY = {"artifact": "artifact", "executed": "ran as", "dice": "Dice", "delta": "ΔDice pts [95 % CI]",

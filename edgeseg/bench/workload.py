@@ -4,8 +4,8 @@ of the model (which also moves the FP32 reference) still shows.
 
 The workload is an FP32 ONNX graph — eight 3×3 convolutions, 16 channels, 128×128 — with fixed weights. It
 reads its input only through a scalar mean, so it accepts any model input and costs the same whatever the
-model. It runs on each CPU runtime that has artifacts in the run (ONNX Runtime always; OpenVINO and PyTorch
-eager when timed), with the bench's thread count: runtimes react differently to a busy machine — on 2 cores
+model. It runs on each CPU runtime that has artifacts in the run (ONNX Runtime always; each other target with
+a ``workload_runner`` — OpenVINO, PyTorch eager — when timed), with the bench's thread count: runtimes react differently to a busy machine — on 2 cores
 with one core 30 % busy elsewhere, OpenVINO INT8 slowed 20–70 % while ONNX Runtime barely moved — so an
 artifact is divided by the workload of its own runtime (benchmarks/README.md, "gate under contention").
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 WORKLOAD_NAME = "edgeseg-conv-workload-v1"  # bump the suffix if the computation below ever changes
-WORKLOAD_RUNTIMES = ("onnxruntime", "openvino", "torch")
+BASE_RUNTIME = "onnxruntime"  # the workload's plain name is its time on ONNX Runtime, timed in every run
 _LAYERS, _CHANNELS, _SIZE = 8, 16, 128
 
 
@@ -43,39 +43,38 @@ def write_workload(path: Path) -> Path:
 
 def workload_key(runtime: str) -> str:
     """The name the workload on ``runtime`` is timed under (ONNX Runtime's is the plain name)."""
-    return WORKLOAD_NAME if runtime == "onnxruntime" else f"{WORKLOAD_NAME}@{runtime}"
+    return WORKLOAD_NAME if runtime == BASE_RUNTIME else f"{WORKLOAD_NAME}@{runtime}"
+
+
+def workload_runtimes() -> list[str]:
+    """The runtimes the workload can run on: ONNX Runtime, then each registered target with a workload runner."""
+    from ..targets.registry import registered_targets
+
+    others = [n for n, t in registered_targets().items() if t.workload_runner is not None and n != BASE_RUNTIME]
+    return [BASE_RUNTIME, *others]
 
 
 def workload_artifacts(folder: Path, runtimes) -> list[dict]:
     """Entries :func:`~edgeseg.bench.isolated.measure_isolated` can time: the workload on ONNX Runtime and on
     each other runtime of ``runtimes`` that has a workload runner."""
     write_workload(Path(folder) / "workload.onnx")
-    wanted = ["onnxruntime", *(r for r in WORKLOAD_RUNTIMES if r in set(runtimes) and r != "onnxruntime")]
+    wanted = [r for r in workload_runtimes() if r == BASE_RUNTIME or r in set(runtimes)]
     return [{"name": workload_key(r), "runtime": r, "precision": "fp32", "device": "cpu", "workload": True,
              "files": {"model": "workload.onnx"}, "root": str(folder), "model_only": True} for r in wanted]
 
 
 def load_workload(folder: Path, runtime: str, threads: int | None, rank: int):
-    """A runner of the workload on ``runtime`` for inputs of ``rank`` dimensions."""
-    path = Path(folder) / "workload.onnx"
-    if runtime == "onnxruntime":
-        from ..targets.onnxruntime_backend import OrtRunner
+    """A predictor of the workload on ``runtime`` for inputs of ``rank`` dimensions (the target's workload runner)."""
+    from ..targets.registry import get_target
 
-        return OrtRunner(path, "fp32", "cpu", threads)
-    if runtime == "openvino":
-        import openvino as ov
-
-        from ..targets.openvino_backend import OvRunner
-
-        model = ov.convert_model(str(path), input=[("input", ov.PartialShape([-1] * rank))])  # OpenVINO needs the rank
-        return OvRunner(model, threads=threads, hint="f32")
-    if runtime == "torch":
-        return _TorchWorkload(path, threads)
-    raise ValueError(f"no workload runner for runtime {runtime!r}")
+    runner = get_target(runtime).workload_runner
+    if runner is None:
+        raise ValueError(f"no workload runner for runtime {runtime!r}")
+    return runner(Path(folder) / "workload.onnx", threads, rank)
 
 
-class _TorchWorkload:
-    """The same graph in PyTorch eager, weights read from the ONNX file."""
+class TorchWorkload:
+    """The same graph in PyTorch eager, weights read from the ONNX file (the torch target's workload runner)."""
 
     def __init__(self, path: Path, threads: int | None):
         import onnx

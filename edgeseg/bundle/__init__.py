@@ -7,13 +7,12 @@ that were hashed, never a path to re-open. Bundles are built in a staging folder
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import hashlib
 import json
 from pathlib import Path
 
-from ..errors import EdgesegError
+from ..errors import EdgesegError, InputError, VerificationError
 from ..validation import FieldError
 from .contents import check_contents
 from .members import artifact_bytes, member_path, read_verified, unlisted_files
@@ -31,16 +30,15 @@ __all__ = ["MANIFEST", "SCHEMA", "SCHEMA_VERSION", "add_artifact_file", "artifac
 
 
 def tool_versions() -> dict[str, str]:
-    """Versions of Python and every runtime/tool that may touch a bundle (absent ones are skipped)."""
-    import importlib.metadata as md
+    """Versions of Python and every runtime/tool that may touch a bundle (absent ones are skipped): edgeseg's,
+    each registered target's (``Target.tool_versions``), torch-pruning's and numpy's."""
     import platform
 
-    versions = {"python": platform.python_version()}
-    for dist in ("edgeseg", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "nncf", "torch-pruning",
-                 "tensorrt", "numpy"):
-        with contextlib.suppress(md.PackageNotFoundError):
-            versions[dist] = md.version(dist)
-    return versions
+    from ..targets.base import dist_versions
+    from ..targets.registry import runtime_tool_versions
+
+    return {"python": platform.python_version(), **dist_versions("edgeseg"), **runtime_tool_versions(),
+            **dist_versions("torch-pruning", "numpy")}
 
 
 def file_entry(bundle_dir: Path, rel: str) -> dict:
@@ -85,25 +83,25 @@ def read_manifest(bundle_dir: str | Path, expected_digest: str | None = None) ->
     :func:`load_bundle`). ``expected_digest`` pins the bundle to a digest obtained out of band."""
     path = Path(bundle_dir) / MANIFEST
     if not Path(bundle_dir).is_dir() or not path.is_file() or path.is_symlink():
-        raise EdgesegError(f"{bundle_dir}: not an edgeseg bundle (no {MANIFEST})")
+        raise InputError(f"{bundle_dir}: not an edgeseg bundle (no {MANIFEST})")
     if path.stat().st_size > _MAX_MANIFEST_BYTES:
-        raise EdgesegError(f"{path}: larger than {_MAX_MANIFEST_BYTES >> 20} MB; not a manifest edgeseg wrote")
+        raise InputError(f"{path}: larger than {_MAX_MANIFEST_BYTES >> 20} MB; not a manifest edgeseg wrote")
     try:
         manifest = json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise EdgesegError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except (json.JSONDecodeError, RecursionError) as exc:
-        raise EdgesegError(f"{path}: invalid JSON ({str(exc)[:120]})") from None
+        raise InputError(f"{path}: invalid JSON ({str(exc)[:120]})") from None
     try:
         check_header(manifest, str(bundle_dir))
         check_manifest(manifest)
     except FieldError as exc:
-        raise EdgesegError(f"{path}: {exc}") from None
+        raise InputError(f"{path}: {exc}") from None
     digest = manifest_digest(manifest)
     if digest != manifest[DIGEST_KEY]:
-        raise EdgesegError(f"{path}: content does not match its {DIGEST_KEY} (edited after edgeseg wrote it)")
+        raise VerificationError(f"{path}: content does not match its {DIGEST_KEY} (edited after edgeseg wrote it)")
     if expected_digest is not None and digest != expected_digest.removeprefix("sha256:").lower():
-        raise EdgesegError(f"{path}: digest {digest[:16]}… is not the expected {expected_digest[:23]}…")
+        raise VerificationError(f"{path}: digest {digest[:16]}… is not the expected {expected_digest[:23]}…")
     return manifest
 
 
@@ -132,7 +130,7 @@ def load_bundle(bundle_dir: str | Path, expected_digest: str | None = None) -> d
     manifest = read_manifest(bundle_dir, expected_digest)
     problems = [f"{p}: {r}" for p, r in failed_files(bundle_dir, manifest).items()]
     if problems:
-        raise EdgesegError(f"{bundle_dir}: bundle failed verification: {problems[0]}"
+        raise VerificationError(f"{bundle_dir}: bundle failed verification: {problems[0]}"
                            f"{f' (+{len(problems) - 1} more)' if len(problems) > 1 else ''}")
     return manifest
 
@@ -142,7 +140,7 @@ def read_member(bundle_dir: str | Path, manifest: dict, rel: str) -> bytes:
     entry = manifest.get("extra_hashes", {}).get(rel) or next(
         (e for a in manifest["artifacts"] for e in a["hashes"].values() if e["path"] == rel), None)
     if entry is None:
-        raise EdgesegError(f"{rel}: not a file of this bundle's manifest")
+        raise VerificationError(f"{rel}: not a file of this bundle's manifest")
     return read_verified(bundle_dir, entry)
 
 

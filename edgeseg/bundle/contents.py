@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
-from ..errors import EdgesegError
+from ..errors import EdgesegError, VerificationError
 from .onnx_scan import check_self_contained
 
 PREPROCESSING_KEY, LABELS_KEY = "edgeseg.preprocessing", "edgeseg.label_names"
@@ -62,6 +62,6 @@ def check_contents(rel: str, data: bytes, manifest: dict) -> None:
     expected = {PREPROCESSING_KEY: manifest["preprocessing"], LABELS_KEY: manifest["model"]["label_names"]}
     for key, value in expected.items():
         if key not in metadata:
-            raise EdgesegError(f"{rel}: carries no {key}; not an artifact edgeseg built")
+            raise VerificationError(f"{rel}: carries no {key}; not an artifact edgeseg built")
         if _canonical(metadata[key], rel, key) != value:
-            raise EdgesegError(f"{rel}: its embedded {key} differs from the manifest's (one of them was edited)")
+            raise VerificationError(f"{rel}: its embedded {key} differs from the manifest's (one of them was edited)")

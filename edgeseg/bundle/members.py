@@ -12,7 +12,7 @@ import os
 import stat
 from pathlib import Path
 
-from ..errors import EdgesegError
+from ..errors import EdgesegError, VerificationError
 
 
 def check_relative(rel, field: str = "bundle path") -> list[str]:
@@ -36,9 +36,9 @@ def member_path(bundle_dir: str | Path, rel) -> Path:
     for part in parts:
         probe = probe / part
         if probe.is_symlink():
-            raise EdgesegError(f"{rel}: is a symbolic link; bundle files must be regular files inside the bundle")
+            raise VerificationError(f"{rel}: is a symbolic link; bundle files must be regular files inside the bundle")
     if os.path.realpath(path) != str(path):
-        raise EdgesegError(f"{rel}: resolves outside the bundle")
+        raise VerificationError(f"{rel}: resolves outside the bundle")
     return path
 
 
@@ -49,15 +49,15 @@ def read_verified(bundle_dir: str | Path, entry: dict) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
-        raise EdgesegError(f"{rel}: missing from the bundle") from None
+        raise VerificationError(f"{rel}: missing from the bundle") from None
     except OSError as exc:
         raise EdgesegError(f"{rel}: cannot open ({exc.strerror or exc})") from None
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise EdgesegError(f"{rel}: not a regular file")
+            raise VerificationError(f"{rel}: not a regular file")
         data = f.read(entry["bytes"] + 1)
     if len(data) != entry["bytes"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
-        raise EdgesegError(f"{rel}: sha256 mismatch (modified or corrupted)")
+        raise VerificationError(f"{rel}: sha256 mismatch (modified or corrupted)")
     return data
 
 

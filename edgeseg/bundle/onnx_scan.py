@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import EdgesegError
+from ..errors import EdgesegError, VerificationError
 
 # field numbers from onnx.proto
 _MODEL = {"graph": 7, "metadata_props": 14, "training_info": 20, "functions": 25}
@@ -163,6 +163,6 @@ def check_self_contained(data: bytes, source: str) -> OnnxScan:
     if scan.external:
         tensor, location = scan.external[0]
         more = f" (+{len(scan.external) - 1} more)" if len(scan.external) > 1 else ""
-        raise EdgesegError(f"{source}: tensor {tensor!r} is stored in an external file {location!r}{more}; "
+        raise VerificationError(f"{source}: tensor {tensor!r} is stored in an external file {location!r}{more}; "
                            "bundle ONNX files must be self-contained, external data is never loaded")
     return scan

@@ -25,7 +25,6 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 ROLE = re.compile(r"^(model|weights|engine:[A-Za-z0-9._+-]{1,160})$")
 DEVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,31}$")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-RUNTIMES = ("torch", "onnxruntime", "openvino", "tensorrt")
 # keys that redirect what a runner opens: only edgeseg's own in-process artifacts may carry them
 _INTERNAL_KEYS = ("root", "engine_path", "workload")
 _MAX_FILE_BYTES = 1 << 40
@@ -53,12 +52,14 @@ def _check_entry(entry, field: str) -> None:
 
 
 def _check_artifact(artifact, field: str) -> None:
+    from ..targets.registry import target_names  # the registered runtimes (edgeseg's and outside ones)
+
     expect_dict(artifact, field)
     for key in _INTERNAL_KEYS:
         if key in artifact:
             fail(f"{field}.{key}", "not allowed in a manifest (artifacts load only from hashed bundle files)")
     expect_str(artifact.get("name"), f"{field}.name", pattern=NAME)
-    expect_choice(artifact.get("runtime"), f"{field}.runtime", RUNTIMES)
+    expect_choice(artifact.get("runtime"), f"{field}.runtime", target_names())
     expect_choice(artifact.get("precision"), f"{field}.precision", PRECISIONS)
     expect_str(artifact.get("device", "cpu"), f"{field}.device", pattern=DEVICE)
     files = expect_dict(artifact.get("files"), f"{field}.files")

@@ -9,21 +9,17 @@ not write. Staging folders of runs that were killed are swept on the next run (s
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 from pathlib import Path
 
-from ..errors import EdgesegError
 from ..housekeeping import owner_tag, sweep_stale, temp_dir
+from ..overwrite import check_replace, json_object
 
 
 def _bundle_listing(folder: Path) -> set[str] | None:
     """The paths a previous bundle's manifest lists (manifest included), or None if it is not one."""
-    try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return None
-    if not isinstance(manifest, dict) or manifest.get("schema") != "edgeseg-bundle":
+    manifest = json_object(folder / "manifest.json", follow_links=True)
+    if manifest is None or manifest.get("schema") != "edgeseg-bundle":
         return None
     listed = {"manifest.json"}
     try:
@@ -35,26 +31,29 @@ def _bundle_listing(folder: Path) -> set[str] | None:
     return {p for p in listed if isinstance(p, str)}
 
 
-def check_replaceable(out: Path, force: bool) -> None:
-    """Refuse ``out`` unless it is absent, an empty folder, or (with ``force``) a previous edgeseg bundle."""
-    if not out.exists() and not out.is_symlink():
-        return
+def _not_our_bundle(out: Path) -> str | None:
+    """Why ``out`` is not a previous edgeseg bundle holding only what its manifest lists (None: it is one)."""
     if out.is_symlink() or not out.is_dir():
-        raise EdgesegError(f"{out}: exists and is not a bundle folder; edgeseg will not replace it (choose another --out)")
-    entries = [p for p in out.rglob("*")]
-    if not entries:
-        return
+        return "exists and is not a bundle folder; edgeseg will not replace it (choose another --out)"
     listed = _bundle_listing(out)
     if listed is None:
-        raise EdgesegError(f"{out}: exists and is not an edgeseg bundle; edgeseg will not replace it, whatever the "
-                           "flags (choose another --out)")
-    foreign = sorted(p.relative_to(out).as_posix() for p in entries
-                     if (p.is_file() or p.is_symlink()) and p.relative_to(out).as_posix() not in listed)
+        return ("exists and is not an edgeseg bundle; edgeseg will not replace it, whatever the flags (choose another "
+                "--out)")
+    foreign = sorted(rel for p in out.rglob("*")
+                     if (p.is_file() or p.is_symlink()) and (rel := p.relative_to(out).as_posix()) not in listed)
     if foreign:
-        raise EdgesegError(f"{out}: holds {len(foreign)} file(s) its manifest does not list (e.g. {foreign[0]}); "
-                           "edgeseg will not delete what it did not write, whatever the flags")
-    if not force:
-        raise EdgesegError(f"{out}: an edgeseg bundle exists there; pass --force to replace it")
+        return (f"holds {len(foreign)} file(s) its manifest does not list (e.g. {foreign[0]}); edgeseg will not "
+                "delete what it did not write, whatever the flags")
+    return None
+
+
+def check_replaceable(out: Path, force: bool) -> None:
+    """Refuse ``out`` unless it is absent, an empty folder, or (with ``force``) a previous edgeseg bundle: the
+    overwrite rule of :func:`edgeseg.overwrite.check_replace` for a bundle folder."""
+    out = Path(out)
+    if out.is_dir() and not out.is_symlink() and next(out.rglob("*"), None) is None:
+        return  # an empty folder is free
+    check_replace(out, force, _not_our_bundle, "an edgeseg bundle exists there")
 
 
 @contextlib.contextmanager

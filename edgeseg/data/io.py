@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EdgesegError
+from ..errors import EdgesegError, InputError, UsageError
 
 IMAGE_2D_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 NIFTI_EXTS = (".nii.gz", ".nii")
@@ -47,9 +47,9 @@ def _nifti_geometry(path: Path, img) -> Geometry:
     spacing = tuple(float(s) for s in img.header.get_zooms()[:3])
     affine = np.asarray(img.affine, dtype=float)
     if not all(np.isfinite(spacing)) or not np.all(np.isfinite(affine)):
-        raise EdgesegError(f"{path}: invalid NIfTI geometry: pixdim {spacing} / affine not finite")
+        raise InputError(f"{path}: invalid NIfTI geometry: pixdim {spacing} / affine not finite")
     if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise EdgesegError(f"{path}: invalid NIfTI geometry: the affine is singular (a pixdim of 0?)")
+        raise InputError(f"{path}: invalid NIfTI geometry: the affine is singular (a pixdim of 0?)")
     return Geometry(spacing, affine.tolist(), img.header)
 
 
@@ -75,12 +75,12 @@ def read_array(path: str | Path, palette_indices: bool = False) -> tuple[np.ndar
                 arr = np.asarray(im)
             return (arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)), Geometry((1.0, 1.0))
     except FileNotFoundError:
-        raise EdgesegError(f"{path}: file not found") from None
+        raise InputError(f"{path}: file not found") from None
     except EdgesegError:
         raise
     except Exception as exc:  # PIL/nibabel raise many types for a corrupt file
-        raise EdgesegError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
-    raise EdgesegError(f"{path}: unsupported file type {ext!r} (use PNG/JPEG/TIFF or NIfTI)")
+        raise InputError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+    raise InputError(f"{path}: unsupported file type {ext!r} (use PNG/JPEG/TIFF or NIfTI)")
 
 
 def read_label(path: str | Path) -> tuple[np.ndarray, Geometry]:
@@ -88,11 +88,11 @@ def read_label(path: str | Path) -> tuple[np.ndarray, Geometry]:
     its pixel values); a non-integer or multi-channel label is an error."""
     arr, geo = read_array(path, palette_indices=True)
     if arr.shape[0] != 1:
-        raise EdgesegError(f"{path}: a label map must have one channel, found {arr.shape[0]}")
+        raise InputError(f"{path}: a label map must have one channel, found {arr.shape[0]}")
     arr = arr[0]
     if not np.issubdtype(arr.dtype, np.integer):
         if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-            raise EdgesegError(f"{path}: label values must be integers")
+            raise InputError(f"{path}: label values must be integers")
     return arr.astype(np.int64), geo
 
 
@@ -140,7 +140,7 @@ def write_array(path: str | Path, arr: np.ndarray, geometry: Geometry | None = N
         atomic_write(path, lambda tmp: Image.fromarray(data).save(tmp, format=Image.registered_extensions()[ext],
                                                                   **options))
     else:
-        raise EdgesegError(f"{path}: unsupported output type {ext!r}")
+        raise UsageError(f"{path}: unsupported output type {ext!r}")
 
 
 def read_toml(path: Path) -> dict:
@@ -155,9 +155,9 @@ def read_toml(path: Path) -> dict:
     try:
         return tomllib.loads(Path(path).read_text())
     except OSError as exc:
-        raise EdgesegError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except tomllib.TOMLDecodeError as exc:
-        raise EdgesegError(f"{path}: invalid TOML ({exc})") from None
+        raise InputError(f"{path}: invalid TOML ({exc})") from None
 
 
 def read_json(path: Path, what: str):
@@ -168,6 +168,6 @@ def read_json(path: Path, what: str):
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
-        raise EdgesegError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+        raise InputError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EdgesegError(f"{path}: not valid JSON ({exc})") from None
+        raise InputError(f"{path}: not valid JSON ({exc})") from None

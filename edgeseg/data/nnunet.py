@@ -85,6 +85,7 @@ class NnUNetDataset:
         self.images_dir, self.labels_dir = (self.root / f"imagesT{'s' if test else 'r'}",
                                             self.root / f"labelsT{'s' if test else 'r'}")
         self.cases = self._index(require_labels)
+        self._case_sha256: dict[str, str] = {}  # case → case_sha256: each case's images hashed once per dataset
         if not self.cases:
             raise EdgesegError(f"{self.images_dir}: no images found")
 
@@ -214,11 +215,14 @@ class NnUNetDataset:
 
     def case_sha256(self, case_id: str) -> str:
         """What a case's images hold: sha256 over its channel files' bytes in channel order, independent of the
-        folder, the file names and the label (the same images under another name are the same case)."""
-        h = hashlib.sha256()
-        for f in self._files(case_id, labels=False):
-            h.update(file_digest(f))
-        return h.hexdigest()
+        folder, the file names and the label (the same images under another name are the same case). Computed once
+        per case and dataset (compress and tuning both leave the held-back images out by it)."""
+        if case_id not in self._case_sha256:
+            h = hashlib.sha256()
+            for f in self._files(case_id, labels=False):
+                h.update(file_digest(f))
+            self._case_sha256[case_id] = h.hexdigest()
+        return self._case_sha256[case_id]
 
     def case_hashes(self, case_ids: list[str]) -> dict[str, str]:
         """``{case: case_sha256}`` for these cases."""

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bench.fingerprint import slug
 from ..data.io import atomic_write, read_json
 from ..errors import EdgesegError
+from ..util import slug
 
 BASELINE_SCHEMA, BASELINE_VERSION = "edgeseg-gate-baseline", 1
-MODES = ("workload", "reference", "absolute")
+# runtime_fp32: ÷ the bundle's FP32 artifact on the same runtime, timed in the same rounds (non-FP32 artifacts only)
+MODES = ("workload", "reference", "absolute", "runtime_fp32")
 # Rounds per side the gate judges latency from. The band's σ is a median absolute deviation over the rounds;
 # with normal round-to-round noise and z = 3, the band alone falsely flags an unchanged model in 2.9 % (2 rounds),
 # 6.6 % (3), 2.7 % (5) and 1.4 % (6) of comparisons, and the 10th percentile of σ̂ is 0.13 σ (2 rounds) against
@@ -83,19 +84,31 @@ def _run_numbers(result: dict) -> dict[str, dict]:
         # the workload on the artifact's own runtime where it was timed (results before it: ONNX Runtime's)
         own_workload = (workload.get("by_runtime") or {}).get(a["runtime"])
         entry["workload_runtime"] = a["runtime"] if own_workload else "onnxruntime"
+        sibling = _runtime_fp32(result, a)
         for metric in ("p50", "p90"):
             own = _timing(a, metric)
             if own is None:
                 continue
             modes = {"absolute": own}
-            for mode, denominator in (("reference", reference), ("workload", own_workload or workload)):
-                base = _timing(denominator, metric)
+            for mode, denominator in (("reference", reference), ("workload", own_workload or workload),
+                                      ("runtime_fp32", sibling)):
+                base = _timing(denominator, metric) if denominator is not None else None
                 if base and not (mode == "reference" and a is reference):
                     # per round, the two were timed back to back: their ratio cancels what drifts between rounds
                     modes[mode] = (own[0] / base[0], [x / y for x, y in zip(own[1], base[1])])
             entry["latency"][metric] = modes
         out[a["name"]] = entry
     return out
+
+
+def _runtime_fp32(result: dict, artifact: dict) -> dict | None:
+    """The bundle's measured FP32 artifact on ``artifact``'s runtime and device (None for an FP32 artifact): its
+    models respond to a busy machine as this runtime's do, which a fixed workload does not always (docs/gate.md)."""
+    if artifact["precision"] == "fp32":
+        return None
+    return next((b for b in result["artifacts"] if b["origin"] == "bundle" and b["precision"] == "fp32"
+                 and b["runtime"] == artifact["runtime"] and b.get("device", "cpu") == artifact.get("device", "cpu")
+                 and b["status"] == "measured"), None)
 
 
 def summarize_runs(results: list[dict]) -> dict:

@@ -141,9 +141,12 @@ def run_gate(summary: dict, baseline: dict, limits: GateLimits, per_run: list[di
     if unknown := set(limits.per_label) - set(labels):
         raise EdgesegError(f"--max-dice-drop names {sorted(unknown)}; the model's labels are {labels[:-1]}")
     mode, mode_notes = resolve_mode(limits, summary, baseline)
+    # auto on CPU also divides each INT8/FP16 artifact by its runtime's FP32 artifact: either denominator can
+    # confirm a slowdown (docs/gate.md, "Two denominators")
+    modes = [mode, "runtime_fp32"] if limits.mode == "auto" and mode == "workload" else [mode]
     notes = [*mode_notes, *notes]
     _check_rounds(summary, baseline, limits, per_run)
-    notes += _floor_notes(baseline, limits.metric, mode)
+    notes += [n for m in modes for n in _floor_notes(baseline, limits.metric, m)]
     checks: list[Check] = []
     for name, base in baseline["artifacts"].items():
         current = summary["artifacts"].get(name)
@@ -155,11 +158,12 @@ def run_gate(summary: dict, baseline: dict, limits: GateLimits, per_run: list[di
             checks.append(Check(name, "present", False, "measured", current["status"], "measured",
                                 f"was measured in the baseline, now {current['status']}"))
             continue
-        if limits.every_run and per_run and len(per_run) > 1:
-            checks += _every_run(name, base, current, [r["artifacts"].get(name) for r in per_run], limits, mode,
-                                 baseline)
-        else:
-            checks += _latency_check(name, base, current, limits, mode, baseline)
+        for latency_mode in modes:
+            if limits.every_run and per_run and len(per_run) > 1:
+                checks += _every_run(name, base, current, [r["artifacts"].get(name) for r in per_run], limits,
+                                     latency_mode, baseline)
+            else:
+                checks += _latency_check(name, base, current, limits, latency_mode, baseline)
         if other_class:
             for chk in (c for c in checks if c.artifact == name and c.check.startswith("latency")):
                 chk.advisory, chk.passed = True, True
@@ -167,7 +171,7 @@ def run_gate(summary: dict, baseline: dict, limits: GateLimits, per_run: list[di
         checks += _vanished_checks(name, current, limits)
     for name in set(summary["artifacts"]) - set(baseline["artifacts"]):
         notes.append(f"{name}: not in the baseline, not gated (update the baseline to gate it)")
-    return {"passed": all(c.passed for c in checks), "checks": checks, "notes": notes, "mode": mode,
+    return {"passed": all(c.passed for c in checks), "checks": checks, "notes": notes, "mode": " + ".join(modes),
             "metric": limits.metric, "device_class": summary["device_class"], "runs": summary["runs"],
             "baseline_runs": baseline.get("runs"), "limits": asdict(limits)}
 
@@ -210,7 +214,7 @@ def run_floor(baseline: dict, base: dict, current: dict, runtime: str, metric: s
 def _floor_notes(baseline: dict, metric: str, mode: str) -> list[str]:
     """One note per runtime of the baseline: where its run-to-run σ comes from."""
     runtimes = sorted({a["runtime"] for a in baseline["artifacts"].values() if mode in a["latency"].get(metric, {})})
-    return [f"noise floor {rt}: {run_sigma(baseline, rt, metric, mode)[1]}" for rt in runtimes]
+    return [f"noise floor {rt} ({MODE_TEXT[mode]}): {run_sigma(baseline, rt, metric, mode)[1]}" for rt in runtimes]
 
 
 def _check_rounds(summary: dict, baseline: dict, limits: GateLimits, per_run: list[dict] | None) -> None:
@@ -223,7 +227,8 @@ def _check_rounds(summary: dict, baseline: dict, limits: GateLimits, per_run: li
             raise too_few_rounds(f"run {i} of {len(sides)}" if len(sides) > 1 else "the results", short)
 
 
-MODE_TEXT = {"workload": "÷ workload", "reference": "÷ FP32 reference", "absolute": "ms"}
+MODE_TEXT = {"workload": "÷ workload", "reference": "÷ FP32 reference", "absolute": "ms",
+             "runtime_fp32": "÷ FP32 on its runtime"}
 
 
 def _every_run(name, base, pooled, currents, limits, mode, baseline) -> list[Check]:

@@ -1,4 +1,5 @@
-"""The gate's human summary: one row per check, failures first."""
+"""The gate's summary for the command line: one row per check, failures first (a CLI renderer: the library
+never prints; :func:`gate_document` is the same report as JSON, what ``edgeseg gate --json`` prints)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,12 +11,23 @@ def _fmt(value) -> str:
     return "—" if value is None else str(value)
 
 
-def print_gate(report: dict, baseline_path: Path) -> None:
+def gate_document(report: dict, baseline_path: Path) -> dict:
+    """The report of :func:`edgeseg.gate.gate_runs` as a JSON-ready dict (checks as dicts, the baseline's path)."""
+    import dataclasses
+
+    return {"schema": "edgeseg-gate", "baseline": str(baseline_path), **report,
+            "checks": [dataclasses.asdict(c) for c in report["checks"]]}
+
+
+def print_gate(report: dict, baseline_path: Path, console=None) -> None:
+    """The table, the name legend, the notes and the decision on ``console`` (default: stdout's)."""
     from rich.markup import escape
     from rich.table import Table
 
     from ..bench.tables import name_legend, short_names
-    from ..report import console
+    from ..report import console as stdout
+
+    console = console or stdout
 
     names = short_names(c.artifact for c in report["checks"])  # short and unique: nothing cut in a narrow log
     table = Table(title=f"edgeseg gate vs {escape(str(baseline_path))} · {report['device_class']} · latency "

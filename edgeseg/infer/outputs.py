@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import file_sha256
 from ..data.io import Geometry, atomic_write, write_array
 from ..errors import EdgesegError
+from ..overwrite import check_replace, json_object
+from ..util import file_sha256
 
 LEDGER_NAME = "edgeseg-outputs.jsonl"
 _LEDGER_HEADER = {"edgeseg": "infer outputs", "schema_version": 1}
@@ -35,15 +36,6 @@ def output_paths(out_dir: Path, case_id: str, kind: str, probabilities: bool, ov
         if kind == "2d":  # the label map in colour for a person; the mask itself stays what tools read
             paths["colour"] = out_dir / f"{case_id}_colour.png"
     return paths
-
-
-def _json_object(path: Path) -> dict:
-    """The JSON object in a regular file (not a link), else ``{}``: unreadable, not JSON, not an object."""
-    try:
-        data = json.loads(path.read_text()) if path.is_file() and not path.is_symlink() else None
-    except (OSError, ValueError):
-        data = None
-    return data if isinstance(data, dict) else {}
 
 
 def refuse_inputs_inside(out_dir: Path, inputs: list[Path]) -> None:
@@ -78,18 +70,20 @@ class OutputLedger:
         return {r["file"]: r for r in records[1:]}  # the latest line of a file wins
 
     def check_free(self, paths: dict[str, Path], force: bool) -> None:
-        """Each path is free, or (with ``force``) an output of ours unchanged since we wrote it."""
+        """Each path is free, or (with ``force``) an output of ours unchanged since we wrote it: the overwrite rule
+        of :func:`edgeseg.overwrite.check_replace` with this ledger saying what is ours."""
         for path in paths.values():
-            if not (path.exists() or path.is_symlink()):
-                continue
-            entry = self.files.get(path.name)
-            if entry is None:
-                raise EdgesegError(f"{path}: exists and was not written by edgeseg (not in {LEDGER_NAME}); "
-                                   "not overwritten: move it or choose another --out")
-            if path.is_symlink() or not path.is_file() or file_sha256(path) != entry["sha256"]:
-                raise EdgesegError(f"{path}: changed since edgeseg wrote it; not overwritten")
-            if not force:
-                raise EdgesegError(f"{path}: exists (written by a previous edgeseg infer); pass --force to replace it")
+            check_replace(path, force, self._not_ours, "exists (written by a previous edgeseg infer)")
+
+    def _not_ours(self, path: Path) -> str | None:
+        """Why an existing output path may not be replaced: not in the ledger, or changed since (None: ours)."""
+        entry = self.files.get(path.name)
+        if entry is None:
+            return (f"exists and was not written by edgeseg (not in {LEDGER_NAME}); not overwritten: move it or "
+                    "choose another --out")
+        if path.is_symlink() or not path.is_file() or file_sha256(path) != entry["sha256"]:
+            return "changed since edgeseg wrote it; not overwritten"
+        return None
 
     def free_inputs(self, items: list, out_dir: Path, probabilities: bool, overlay: bool,
                     force: bool) -> tuple[list, list[dict]]:
@@ -119,15 +113,15 @@ class OutputLedger:
             self.files.update((r["file"], r) for r in records)
 
 
+def _not_an_infer_report(path: Path) -> str | None:
+    if _REPORT_KEYS <= set(json_object(path) or {}):
+        return None
+    return "exists and is not an edgeseg infer report; not overwritten: choose another --report path"
+
+
 def check_report_path(path: Path, force: bool) -> None:
     """``--report FILE`` may only replace a previous edgeseg infer report, and only with ``force``."""
-    if not (path.exists() or path.is_symlink()):
-        return
-    if not _REPORT_KEYS <= set(_json_object(path)):
-        raise EdgesegError(f"{path}: exists and is not an edgeseg infer report; not overwritten: choose another "
-                           "--report path")
-    if not force:
-        raise EdgesegError(f"{path}: exists (a previous edgeseg infer report); pass --force to replace it")
+    check_replace(path, force, _not_an_infer_report, "exists (a previous edgeseg infer report)")
 
 
 def softmax_in_place(logits: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ Volumes are turned to the orientation the model was trained in and their outputs
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,7 +19,7 @@ from ..checkpoint import CheckpointSpec
 from ..errors import EdgesegError
 from ..housekeeping import sweep_stale
 from ..inference import label_map, predict_logits
-from ..progress import console, progress_bar
+from ..progress import progress_bar
 from ..targets import get_target
 from ..validation import paths_as_path
 from .backend import choose_artifact
@@ -35,6 +36,8 @@ from .inputs import (
     trained_orientation,
 )
 from .outputs import OutputLedger, output_paths, refuse_inputs_inside, write_outputs
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -153,84 +156,122 @@ def _unique_outputs(items: list[InputItem], failed: list[dict]) -> list[InputIte
     return kept
 
 
-def run_infer(cfg: InferConfig) -> dict:
-    """Segment every input; returns a summary (cases done and failed, throughput, time per stage, the stale
-    temporary files of killed runs removed from the output folder)."""
-    start = time.perf_counter()
-    swept = [str(p) for p in sweep_stale(cfg.out)]  # left by an edgeseg infer killed while writing here
+def _open(cfg: InferConfig) -> tuple[CheckpointSpec, dict, dict, str]:
+    """``(spec, input layout, artifact, why it was chosen)`` of the verified bundle; with an engine cache, a
+    TensorRT artifact gets the engine built on (or reused from) this device."""
     manifest = load_bundle(cfg.bundle)  # every file's sha256 is checked before any input is read
-    spec = CheckpointSpec.from_dict({**manifest["model"], "preprocessing": manifest["preprocessing"]})
-    layout = manifest.get("input") or {}
     artifact, why = choose_artifact(manifest, cfg.backend, cfg.artifact, cfg.engine_cache is not None)
-    console.print(f"[bold cyan]infer[/] backend: {why}")
+    log.info("infer: backend: %s", why)
     if artifact["runtime"] == "tensorrt" and cfg.engine_cache is not None:
-        from ..targets.trt_engine_cache import ensure_engine
+        from ..targets.tensorrt import ensure_engine
 
         engine, built = ensure_engine(Path(cfg.bundle), artifact, cfg.engine_cache)
-        console.print(f"[bold cyan]infer[/] TensorRT engine {'built' if built else 'reused'}: {engine}")
+        log.info("infer: TensorRT engine %s: %s", "built" if built else "reused", engine)
         artifact = {**artifact, "engine_path": str(engine)}
-    clock = _Clock()
-    t0 = time.perf_counter()
-    runner = _TimedRunner(get_target(artifact["runtime"]).load(Path(cfg.bundle), artifact, cfg.threads), clock)
-    load_seconds = time.perf_counter() - t0
+    return CheckpointSpec.from_manifest(manifest), manifest.get("input") or {}, artifact, why
+
+
+def _inputs(cfg: InferConfig, spec: CheckpointSpec) -> tuple[list[InputItem], list[dict]]:
+    """The inputs found and one failure ``{"input", "error"}`` per other input (unreadable or unknown, an output
+    name taken by an earlier input); an output folder that is a file or holds an input is refused."""
     items, problems = discover_inputs(cfg.inputs, spec.in_channels)
     failed = [{"input": source, "error": why} for source, why in problems]
     items = _unique_outputs(items, failed)
     if cfg.out.exists() and not cfg.out.is_dir():
         raise EdgesegError(f"{cfg.out}: exists and is not a folder")
     refuse_inputs_inside(cfg.out, [path for item in items for path in item.paths])
-    run = _Run(cfg, spec, layout.get("image_dims"), trained_orientation(layout.get("axcodes")),
-               OutputLedger(cfg.out, str(cfg.bundle)), clock)
-    items, taken = run.ledger.free_inputs(items, cfg.out, cfg.probabilities, cfg.overlay, cfg.force)
-    failed += taken  # every output path checked before any model call
-    if not items:
-        return _summary(cfg, artifact, why, [], failed, clock, load_seconds, start, swept)
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    done: list[str] = []
-    writes: list[tuple[InputItem, Future]] = []
+    return items, failed
+
+
+class _Model:
+    """The model side of a run: 2D images go through the model ``batch_size`` at a time, volumes one by one
+    (window/slice-wise); each result is handed to the writer thread. A failure stops only its inputs."""
+
+    def __init__(self, run: _Run, runner: _TimedRunner, writer: ThreadPoolExecutor, failed: list[dict]):
+        self.run, self.runner, self.writer, self.failed = run, runner, writer, failed
+        self.batch: list[_Prepared] = []
+        self.writes: list[tuple[InputItem, Future]] = []
+
+    def add(self, prepared: _Prepared, last: bool) -> None:
+        """Segment ``prepared`` (batched when it is a whole 2D image; ``last``: no input is waiting after it)."""
+        if prepared.model_input is not None:
+            self.batch.append(prepared)
+            if len(self.batch) == self.run.cfg.batch_size or last:
+                self.flush()
+            return
+        self.flush()
+        spec = self.run.spec
+        logits = predict_logits(self.runner, prepared.model_image, spec.preprocessing, spec.spatial_dims)
+        self.writes.append((prepared.item, self.writer.submit(self.run.finish, prepared, logits)))
+
+    def flush(self) -> None:
+        """Run the waiting batch of 2D images through the model."""
+        if not self.batch:
+            return
+        try:
+            logits = self.runner(np.stack([p.model_input for p in self.batch]))
+            self.writes.extend((p.item, self.writer.submit(self.run.finish, p, lg))
+                               for p, lg in zip(self.batch, logits))
+        except Exception as exc:  # the model call failed: every image of the batch did
+            self.failed.extend(_failure(p.item.source, exc) for p in self.batch)
+        self.batch.clear()
+
+    def written(self) -> list[str]:
+        """Wait for every write; the case ids written (a failed write is recorded as a failure)."""
+        done = []
+        for item, future in self.writes:
+            try:
+                future.result()
+                done.append(item.case_id)
+            except Exception as exc:
+                self.failed.append(_failure(item.source, exc))
+        return done
+
+
+def _segment(run: _Run, runner: _TimedRunner, items: list[InputItem], failed: list[dict]) -> list[str]:
+    """Read and prepare inputs ahead on one thread, run the model here, write the results on another; returns the
+    case ids done (failures go to ``failed``)."""
+    cfg = run.cfg
     # read ahead: a batch of 2D images and one more; one volume (each may take gigabytes)
-    ahead = cfg.batch_size + 1 if spec.spatial_dims == 2 and run.image_dims != 3 else 1
+    ahead = cfg.batch_size + 1 if run.spec.spatial_dims == 2 and run.image_dims != 3 else 1
     with ThreadPoolExecutor(1, "edgeseg-read") as reader, ThreadPoolExecutor(1, "edgeseg-write") as writer, \
             progress_bar() as bar:
         task = bar.add_task("infer", total=len(items), info="")
         queue = deque(reader.submit(run.prepare, item) for item in items[:ahead])
         remaining = iter(items[ahead:])
-        batch: list[_Prepared] = []
-
-        def flush():
-            if not batch:
-                return
-            try:
-                logits = runner(np.stack([p.model_input for p in batch]))
-                writes.extend((p.item, writer.submit(run.finish, p, lg)) for p, lg in zip(batch, logits))
-            except Exception as exc:  # the model call failed: every image of the batch did
-                failed.extend(_failure(p.item.source, exc) for p in batch)
-            batch.clear()
-
+        model = _Model(run, runner, writer, failed)
         for item in items:
             future = queue.popleft()
             if (nxt := next(remaining, None)) is not None:
                 queue.append(reader.submit(run.prepare, nxt))
             try:
-                prepared = future.result()
-                if prepared.model_input is not None:
-                    batch.append(prepared)
-                    if len(batch) == cfg.batch_size or not queue:
-                        flush()
-                else:
-                    flush()
-                    logits = predict_logits(runner, prepared.model_image, spec.preprocessing, spec.spatial_dims)
-                    writes.append((item, writer.submit(run.finish, prepared, logits)))
+                model.add(future.result(), last=not queue)
             except Exception as exc:  # one input's failure, whatever it is, stops only that input
                 failed.append(_failure(item.source, exc))
             bar.advance(task)
-        flush()
-        for item, future in writes:
-            try:
-                future.result()
-                done.append(item.case_id)
-            except Exception as exc:
-                failed.append(_failure(item.source, exc))
+        model.flush()
+        return model.written()
+
+
+def run_infer(cfg: InferConfig) -> dict:
+    """Segment every input; returns a summary (cases done and failed, throughput, time per stage, the stale
+    temporary files of killed runs removed from the output folder)."""
+    start = time.perf_counter()
+    swept = [str(p) for p in sweep_stale(cfg.out)]  # left by an edgeseg infer killed while writing here
+    spec, layout, artifact, why = _open(cfg)
+    clock = _Clock()
+    t0 = time.perf_counter()
+    runner = _TimedRunner(get_target(artifact["runtime"]).load(Path(cfg.bundle), artifact, cfg.threads), clock)
+    load_seconds = time.perf_counter() - t0
+    items, failed = _inputs(cfg, spec)
+    run = _Run(cfg, spec, layout.get("image_dims"), trained_orientation(layout.get("axcodes")),
+               OutputLedger(cfg.out, str(cfg.bundle)), clock)
+    items, taken = run.ledger.free_inputs(items, cfg.out, cfg.probabilities, cfg.overlay, cfg.force)
+    failed += taken  # every output path checked before any model call
+    done: list[str] = []
+    if items:
+        cfg.out.mkdir(parents=True, exist_ok=True)
+        done = _segment(run, runner, items, failed)
     return _summary(cfg, artifact, why, done, failed, clock, load_seconds, start, swept)
 
 

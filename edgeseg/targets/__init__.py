@@ -1,25 +1,27 @@
-"""Deployment targets: one module per runtime behind one protocol (see :mod:`edgeseg.targets.base`)."""
+"""Deployment targets: one module (or package) per runtime, each registering a :class:`Target` with
+:func:`register_target` (see :mod:`edgeseg.targets.registry`); importing this package registers edgeseg's own."""
 from __future__ import annotations
 
-from ..errors import EdgesegError
-from .base import Artifact, BuildRequest, Runner, Target
-from .onnxruntime_backend import OnnxRuntimeTarget
-from .openvino_backend import OpenVinoTarget
+from types import MappingProxyType
+
+from . import onnxruntime_backend, openvino_backend, tensorrt, torch_backend  # noqa: F401  (they register themselves)
+from .base import Artifact, BuildRequest, Predictor, Target
 from .profiles import TargetProfile, list_profiles, load_profile
-from .tensorrt_backend import TensorRtTarget
-from .torch_backend import TorchTarget
+from .registry import (
+    _ALIASES,
+    _TARGETS,
+    default_targets,
+    find_target,
+    get_target,
+    infer_order,
+    register_target,
+    registered_targets,
+    unregister_target,
+)
 
-TARGETS: dict[str, Target] = {t.name: t for t in (TorchTarget(), OnnxRuntimeTarget(), OpenVinoTarget(), TensorRtTarget())}
-ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt", "pytorch": "torch"}
+TARGETS = MappingProxyType(_TARGETS)   # live, read-only views of the registry
+ALIASES = MappingProxyType(_ALIASES)
 
-
-def get_target(name: str) -> Target:
-    """The target for a runtime name (``onnx``/``ort`` → onnxruntime, ``ov`` → openvino, ``trt`` → tensorrt)."""
-    key = ALIASES.get(name.lower(), name.lower())
-    if key not in TARGETS:
-        raise EdgesegError(f"unknown target {name!r}; known: {', '.join(TARGETS)} (aliases: {', '.join(ALIASES)})")
-    return TARGETS[key]
-
-
-__all__ = ["Artifact", "BuildRequest", "Runner", "Target", "TargetProfile", "TARGETS", "get_target",
-           "list_profiles", "load_profile"]
+__all__ = ["ALIASES", "Artifact", "BuildRequest", "Predictor", "TARGETS", "Target", "TargetProfile", "default_targets",
+           "find_target", "get_target", "infer_order", "list_profiles", "load_profile", "register_target",
+           "registered_targets", "unregister_target"]

@@ -1,17 +1,21 @@
-"""The one protocol every runtime implements: build an artifact from the FP32 ONNX, load it, run it.
+"""What every runtime implements: a :class:`Target` builds an :class:`Artifact` from the FP32 ONNX and loads it as a
+:class:`Predictor`; it also states its runtime facts (infer preference, bench workload, tool versions, profile
+options). Adding a runtime = one module with a ``Target`` subclass registered by
+:func:`~edgeseg.targets.registry.register_target`, plus a profile ``.toml``.
 
 A target module imports its heavy build tools (nncf, onnxruntime.quantization, tensorrt) inside ``build``
 only, so ``load``/``run`` work on a device that has nothing but that runtime installed.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from .profiles import TargetProfile
+from ..errors import EdgesegError
 
 
 @dataclass
@@ -20,7 +24,7 @@ class BuildRequest:
 
     fp32_onnx: Path
     out_dir: Path                      # the (temporary) bundle directory; artifacts go straight in it
-    profile: TargetProfile
+    profile: "TargetProfile"           # noqa: F821 (edgeseg.targets.profiles.TargetProfile)
     calibration: dict[tuple[int, ...], np.ndarray]  # spatial size → (N, C, *size) float32 model inputs
     model_size: tuple[int, ...]        # the size the model was trained at (the default deployment size)
     float_nodes: list[dict]            # ONNX nodes that stay float (name, op_type, module, reason)
@@ -32,6 +36,10 @@ class BuildRequest:
         """The one spatial size the profile deploys at (inputs are always preprocessed to it), else None."""
         sizes = self.profile.spatial_sizes(self.model_size)
         return tuple(sizes[0]) if len(sizes) == 1 and self.options.get("static_spatial", True) else None
+
+    def merged_options(self) -> dict:
+        """The profile's ``[options]`` with this request's overrides on top."""
+        return {**self.profile.options, **self.options}
 
 
 @dataclass
@@ -46,32 +54,104 @@ class Artifact:
     device: str = "cpu"
     float_nodes: list[str] = field(default_factory=list)
     details: dict = field(default_factory=dict)  # quantizer settings, build commands, notes
+    recorded: dict = field(default_factory=dict)  # what compress added: hashes, accuracy, latency, size_bytes, …
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "runtime": self.runtime, "precision": self.precision, "files": self.files,
-                "profile": self.profile, "device": self.device, "float_nodes": self.float_nodes, "details": self.details}
+        """The manifest form: the build's fields, then what was recorded beside them."""
+        core = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "recorded"}
+        return {**core, **self.recorded}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Artifact:
+        """The artifact of a manifest entry (``to_dict`` of the result gives ``data`` back)."""
+        if not isinstance(data, dict):
+            raise EdgesegError(f"an artifact must be a JSON object, got {type(data).__name__}")
+        names = [f.name for f in fields(cls) if f.name != "recorded"]
+        missing = [k for k in ("name", "runtime", "precision", "files", "profile") if k not in data]
+        if missing:
+            raise EdgesegError(f"artifact {data.get('name', '?')!r}: missing {', '.join(missing)}")
+        return cls(**{k: data[k] for k in names if k in data},
+                   recorded={k: v for k, v in data.items() if k not in names})
 
 
-class Runner(Protocol):
-    """A loaded artifact: ``runner(batch)`` maps float32 (B, C, *size) to logits (B, classes, *size)."""
+class Predictor(Protocol):
+    """A loaded model: ``predictor(batch)`` maps float32 (B, C, *size) to logits (B, classes, *size).
 
-    executed_precision: str            # what the runtime really ran (e.g. OpenVINO's execution graph)
+    The one name for it: every ``Target.load`` returns one (``OrtPredictor``, ``OvPredictor``, ``TorchPredictor``,
+    ``TrtPredictor``), :mod:`edgeseg.inference` runs any of them case by case, and the public
+    :class:`edgeseg.Predictor` (``bundle.predictor()``) wraps one with the bundle's preprocessing — its
+    ``logits(batch)`` is this call. A target's predictor also says ``executed_precision``: what the runtime
+    really ran (e.g. OpenVINO's execution graph)."""
 
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
 
 
-class Target(Protocol):
-    """A deployment runtime. Adding one = a module with a class like this + a profile in ``export/``."""
+class Target:
+    """A deployment runtime. Subclass it, set the class attributes, implement ``build`` and ``load``, and
+    register it with :func:`~edgeseg.targets.register_target` (edgeseg's own targets do exactly that)."""
 
-    name: str                          # "onnxruntime", "openvino", "tensorrt", "torch"
-    default_profiles: dict[str, str]   # precision → profile name
+    name: str = ""                               # the runtime name artifacts record: "onnxruntime", …
+    aliases: tuple[str, ...] = ()                # other names ``get_target`` accepts ("ort", "onnx")
+    default_profiles: dict[str, str] = {}        # precision → profile name (``compress --targets``)
+    default: bool = False                        # built by ``compress`` when no targets are named
+    infer_preference: int | None = None          # rank for ``backend="auto"`` (lower first); None: not an infer backend
+    options: dict[str, type | tuple[type, ...]] = {}  # the keys a profile's ``[options]`` accepts, with their types
+    tool_dists: tuple[str, ...] = ()             # distributions whose versions the bundle manifest records
+    # ``workload_runner(path, threads, rank) -> Predictor``: the bench's fixed CPU workload ONNX
+    # (:mod:`edgeseg.bench.workload`) on this runtime for inputs of ``rank`` dimensions; None: no CPU workload
+    workload_runner = None
 
     def missing(self, build: bool = False) -> str | None:
         """Why this target cannot run (or build) here, or None when it can."""
+        return None
 
-    def build(self, request: BuildRequest) -> Artifact: ...
+    def build(self, request: BuildRequest) -> Artifact:
+        """Build one artifact into ``request.out_dir``."""
+        raise NotImplementedError
 
-    def load(self, bundle_dir: Path, artifact: dict, threads: int | None = None) -> Runner: ...
+    def load(self, bundle_dir: Path, artifact: dict, threads: int | None = None) -> Predictor:
+        """A predictor of a manifest artifact, from the verified bytes of its files."""
+        raise NotImplementedError
+
+    def not_ready(self, artifact: dict, engine_cache: bool = False) -> str | None:
+        """Why ``infer`` cannot use this built artifact yet though the runtime is here (e.g. no engine built)."""
+        return None
+
+    def stand_in(self, bundle_dir: Path, artifact: dict, threads: int | None, reason: str) -> tuple[Predictor, str] | None:
+        """Where the runtime is missing (``reason``): ``(predictor, note)`` that checks the artifact's accuracy
+        another way, or None (the artifact is not measured)."""
+        return None
+
+    def tool_versions(self) -> dict[str, str]:
+        """``{distribution: version}`` of this runtime's installed tools (recorded in the bundle manifest)."""
+        return dist_versions(*self.tool_dists)
+
+    def check_options(self, options: dict, where: str) -> None:
+        """Refuse (one line) a profile ``[options]`` key this target does not accept, or a value of another type."""
+        for key, value in options.items():
+            if key not in self.options:
+                accepted = ", ".join(sorted(self.options)) or "none"
+                close = difflib.get_close_matches(key, list(self.options), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise EdgesegError(f"{where}: unknown [options] key {key!r} for target {self.name}{hint}; "
+                                   f"accepted: {accepted}")
+            expected = self.options[key] if isinstance(self.options[key], tuple) else (self.options[key],)
+            if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
+                kinds = " or ".join(t.__name__ for t in expected)
+                raise EdgesegError(f"{where}: [options] {key} must be {kinds}, got {value!r}")
+
+
+def dist_versions(*dists: str) -> dict[str, str]:
+    """``{distribution: version}`` of those of ``dists`` that are installed."""
+    import importlib.metadata as md
+
+    versions = {}
+    for dist in dists:
+        try:
+            versions[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    return versions
 
 
 def module_missing(*modules: str) -> str | None:

@@ -8,7 +8,8 @@ import numpy as np
 
 from ..errors import EdgesegError
 from ..housekeeping import work_dir
-from .base import Artifact, BuildRequest, module_missing
+from .base import Artifact, BuildRequest, Target, module_missing
+from .registry import register_target
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
@@ -120,15 +121,16 @@ def providers_for(device: str) -> list[str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
-class OrtRunner:
-    """An ONNX model in an ONNX Runtime session: a file edgeseg built, or the verified bytes of a bundle file."""
+class OrtPredictor:
+    """An ONNX model in an ONNX Runtime session: a file edgeseg built, or the verified bytes of a bundle file.
+    ``providers``: the execution providers, in order (default: those of ``device``)."""
 
     def __init__(self, model: Path | bytes, precision: str, device: str = "cpu", threads: int | None = None,
-                 name: str | None = None):
+                 name: str | None = None, providers: list[str] | None = None):
         import onnxruntime as ort
 
         options = session_options(threads)
-        providers = providers_for(device)
+        providers = list(providers) if providers else providers_for(device)
         try:
             if isinstance(model, bytes):
                 from ..bundle.onnx_scan import check_self_contained
@@ -151,9 +153,16 @@ class OrtRunner:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
 
-class OnnxRuntimeTarget:
+@register_target
+class OnnxRuntimeTarget(Target):
     name = "onnxruntime"
+    aliases = ("onnx", "ort")
     default_profiles = {"int8": "x86-onnxruntime-int8", "fp16": "rtx-onnxruntime-fp16", "fp32": "x86-onnxruntime-fp32"}
+    default = True
+    infer_preference = 20
+    options = {"calibration_method": str, "activation_type": str, "weight_type": str, "op_types_to_quantize": list,
+               "extra_options": dict, "rewrite_conv_transpose": bool, "calibration_cache": str}
+    tool_dists = ("onnx", "onnxruntime", "onnxruntime-gpu")
 
     def missing(self, build: bool = False) -> str | None:
         return module_missing("onnxruntime", *(["onnx"] if build else []))
@@ -161,7 +170,7 @@ class OnnxRuntimeTarget:
     def build(self, request: BuildRequest) -> Artifact:
         import onnx
 
-        profile, opts = request.profile, {**request.profile.options, **request.options}
+        profile, opts = request.profile, request.merged_options()
         stem = f"{profile.name}.onnx"
         out = request.out_dir / stem
         names = [n["name"] for n in request.float_nodes]
@@ -184,8 +193,11 @@ class OnnxRuntimeTarget:
         return Artifact(name=profile.name, runtime=self.name, precision=profile.precision, files={"model": stem},
                         profile=profile.name, device=profile.device, float_nodes=names if profile.precision != "fp32" else [], details=details)
 
-    def load(self, bundle_dir: Path, artifact: dict, threads: int | None = None) -> OrtRunner:
-        from ..bundle import artifact_bytes
+    def load(self, bundle_dir: Path, artifact: dict, threads: int | None = None) -> OrtPredictor:
+        from ..bundle.members import artifact_bytes
 
-        return OrtRunner(artifact_bytes(bundle_dir, artifact, "model"), artifact["precision"],
-                         artifact.get("device", "cpu"), threads, name=artifact["files"]["model"])
+        return OrtPredictor(artifact_bytes(bundle_dir, artifact, "model"), artifact["precision"],
+                            artifact.get("device", "cpu"), threads, name=artifact["files"]["model"])
+
+    def workload_runner(self, path: Path, threads: int | None, rank: int) -> OrtPredictor:
+        return OrtPredictor(path, "fp32", "cpu", threads)

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import collections
+import platform
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import EdgesegError
-from .base import Artifact, BuildRequest, module_missing
+from .base import Artifact, BuildRequest, Target, module_missing
+from .registry import register_target
 
 # ONNX op type → the OpenVINO op it becomes when the ONNX name is not kept (e.g. LayerNorm → MVN + Multiply + Add)
 _OV_TYPE = {"LayerNormalization": "MVN", "InstanceNormalization": "MVN", "ConvTranspose": "ConvolutionBackpropData",
@@ -62,7 +64,7 @@ def summarize_precisions(counts: dict[str, int]) -> str:
     return ", ".join(f"{p}×{n}" for p, n in sorted(counts.items(), key=lambda kv: -kv[1])) or "unknown"
 
 
-class OvRunner:
+class OvPredictor:
     """A compiled OpenVINO model; records the precision its execution graph really uses."""
 
     def __init__(self, xml, device: str = "CPU", threads: int | None = None, hint: str | None = None,
@@ -95,9 +97,19 @@ class OvRunner:
         return np.asarray(result[self.compiled.output(0)])
 
 
-class OpenVinoTarget:
+@register_target
+class OpenVinoTarget(Target):
     name = "openvino"
+    aliases = ("ov",)
     default_profiles = {"int8": "x86-avx512-openvino-int8", "fp32": "x86-openvino-fp32"}
+    default = True
+    options = {"preset": str, "fast_bias_correction": bool, "model_type": str, "inference_precision_hint": str}
+    tool_dists = ("openvino", "nncf")
+
+    @property
+    def infer_preference(self) -> int:
+        """Before ONNX Runtime on x86 CPUs, after it elsewhere."""
+        return 10 if platform.machine().lower() in ("x86_64", "amd64") else 30
 
     def missing(self, build: bool = False) -> str | None:
         return module_missing("openvino", *(["nncf"] if build else []))
@@ -105,7 +117,7 @@ class OpenVinoTarget:
     def build(self, request: BuildRequest) -> Artifact:
         import openvino as ov
 
-        profile, opts = request.profile, {**request.profile.options, **request.options}
+        profile, opts = request.profile, request.merged_options()
         if profile.precision == "fp16" and profile.device == "cpu":
             raise EdgesegError(f"profile {profile.name}: OpenVINO FP16 is for GPU/NPU devices; use int8 or fp32 on CPU")
         model = ov.Core().read_model(str(request.fp32_onnx))
@@ -157,9 +169,15 @@ class OpenVinoTarget:
                            "ignored_scope": names, "float_nodes_not_mapped": unmapped,
                            "fake_quantize_ops": ops.get("FakeQuantize", 0)}
 
-    def load(self, bundle_dir: Path, artifact: dict, threads: int | None = None) -> OvRunner:
-        from ..bundle import artifact_bytes
+    def load(self, bundle_dir: Path, artifact: dict, threads: int | None = None) -> OvPredictor:
+        from ..bundle.members import artifact_bytes
 
         files = (artifact_bytes(bundle_dir, artifact, "model"), artifact_bytes(bundle_dir, artifact, "weights"))
-        return OvRunner(files, artifact.get("device", "cpu"), threads,
-                        artifact.get("details", {}).get("inference_precision_hint"), name=artifact["files"]["model"])
+        return OvPredictor(files, artifact.get("device", "cpu"), threads,
+                           artifact.get("details", {}).get("inference_precision_hint"), name=artifact["files"]["model"])
+
+    def workload_runner(self, path: Path, threads: int | None, rank: int) -> OvPredictor:
+        import openvino as ov
+
+        model = ov.convert_model(str(path), input=[("input", ov.PartialShape([-1] * rank))])  # OpenVINO needs the rank
+        return OvPredictor(model, threads=threads, hint="f32")

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..data.io import read_toml
 from ..errors import EdgesegError
 from ..package_data import shipped_folder
+from .registry import find_target
 
 PRECISIONS = ("int8", "fp16", "fp32")
 
@@ -86,4 +87,9 @@ def load_profile(name_or_path: str | Path) -> TargetProfile:
     for key in ("target", "precision"):
         if key not in raw:
             raise EdgesegError(f"{path}: profile needs '{key}'")
+    if not isinstance(raw.get("options", {}), dict):
+        raise EdgesegError(f"{path}: [options] must be a table")
+    target = find_target(str(raw["target"]))  # an unknown target is refused where the profile is used
+    if target is not None:
+        target.check_options(raw.get("options", {}), f"{path}")
     return TargetProfile(**raw, batch=shapes.get("batch", (1, 1, 8)), spatial=shapes.get("spatial", []))

@@ -1,4 +1,5 @@
-"""PyTorch target: the FP32 reference (the edgeseg checkpoint itself, pruned when the bundle was pruned)."""
+"""PyTorch target: the FP32 reference (the edgeseg checkpoint itself, pruned when the bundle was pruned), and
+:class:`TorchPredictor`, the one way edgeseg runs a PyTorch model (``edgeseg.inference.torch_predictor`` too)."""
 from __future__ import annotations
 
 import shutil
@@ -7,14 +8,30 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EdgesegError
-from .base import Artifact, BuildRequest, module_missing
+from .base import Artifact, BuildRequest, Target, module_missing
+from .registry import register_target
 
 
-class TorchRunner:
-    """An edgeseg checkpoint in PyTorch: eager (the reference) or ``torch.compile``d, FP32 or FP16 on CUDA."""
+class TorchPredictor:
+    """A PyTorch module as a :class:`~edgeseg.targets.base.Predictor`: eval mode, no grad, float32 batch in,
+    float32 logits out, computed on the module's device in its dtype (``torch.compile``d on request)."""
 
-    def __init__(self, checkpoint: Path | bytes, threads: int | None = None, device: str = "cpu",
-                 compile: bool = False, half: bool = False):
+    def __init__(self, model, compile: bool = False):
+        import torch
+
+        model.eval()
+        first = next(model.parameters(), None)
+        self.device = first.device if first is not None else torch.device("cpu")
+        self.dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+        self.model = torch.compile(model) if compile else model
+        mode = "torch.compile (inductor)" if compile else "eager"
+        precision = "fp16" if self.dtype == torch.float16 else "fp32"
+        self.executed_precision = f"{precision} (PyTorch {torch.__version__} {mode}, {self.device.type})"
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Path | bytes, threads: int | None = None, device: str = "cpu",
+                        compile: bool = False, half: bool = False) -> TorchPredictor:
+        """An edgeseg checkpoint (a path or its verified bytes) on ``device``, FP16 on CUDA only."""
         import torch
 
         from ..checkpoint import load_checkpoint
@@ -25,13 +42,10 @@ class TorchRunner:
             raise EdgesegError(f"device {device!r}: PyTorch sees no CUDA GPU here")
         if half and not device.startswith("cuda"):
             raise EdgesegError("FP16 PyTorch runs on a CUDA device only")
-        self.model, self.spec = load_checkpoint(checkpoint)
-        self.device, self.dtype = device, torch.float16 if half else torch.float32
-        self.model = self.model.to(device, self.dtype).eval()
-        if compile:
-            self.model = torch.compile(self.model)
-        mode = "torch.compile (inductor)" if compile else "eager"
-        self.executed_precision = f"{'fp16' if half else 'fp32'} (PyTorch {torch.__version__} {mode}, {device})"
+        model, spec = load_checkpoint(checkpoint)
+        predictor = cls(model.to(device, torch.float16 if half else torch.float32), compile=compile)
+        predictor.spec = spec
+        return predictor
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import torch
@@ -41,9 +55,12 @@ class TorchRunner:
             return self.model(x).float().cpu().numpy()
 
 
-class TorchTarget:
+@register_target
+class TorchTarget(Target):
     name = "torch"
+    aliases = ("pytorch",)
     default_profiles = {"fp32": "torch-fp32"}
+    tool_dists = ("torch",)
 
     def missing(self, build: bool = False) -> str | None:
         return module_missing("torch")
@@ -56,9 +73,15 @@ class TorchTarget:
         return Artifact(name=request.profile.name, runtime=self.name, precision="fp32", files={"model": name},
                         profile=request.profile.name, device=request.profile.device)
 
-    def load(self, bundle_dir: Path, artifact: dict, threads: int | None = None) -> TorchRunner:
-        details = artifact.get("details") or {}
-        from ..bundle import artifact_bytes
+    def load(self, bundle_dir: Path, artifact: dict, threads: int | None = None) -> TorchPredictor:
+        from ..bundle.members import artifact_bytes
 
-        return TorchRunner(artifact_bytes(bundle_dir, artifact, "model"), threads, artifact.get("device", "cpu"),
-                           compile=bool(details.get("compile")), half=artifact["precision"] == "fp16")
+        details = artifact.get("details") or {}
+        return TorchPredictor.from_checkpoint(artifact_bytes(bundle_dir, artifact, "model"), threads,
+                                              artifact.get("device", "cpu"), compile=bool(details.get("compile")),
+                                              half=artifact["precision"] == "fp16")
+
+    def workload_runner(self, path: Path, threads: int | None, rank: int):
+        from ..bench.workload import TorchWorkload
+
+        return TorchWorkload(path, threads)

@@ -6,6 +6,7 @@ target's own artifact (:mod:`edgeseg.tuning.search`).
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +15,10 @@ from ..data.nnunet import NnUNetDataset, content_overlap
 from ..errors import EdgesegError
 from ..evaluate import check_compatible, held_back_cases
 from ..metrics import headline_label
-from ..progress import console
 from .scorer import TuningScorer, tuning_cases
 from .search import DiceLimits, TargetTrial, search_float_nodes
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -51,80 +53,131 @@ def _tuning_scorer(settings, model, spec, calib, default_data: Path | None, eval
     return TuningScorer(torch_predictor(model), spec, dataset, ids)
 
 
-def tune_float_plans(settings: AccuracyAwareSettings, model, spec, fp32_onnx: Path, calib, profiles,
-                     plan_options: dict, default_data: Path | None, eval_dataset, eval_ids: list[str],
-                     threads: int | None, work: Path, seed: int = 0) -> tuple[dict[str, dict], dict]:
-    """``({profile name: {"float_nodes": plan, "options": build options}}, report for the manifest)`` for every
-    INT8 profile in ``profiles``. The OpenVINO target, when all-INT8 breaks the limits, also gets NNCF's
-    ``quantize_with_accuracy_control``; the better of the two is kept (options then carry it)."""
-    import onnx
+@dataclass
+class TuningInputs:
+    """What the search works on (from ``compress``): the FP32 model — the reference every trial is scored
+    against — and its ONNX export, the calibration set, the float-plan options of ``plan_float_nodes``
+    (``{"preset", "keep_float", "quantize"}``), the dataset of the tuning cases when ``--tune-data`` is not
+    given, the evaluated data (tuning cases must not share content with it), threads, a work folder, the seed."""
 
-    from ..targets.float_nodes import plan_float_nodes
-    from .sensitivity import rank_nodes
+    model: object
+    spec: object
+    fp32_onnx: Path
+    calib: object                      # edgeseg.calibration.CalibrationSet
+    plan_options: dict
+    default_data: Path | None
+    eval_dataset: NnUNetDataset | None
+    eval_ids: list[str]
+    threads: int | None
+    work: Path
+    seed: int = 0
 
-    start = time.perf_counter()
-    budget = settings.budget_minutes * 60
-    scorer = _tuning_scorer(settings, model, spec, calib, default_data, eval_dataset, eval_ids, seed)
-    labels, headline = spec.label_names, headline_label(spec.label_names)
-    source = onnx.load(str(fp32_onnx))
 
-    def plan_for(added: list[dict]) -> list[dict]:
+class _FloatPlanner:
+    """Whole float plans: the one of the plan options, plus the nodes the search returned to float (each with
+    the Dice it cost, as its reason)."""
+
+    def __init__(self, fp32_onnx: Path, plan_options: dict):
+        import onnx
+
+        self.source, self.options = onnx.load(str(fp32_onnx)), plan_options
+
+    def __call__(self, added: list[dict]) -> list[dict]:
+        from ..targets.float_nodes import plan_float_nodes
+
         reasons = {n["name"]: f"accuracy-aware: quantized alone it cost {n['worst_label_cost'] * 100:.2f} Dice pts "
                               f"on the tuning cases" for n in added}
-        plan = plan_float_nodes(source, plan_options["preset"], [*plan_options["keep_float"], *reasons],
-                                plan_options["quantize"])
+        plan = plan_float_nodes(self.source, self.options["preset"], [*self.options["keep_float"], *reasons],
+                                self.options["quantize"])
         for entry in plan:
             entry["reason"] = reasons.get(entry["name"], entry["reason"])
         return plan
 
-    sensitivity: dict = {}
 
-    def ranking() -> list[dict]:  # measured once, and only when some target needs it
-        if not sensitivity:
-            console.print(f"  accuracy-aware INT8: ranking nodes by Dice sensitivity on {len(scorer.case_ids)} "
-                          "tuning cases")
-            (work / "sensitivity").mkdir(parents=True, exist_ok=True)
+class _Ranking:
+    """The quantized nodes ranked by Dice sensitivity (ONNX Runtime QDQ, one node at a time): measured once, and
+    only when some target needs it (``()`` → the rows, most sensitive first)."""
+
+    def __init__(self, inputs: TuningInputs, planner: _FloatPlanner, scorer):
+        self.inputs, self.planner, self.scorer, self.measured = inputs, planner, scorer, {}
+
+    def __call__(self) -> list[dict]:
+        from .sensitivity import rank_nodes
+
+        if not self.measured:
+            inputs = self.inputs
+            log.info("  accuracy-aware INT8: ranking nodes by Dice sensitivity on %d tuning cases",
+                     len(self.scorer.case_ids))
+            (inputs.work / "sensitivity").mkdir(parents=True, exist_ok=True)
             t0 = time.perf_counter()
-            all_int8, rows = rank_nodes(fp32_onnx, source, calib.inputs, [n["name"] for n in plan_for([])], scorer,
-                                        "quantize-one", threads, work / "sensitivity", headline)
-            sensitivity.update(all_int8=all_int8, rows=rows, seconds=round(time.perf_counter() - t0, 1))
-        return sensitivity["rows"]
+            all_int8, rows = rank_nodes(inputs.fp32_onnx, self.planner.source, inputs.calib.inputs,
+                                        [n["name"] for n in self.planner([])], self.scorer, "quantize-one",
+                                        inputs.threads, inputs.work / "sensitivity",
+                                        headline_label(inputs.spec.label_names))
+            self.measured.update(all_int8=all_int8, rows=rows, seconds=round(time.perf_counter() - t0, 1))
+        return self.measured["rows"]
 
+    def report(self) -> dict | None:
+        """The manifest's record of the ranking (None when it was not needed)."""
+        if not self.measured:
+            return None
+        return {"measured_on": "ONNX Runtime QDQ, one node quantized at a time", "seconds": self.measured["seconds"],
+                "all_int8_delta_points": {k: v * 100 for k, v in self.measured["all_int8"]["delta"].items()},
+                "ranking": [{k: r[k] for k in ("name", "op_type", "module", "worst_label_cost", "dice_cost",
+                                               "agreement_cost")} for r in self.measured["rows"][:40]]}
+
+
+def _progress(step: dict) -> None:
+    log.info("    %s: ΔDice %s %s", step["step"][:90], _points(step["delta_points"]),
+             "over" if step["problems"] else "ok")
+
+
+def _tune_target(trial: TargetTrial, share: float, settings: AccuracyAwareSettings, planner: _FloatPlanner,
+                 ranking: _Ranking, labels: list[str]) -> tuple[dict, dict]:
+    """One INT8 target's ``({"float_nodes", "options"}, report)`` within ``share`` seconds: edgeseg's float-plan
+    search, and for OpenVINO, when all-INT8 breaks the limits, NNCF's accuracy control too (the better is kept)."""
+    nncf_too = trial.profile.target == "openvino"  # half its share is kept for NNCF's own search, if needed
+    result = search_float_nodes(trial, planner, ranking, settings.limits, labels, share / 2 if nncf_too else share,
+                                progress=_progress)
+    plan, options = result.pop("float_nodes"), {}
+    control = None
+    if nncf_too and result["history"][0]["problems"] and result["seconds"] < share:
+        control, result["alternatives"] = _nncf_accuracy_control(trial, planner([]), trial.scorer, settings.limits,
+                                                                 labels)
+    # own copies: the ranking rows are shared by the targets, the latency costs are this target's
+    result["added"] = [{k: n[k] for k in ("name", "op_type", "module", "worst_label_cost")} for n in result["added"]]
+    result["latency"] = _precision_costs(trial, planner, result, control)
+    result["method"] = "edgeseg-float-plan"
+    if control is not None and _prefer_alternative(result):
+        _swap_in(result, "nncf-accuracy-control")
+        plan, options = planner([]), {"accuracy_control": control}
+    return {"float_nodes": plan, "options": options}, result
+
+
+def tune_float_plans(settings: AccuracyAwareSettings, profiles: list,
+                     inputs: TuningInputs) -> tuple[dict[str, dict], dict]:
+    """``({profile name: {"float_nodes": plan, "options": build options}}, report for the manifest)`` for every
+    INT8 profile in ``profiles``, sharing the time budget between them. The OpenVINO target, when all-INT8 breaks
+    the limits, also gets NNCF's ``quantize_with_accuracy_control``; the better of the two is kept (options then
+    carry it)."""
+    start = time.perf_counter()
+    budget = settings.budget_minutes * 60
+    scorer = _tuning_scorer(settings, inputs.model, inputs.spec, inputs.calib, inputs.default_data,
+                            inputs.eval_dataset, inputs.eval_ids, inputs.seed)
+    planner = _FloatPlanner(inputs.fp32_onnx, inputs.plan_options)
+    ranking = _Ranking(inputs, planner, scorer)
     plans, targets = {}, {}
     int8 = [p for p in profiles if p.precision == "int8"]
     for i, profile in enumerate(int8):
-        left = budget - (time.perf_counter() - start)
-        trial = TargetTrial(profile, fp32_onnx, calib.inputs, tuple(spec.preprocessing.size), scorer, threads,
-                            work / profile.name)
-        console.print(f"  accuracy-aware INT8: {profile.name} (budget {max(left, 0) / 60:.1f} min)")
-        share = max(left, 0) / (len(int8) - i)
-        nncf_too = profile.target == "openvino"  # half its share is kept for NNCF's own search, if needed
-        result = search_float_nodes(trial, plan_for, ranking, settings.limits, labels, share / 2 if nncf_too else share,
-                                    progress=lambda h: console.print(
-                                        f"    {h['step'][:90]}: ΔDice {_points(h['delta_points'])} "
-                                        f"{'ok' if not h['problems'] else 'over'}"))
-        plan, options = result.pop("float_nodes"), {}
-        control = None
-        if nncf_too and result["history"][0]["problems"] and result["seconds"] < share:
-            control, result["alternatives"] = _nncf_accuracy_control(trial, plan_for([]), scorer, settings.limits, labels)
-        # own copies: the ranking rows are shared by the targets, the latency costs are this target's
-        result["added"] = [{k: n[k] for k in ("name", "op_type", "module", "worst_label_cost")} for n in result["added"]]
-        result["latency"] = _precision_costs(trial, plan_for, result, control)
-        result["method"] = "edgeseg-float-plan"
-        if control is not None and _prefer_alternative(result):
-            _swap_in(result, "nncf-accuracy-control")
-            plan, options = plan_for([]), {"accuracy_control": control}
-        plans[profile.name] = {"float_nodes": plan, "options": options}
-        targets[profile.name] = result
+        left = max(budget - (time.perf_counter() - start), 0)
+        trial = TargetTrial(profile, inputs.fp32_onnx, inputs.calib.inputs, tuple(inputs.spec.preprocessing.size),
+                            scorer, inputs.threads, inputs.work / profile.name)
+        log.info("  accuracy-aware INT8: %s (budget %.1f min)", profile.name, left / 60)
+        plans[profile.name], targets[profile.name] = _tune_target(trial, left / (len(int8) - i), settings, planner,
+                                                                  ranking, inputs.spec.label_names)
     report = {"limits": settings.limits.to_dict(), "budget_minutes": settings.budget_minutes,
               "tuning": {"dataset": scorer.dataset_name, "split": "train", "cases": scorer.case_ids},
-              "sensitivity": {"measured_on": "ONNX Runtime QDQ, one node quantized at a time",
-                              "seconds": sensitivity["seconds"],
-                              "all_int8_delta_points": {k: v * 100 for k, v in sensitivity["all_int8"]["delta"].items()},
-                              "ranking": [{k: r[k] for k in ("name", "op_type", "module", "worst_label_cost",
-                                                             "dice_cost", "agreement_cost")}
-                                          for r in sensitivity["rows"][:40]]} if sensitivity else None,
-              "targets": targets, "seconds": round(time.perf_counter() - start, 1)}
+              "sensitivity": ranking.report(), "targets": targets, "seconds": round(time.perf_counter() - start, 1)}
     return plans, report
 
 
@@ -134,11 +187,11 @@ def _nncf_accuracy_control(trial, preset_plan: list[dict], scorer, limits, label
     from .search import _summary
 
     control = NncfAccuracyControl(scorer, limits)
-    console.print("    NNCF quantize_with_accuracy_control with the same limits …")
+    log.info("    NNCF quantize_with_accuracy_control with the same limits …")
     score = trial(preset_plan, {"accuracy_control": control})
     problems = limits.check(score, labels)
-    console.print(f"    NNCF accuracy control: ΔDice {_points(_summary(score)['delta_points'])} "
-                  f"{'over' if problems else 'ok'}")
+    log.info("    NNCF accuracy control: ΔDice %s %s", _points(_summary(score)["delta_points"]),
+             "over" if problems else "ok")
     details = trial.last_artifact["details"]
     return control, {"nncf-accuracy-control": {"met": not problems, "score": _summary(score), "problems": problems,
                                                "slack_points": round(limits.slack(score), 4),
@@ -160,7 +213,7 @@ def _precision_costs(trial, plan_for, result: dict, control) -> dict:
     if len(added) <= 8:
         for n in added:
             variants[f"without {n['name']}"] = (plan_for([m for m in added if m is not n]), None)
-    console.print(f"    timing {len(variants)} variants (batch 1, own process each)")
+    log.info("    timing %d variants (batch 1, own process each)", len(variants))
     p50 = {name: lat.get("p50_ms") for name, lat in trial.latencies(variants).items()}
     for n in added:
         if p50.get(f"without {n['name']}") and p50["chosen"]:
@@ -210,16 +263,15 @@ def _points(delta_points: dict) -> str:
     return ", ".join(f"{lab} {'−' if d < 0 else '+'}{abs(d):.2f}" for lab, d in delta_points.items()) + " pts"
 
 
-def print_accuracy_aware(report: dict) -> None:
-    """Per target: limits met or not, the nodes returned to float (with their measured cost), the final drift."""
+def accuracy_aware_lines(report: dict) -> list[str]:
+    """The search's summary as Rich-markup lines: the tuning cases and limits, then per target: limits met or
+    not, the nodes returned to float (with their measured cost), the final drift."""
     from rich.markup import escape
-
-    from ..report import console as out
 
     limits = DiceLimits(report["limits"]["max_dice_drop_points"], report["limits"]["per_label_points"])
     labels = next((list(r["score"]["delta_points"]) for r in report["targets"].values()), list(limits.per_label))
-    out.print(f"accuracy-aware INT8 on {len(report['tuning']['cases'])} tuning cases ({report['tuning']['dataset']} "
-              f"train), limits {limits.describe(labels)}, {report['seconds']:.0f} s:")
+    lines = [f"accuracy-aware INT8 on {len(report['tuning']['cases'])} tuning cases ({report['tuning']['dataset']} "
+             f"train), limits {limits.describe(labels)}, {report['seconds']:.0f} s:"]
     for name, result in report["targets"].items():
         state = "[green]met[/]" if result["met"] else "[bold red]missed[/]"
         added = ", ".join(f"{n['module'] or n['name']} ({n['worst_label_cost'] * 100:+.2f} pts"
@@ -231,9 +283,18 @@ def print_accuracy_aware(report: dict) -> None:
         other = "; ".join(f"{m}: {'met' if a.get('met', True) else 'missed'}"
                           + (f", {a['p50_ms']:.2f} ms" if a.get("p50_ms") else "")
                           for m, a in result.get("alternatives", {}).items() if "score" in a)
-        out.print(f"  {escape(name)}: {state} by {result.get('method', 'edgeseg-float-plan')}; "
-                  f"ΔDice {_points(result['score']['delta_points'])}; "
-                  f"{len(result['added'])} node(s) back to float{': ' + escape(added) if added else ''}; {speed}; "
-                  f"{len(result['history'])} trials, {result['seconds']:.0f} s"
-                  + (f"; also tried {other}" if other else "")
-                  + (f"; still over: {'; '.join(result['problems'])}" if result["problems"] else ""))
+        lines.append(f"  {escape(name)}: {state} by {result.get('method', 'edgeseg-float-plan')}; "
+                     f"ΔDice {_points(result['score']['delta_points'])}; "
+                     f"{len(result['added'])} node(s) back to float{': ' + escape(added) if added else ''}; {speed}; "
+                     f"{len(result['history'])} trials, {result['seconds']:.0f} s"
+                     + (f"; also tried {other}" if other else "")
+                     + (f"; still over: {'; '.join(result['problems'])}" if result["problems"] else ""))
+    return lines
+
+
+def print_accuracy_aware(report: dict) -> None:
+    """:func:`accuracy_aware_lines` on stdout (what ``edgeseg compress --max-dice-drop`` shows)."""
+    from ..report import console as out
+
+    for line in accuracy_aware_lines(report):
+        out.print(line)

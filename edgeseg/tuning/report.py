@@ -13,7 +13,8 @@ def _label(row: dict) -> str:
 
 
 def print_sensitivity(result: dict, top: int = 20) -> None:
-    """The ``top`` most sensitive nodes: Dice points per label and agreement their INT8 execution costs."""
+    """The ``top`` most sensitive nodes: Dice points per label and agreement their INT8 execution costs (a CLI
+    renderer, on stdout: ``edgeseg sensitivity`` calls it, the library never does)."""
     from rich.markup import escape
     from rich.table import Table
 

@@ -18,19 +18,23 @@ found no node worth more than 0.07, and ``quantize-one`` ranked the two convs ar
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..calibration import CalibrationSet, build_calibration_set, check_disjoint, check_preprocessing, load_calibration
-from ..checkpoint import file_sha256, load_checkpoint
+from ..checkpoint import load_checkpoint
 from ..data.nnunet import NnUNetDataset
 from ..errors import EdgesegError
 from ..evaluate import check_compatible, held_back_cases, is_training_dataset
 from ..housekeeping import work_dir
 from ..metrics import headline_label
-from ..progress import console, track
+from ..progress import track
+from ..util import file_sha256
 from .scorer import TuningScorer, tuning_cases
+
+log = logging.getLogger(__name__)
 
 MODES = ("float-one", "quantize-one")
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
@@ -102,7 +106,7 @@ def rank_nodes(fp32_onnx: Path, source_model, calibration: dict, float_names: li
     """``(all-INT8 score, nodes most sensitive first)``: one ORT QDQ variant per quantized node, calibrated once;
     ``float_names`` (the fragile-ops preset) stay float in every variant."""
     from ..targets import load_profile
-    from ..targets.onnxruntime_backend import OrtRunner, qdq_quantize
+    from ..targets.onnxruntime_backend import OrtPredictor, qdq_quantize
 
     if mode not in MODES:
         raise EdgesegError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -116,7 +120,7 @@ def rank_nodes(fp32_onnx: Path, source_model, calibration: dict, float_names: li
                      weight_type=options.get("weight_type", "int8"),
                      method=options.get("calibration_method", "minmax"), rewrite_conv_transpose=True,
                      fixed_size=tuple(size), calibration_cache=work / "sensitivity.calibration.json")
-        return scorer.score(OrtRunner(out, "int8", "cpu", threads))
+        return scorer.score(OrtPredictor(out, "int8", "cpu", threads))
 
     import onnx
 
@@ -164,8 +168,8 @@ def measure_sensitivity(cfg: SensitivityConfig) -> dict:
         fp32 = export_onnx(model, work / "fp32.onnx", (2, spec.in_channels, *spec.preprocessing.size))
         source = onnx.load(str(fp32))
         float_plan = plan_float_nodes(source, cfg.preset)
-        console.print(f"[bold cyan]sensitivity[/] calibrating once, then one variant per quantized node on "
-                      f"{len(tune_ids)} {dataset.name} {cfg.split} cases ({cfg.mode})")
+        log.info("sensitivity: calibrating once, then one variant per quantized node on %d %s %s cases (%s)",
+                 len(tune_ids), dataset.name, cfg.split, cfg.mode)
         all_int8, rows = rank_nodes(fp32, source, calib.inputs, [n["name"] for n in float_plan], scorer, cfg.mode,
                                     cfg.threads, work, headline)
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION,

@@ -15,53 +15,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ..bench.fingerprint import slug
-from ..data.io import atomic_write
-from ..errors import EdgesegError
-from ..housekeeping import work_dir
-from ..validation import expect_int
+from ...data.io import atomic_write
+from ...errors import EdgesegError
+from ...housekeeping import work_dir
+from ...validation import expect_int
+from .engine import build_engine, device_key, engine_shapes, trtexec_command
 
 TRTEXEC_PATHS = ("trtexec", "/usr/src/tensorrt/bin/trtexec")
-
-
-def device_key() -> str:
-    """``<gpu>-sm<compute capability>-trt<version>`` (``<jetson model>-trt<version>`` on a Jetson): a TensorRT
-    engine runs only where this key matches, in a bundle and in an engine cache alike. Torch-free;
-    ``EDGESEG_DEVICE_KEY`` overrides (tests, exotic boards)."""
-    if os.environ.get("EDGESEG_DEVICE_KEY"):
-        return os.environ["EDGESEG_DEVICE_KEY"]
-    name = None
-    try:
-        model = Path("/proc/device-tree/model").read_text(errors="replace").replace("\x00", "").strip()
-        name = slug(model) if model else None
-    except OSError:
-        pass
-    for query in ("name,compute_cap", "name"):  # compute_cap needs a driver from 2022 on
-        if name is not None:
-            break
-        try:
-            out = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=10)
-            if out.returncode == 0 and out.stdout.strip():
-                name = gpu_name_key(out.stdout.strip().splitlines()[0])
-        except (OSError, subprocess.SubprocessError):
-            break
-    try:
-        import tensorrt
-
-        version = tensorrt.__version__
-    except ImportError:
-        raise EdgesegError("TensorRT is not installed here: no engine can be built or run") from None
-    if name is None:
-        raise EdgesegError("no NVIDIA GPU found (no /proc/device-tree/model, no nvidia-smi)")
-    return f"{name}-trt{version}"
-
-
-def gpu_name_key(smi_line: str) -> str:
-    """One ``nvidia-smi --query-gpu=name,compute_cap`` line → ``nvidia-h100-80gb-hbm3-sm90``."""
-    name, _, capability = smi_line.partition(",")
-    capability = capability.strip().replace(".", "")
-    return slug(name) + (f"-sm{capability}" if capability else "")
 
 
 def cached_engine_path(cache: Path, artifact: dict) -> Path:
@@ -72,7 +32,7 @@ def cached_engine_path(cache: Path, artifact: dict) -> Path:
 @contextlib.contextmanager
 def verified_copy(bundle_dir: Path, artifact: dict):
     """A private copy of the artifact's ONNX made from its verified bytes, for builders that need a path."""
-    from ..bundle import artifact_bytes
+    from ...bundle.members import artifact_bytes
 
     data = artifact_bytes(bundle_dir, artifact, "model")
     with work_dir("edgeseg-trt") as tmp:
@@ -87,26 +47,16 @@ def _builder_command(artifact: dict, onnx_path: Path, engine_path: Path) -> list
     trtexec = custom or next((p for p in TRTEXEC_PATHS if shutil.which(p)), None)
     if not trtexec:
         return None
-    from .tensorrt_backend import trtexec_command
-
     # rebuilt from the artifact's structured facts, never the recorded command line: a manifest string is not
     # something to execute (it could name a plugin library)
-    details = artifact["details"]
-    workspace = expect_int(details.get("workspace_mib", 1024), f"{artifact['name']}.details.workspace_mib", 16, 1 << 20)
     line = trtexec_command(str(onnx_path), str(engine_path), engine_shapes(artifact), artifact["precision"],
-                           artifact["float_nodes"], workspace)
+                           artifact["float_nodes"], _workspace(artifact))
     return [*shlex.split(trtexec), *shlex.split(line)[1:]]
 
 
-def engine_shapes(artifact: dict) -> dict[str, tuple[int, ...]]:
-    """The min/opt/max input shapes an artifact's engine is built for, checked (from its manifest details)."""
-    shapes = artifact.get("details", {}).get("shapes")
-    ok = isinstance(shapes, dict) and set(shapes) == {"min", "opt", "max"} and all(
-        isinstance(v, list) and 3 <= len(v) <= 5 and all(isinstance(n, int) and 0 < n <= 65536 for n in v)
-        for v in shapes.values())
-    if not ok:
-        raise EdgesegError(f"{artifact['name']}: details.shapes must hold min/opt/max input shapes of positive integers")
-    return {k: tuple(v) for k, v in shapes.items()}
+def _workspace(artifact: dict) -> int:
+    details = artifact["details"]
+    return expect_int(details.get("workspace_mib", 1024), f"{artifact['name']}.details.workspace_mib", 16, 1 << 20)
 
 
 def ensure_engine(bundle_dir: Path, artifact: dict, cache: Path) -> tuple[Path, bool]:
@@ -119,11 +69,8 @@ def ensure_engine(bundle_dir: Path, artifact: dict, cache: Path) -> tuple[Path, 
     with verified_copy(bundle_dir, artifact) as onnx_path:
         command = _builder_command(artifact, onnx_path, engine)
         if command is None:
-            from .tensorrt_backend import build_engine
-
-            details = artifact["details"]
             build_engine(onnx_path, engine, engine_shapes(artifact), artifact["precision"], artifact["float_nodes"],
-                         details.get("workspace_mib", 1024))
+                         artifact["details"].get("workspace_mib", 1024))
             return engine, True
 
         def build(tmp: Path) -> None:

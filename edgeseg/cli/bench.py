@@ -1,25 +1,32 @@
-"""CLI command ``edgeseg bench``: a thin layer over :func:`edgeseg.bench.harness.run_bench`."""
+"""Command ``edgeseg bench``: a thin layer over :func:`edgeseg.bench.harness.run_bench`."""
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from .cli import app, user_errors
-from .cli_deploy import _split_list
-
-EXIT_REFUSED = 3  # results written, but some artifacts failed sha256 verification and were not run
-EXIT_INCOMPLETE = 4  # results written, but something asked for (an artifact, a baseline) was not measured
+from ..errors import Incomplete, UsageError, VerificationError
+from .app import (
+    JsonFlag,
+    Split,
+    app,
+    command_line,
+    force_option,
+    print_json,
+    result_console,
+    say,
+    split_list,
+    user_errors,
+    value,
+)
 
 
 @app.command("bench")
 @user_errors
 def bench_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (from `edgeseg compress`)."),
               data: Path = typer.Option(..., help="Dataset folder (nnU-Net layout); labels optional (agreement only)."),
-              split: str = typer.Option("val", help="val | train | all | test (val: the checkpoint's held-back cases; test: imagesTs/labelsTs)."),
+              split: Split = typer.Option(Split.val, help="val: the checkpoint's held-back cases; test: imagesTs/labelsTs."),
               cases: int = typer.Option(0, help="Use only the first N cases of the split (0: all)."),
               backends: list[str] = typer.Option([], help="Runtimes to run: torch,onnxruntime,openvino,tensorrt (default all; the FP32 reference always runs)."),
               threads: Optional[int] = typer.Option(None, help="Threads for every runtime (default: all usable cores); recorded."),
@@ -28,13 +35,14 @@ def bench_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (from `e
               warmup: int = typer.Option(5, help="Untimed runs before timing, in each process."),
               batch_size: int = typer.Option(8, help="The larger batch for throughput (0 or 1: batch 1 only)."),
               e2e_cases: int = typer.Option(8, help="Cases timed end to end (read → preprocess → infer → postprocess → write)."),
-              no_latency: bool = typer.Option(False, help="Accuracy only."),
-              compare_baselines: bool = typer.Option(False, help="Also build and measure what users would pick instead (torch.compile, OpenVINO f32/default, ORT/NNCF INT8 defaults)."),
+              no_latency: bool = typer.Option(False, "--no-latency", help="Accuracy only."),
+              compare_baselines: bool = typer.Option(False, "--compare-baselines", help="Also build and measure what users would pick instead (torch.compile, OpenVINO f32/default, ORT/NNCF INT8 defaults)."),
               baseline_checkpoint: Optional[Path] = typer.Option(None, help="Also measure this checkpoint in PyTorch eager (e.g. the unpruned model)."),
               max_dice_drop: float = typer.Option(0.5, help="Verdict: largest mean Dice drop per label against the FP32 reference, in points (0.01 Dice)."),
               per_label: Optional[str] = typer.Option(None, help="Verdict: per-label limits in points, e.g. lung=0.3,nodule=1.0 (others: --max-dice-drop)."),
               out: Path = typer.Option(Path("bench.json"), help="Result JSON; the Markdown (.md) and the plot (.png) go beside it."),
-              force: bool = typer.Option(False, help="Overwrite existing result files.")):
+              json_out: JsonFlag = False,
+              force: bool = force_option("Overwrite existing result files.")):
     """Dice drift and latency of every artifact of a bundle (and the FP32 reference) on the same cases.
 
     Exit codes (with 3 and 4 the results of everything else are still written):
@@ -43,30 +51,29 @@ def bench_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (from `e
     3 an artifact failed sha256 verification and was not run;
     4 something asked for (an artifact, --baseline-checkpoint, a baseline, a latency) was not measured.
     """
-    from .bench.harness import BenchConfig, run_bench
-    from .bench.report import print_bench_summary, write_reports
-    from .errors import EdgesegError
-    from .overwrite import check_overwrite
-    from .tuning.search import DiceLimits
+    from ..bench.harness import BenchConfig, run_bench
+    from ..bench.report import print_bench_summary, write_reports
+    from ..overwrite import check_overwrite
+    from ..tuning.search import DiceLimits
 
     if out.suffix != ".json":
-        raise EdgesegError(f"--out must name a .json file, got {out}")
+        raise UsageError(f"--out must name a .json file, got {out}")
     check_overwrite(out, out.with_suffix(".md"), out.with_suffix(".png"), force=force)
-    cfg = BenchConfig(bundle=bundle, data=data, split=split, max_cases=cases or None, backends=_split_list(backends),
-                      threads=threads, repeats=repeats, rounds=rounds, warmup=warmup, batch_size=batch_size,
-                      e2e_cases=e2e_cases, latency=not no_latency, compare_baselines=compare_baselines,
-                      baseline_checkpoint=baseline_checkpoint, command=shlex.join(["edgeseg", *sys.argv[1:]]),
-                      limits=DiceLimits.parse(max_dice_drop, per_label).to_dict())
+    cfg = BenchConfig(bundle=bundle, data=data, split=value(split), max_cases=cases or None,
+                      backends=split_list(backends), threads=threads, repeats=repeats, rounds=rounds, warmup=warmup,
+                      batch_size=batch_size, e2e_cases=e2e_cases, latency=not no_latency,
+                      compare_baselines=compare_baselines, baseline_checkpoint=baseline_checkpoint,
+                      command=command_line(), limits=DiceLimits.parse(max_dice_drop, per_label).to_dict())
     result = run_bench(cfg)
-    print_bench_summary(result)
+    print_bench_summary(result, result_console(json_out))
     paths = write_reports(result, out)
-    typer.echo(f"wrote {', '.join(str(p) for p in paths.values())} ({result['seconds']:.0f} s)")
+    if json_out:
+        print_json(result)
+    say(f"wrote {', '.join(str(p) for p in paths.values())} ({result['seconds']:.0f} s)", json_out)
     refused = [a["name"] for a in result["artifacts"] if a["status"] == "refused"]
     if refused:
-        typer.echo(f"error: {len(refused)} artifact(s) failed sha256 verification and were not run: "
-                   f"{', '.join(refused)}", err=True)
-        raise typer.Exit(EXIT_REFUSED)
+        raise VerificationError(f"{len(refused)} artifact(s) failed sha256 verification and were not run: "
+                                f"{', '.join(refused)}")
     if result["incomplete"]:
-        typer.echo(f"error: {len(result['incomplete'])} asked for but not measured: "
-                   + "; ".join(f"{i['name']} ({i['reason'][:120]})" for i in result["incomplete"]), err=True)
-        raise typer.Exit(EXIT_INCOMPLETE)
+        raise Incomplete(f"{len(result['incomplete'])} asked for but not measured: "
+                         + "; ".join(f"{i['name']} ({i['reason'][:120]})" for i in result["incomplete"]))

@@ -1,13 +1,26 @@
-"""CLI command ``edgeseg infer``: a thin layer over :func:`edgeseg.infer.run_infer`. Imports no torch."""
+"""Command ``edgeseg infer``: a thin layer over :func:`edgeseg.infer.run_infer`. Imports no torch."""
 from __future__ import annotations
 
+import enum
 import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from .cli import app, user_errors
+from ..errors import UsageError
+from .app import EXIT_FAILED, app, force_option, user_errors, value
+
+
+def _backend_choices() -> type[enum.Enum]:
+    """``--backend``'s choices: ``auto`` and every registered target that infers, most preferred first (the
+    registry's when the CLI starts, so a target registered by a plugin is one too)."""
+    from ..infer.backend import backends
+
+    return enum.Enum("Backend", {name: name for name in backends()}, type=str)
+
+
+Backend = _backend_choices()
 
 
 @app.command("infer")
@@ -15,7 +28,7 @@ from .cli import app, user_errors
 def infer_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (verified before any input is read)."),
               inputs: list[Path] = typer.Argument(..., help="PNG/JPEG/TIFF images, NIfTI volumes, DICOM series folders, or folders of these."),
               out: Path = typer.Option(..., "-o", "--out", help="Output folder (label maps in the input's geometry)."),
-              backend: str = typer.Option("auto", help="auto | openvino | onnxruntime | tensorrt (auto: TensorRT on NVIDIA, OpenVINO on x86, else ONNX Runtime)."),
+              backend: Backend = typer.Option("auto", help="auto: TensorRT on NVIDIA, OpenVINO on x86, else ONNX Runtime."),
               artifact: Optional[str] = typer.Option(None, help="Use this artifact of the bundle."),
               probabilities: bool = typer.Option(False, "--probabilities", help="Also write softmax probabilities."),
               overlay: bool = typer.Option(False, "--overlay", help="Also write per case a PNG overlay (outlines, legend of the label names) and, for 2D, CASE_colour.png: the label map in colour (a palette PNG)."),
@@ -25,18 +38,18 @@ def infer_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (verifie
               report: Optional[Path] = typer.Option(None, help="Write the run summary (throughput, stage times, failures) as JSON."),
               max_pixels: Optional[int] = typer.Option(None, min=1, help="Refuse a 2D image with more pixels, from its header before decoding (default 2^25 = 33,554,432; memory grows with the pixels)."),
               max_voxels: Optional[int] = typer.Option(None, min=1, help="Refuse a volume with more voxels, from its header before decoding (default 2^27 = 134,217,728)."),
-              force: bool = typer.Option(False, "--force", help="Replace outputs of a previous edgeseg run (listed in OUT/edgeseg-outputs.jsonl and unchanged since) and a previous --report; never any other file.")):
+              force: bool = force_option("Replace outputs of a previous edgeseg run (listed in OUT/edgeseg-outputs.jsonl and unchanged since) and a previous --report; never any other file.")):
     """Segment images with a compressed bundle, using only its runtime."""
-    from .data.io import atomic_write
-    from .infer import InferConfig, run_infer
-    from .infer.outputs import check_report_path
+    from ..data.io import atomic_write
+    from ..infer import InferConfig, run_infer
+    from ..infer.outputs import check_report_path
 
     if batch_size < 1:
-        raise typer.BadParameter("--batch-size must be ≥ 1")
+        raise UsageError("--batch-size must be ≥ 1")
     if report:
         check_report_path(report, force)
-    limits = {name: value for name, value in (("max_pixels", max_pixels), ("max_voxels", max_voxels)) if value}
-    summary = run_infer(InferConfig(bundle=bundle, inputs=inputs, out=out, backend=backend, artifact=artifact,
+    limits = {name: v for name, v in (("max_pixels", max_pixels), ("max_voxels", max_voxels)) if v}
+    summary = run_infer(InferConfig(bundle=bundle, inputs=inputs, out=out, backend=value(backend), artifact=artifact,
                                     probabilities=probabilities, overlay=overlay, force=force, threads=threads,
                                     batch_size=batch_size, engine_cache=engine_cache, **limits))
     if summary["swept"]:
@@ -65,4 +78,4 @@ def infer_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (verifie
         typer.echo(f"… and {len(summary['failed']) - shown} more ({where})", err=True)
     if summary["failed"]:
         typer.echo(f"{len(summary['failed'])} input(s) failed, {summary['cases']} segmented", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)

@@ -1,5 +1,5 @@
-"""CLI command ``edgeseg gate``: a thin layer over :mod:`edgeseg.gate`. Exit 0 within limits, 1 when a limit
-is broken, 2 on unusable input."""
+"""Command ``edgeseg gate``: a thin layer over :mod:`edgeseg.gate`. Exit 0 within limits, 1 when a limit is
+broken, 2 on unusable input."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,8 @@ from typing import Optional
 
 import typer
 
-from .cli import app, user_errors
-
-EXIT_REGRESSION = 1
+from ..errors import InputError, UsageError
+from .app import EXIT_FAILED, GateMode, JsonFlag, Metric, app, print_json, result_console, say, user_errors, value
 
 
 @app.command("gate")
@@ -20,8 +19,8 @@ def gate_cmd(results: list[Path] = typer.Argument(..., help="One or more `edgese
              baseline_dir: Optional[Path] = typer.Option(None, help="Folder of baselines, one per device class: <dir>/<device-class>.json."),
              max_latency_regression: Optional[str] = typer.Option(None, help="Largest allowed slow-down, e.g. 10% (default 10%)."),
              max_dice_drop: Optional[str] = typer.Option(None, help="Dice points below the baseline allowed: 0.5, or per label lung=0.3,nodule=1.0 (default 0.5)."),
-             metric: Optional[str] = typer.Option(None, help="p50 | p90 (default p50)."),
-             mode: Optional[str] = typer.Option(None, help="auto | workload | reference | absolute: latency ÷ the fixed workload or ÷ the FP32 reference of the same run, or ms (auto: workload on CPU)."),
+             metric: Optional[Metric] = typer.Option(None, help="Latency percentile (default p50)."),
+             mode: Optional[GateMode] = typer.Option(None, help="Latency ÷ the fixed workload, ÷ the FP32 reference or ÷ the FP32 artifact on the same runtime, all of the same run, or ms (absolute). Default auto: on CPU ÷ workload and ÷ runtime_fp32, either can fail."),
              allow_vanished: list[str] = typer.Option([], help="CASE:LABEL glob of a vanished structure to accept (repeatable; '*' accepts all)."),
              allow_device_mismatch: bool = typer.Option(False, "--allow-device-mismatch", help="Compare results from another device class than the baseline's."),
              every_run: bool = typer.Option(False, "--every-run", help="Several results of one bundle: latency fails when the runs pooled are slower beyond the limit and the noise band and each run on its own is slower than half the limit (how a re-run confirms a regression)."),
@@ -29,7 +28,8 @@ def gate_cmd(results: list[Path] = typer.Argument(..., help="One or more `edgese
              junit: Optional[Path] = typer.Option(None, help="Write the checks as JUnit XML."),
              confirm: bool = typer.Option(True, "--confirm/--no-confirm", help="When only latency is over its limit (beyond the noise band, or within a wide one), bench the bundle once more (settings of the first result, written beside it as NAME.confirm.json) and decide on both runs as --every-run does."),
              update_baseline: bool = typer.Option(False, "--update-baseline", help="Write the baseline from RESULTS instead of gating."),
-             replace_baseline: bool = typer.Option(False, "--replace-baseline", help="With --update-baseline: replace a baseline of another model or data (never a file that is not a baseline).")):
+             replace_baseline: bool = typer.Option(False, "--replace-baseline", help="With --update-baseline: replace a baseline of another model or data (never a file that is not a baseline)."),
+             json_out: JsonFlag = False):
     """Fail when an artifact got slower or less accurate than the baseline, beyond the limits and the noise.
 
     Exit codes:
@@ -37,43 +37,53 @@ def gate_cmd(results: list[Path] = typer.Argument(..., help="One or more `edgese
     1 a limit is broken (latency: confirmed by the second run: pooled beyond the band, each run over half the limit);
     2 unusable input: unreadable or other-class results, other cases, latency from fewer than 6 rounds, a baseline write over another model's baseline or over a file that is not one.
     """
-    from .bench.schema import read_result
-    from .errors import EdgesegError
-    from .gate import (
-        GateLimits,
-        describe_baseline,
-        device_class,
-        gate_runs,
-        make_baseline,
-        read_baseline,
-        write_baseline,
-    )
-    from .gate.check import ASSUMED_RUN_SIGMA, Z, load_limits_file, parse_dice_limits, parse_fraction
-    from .gate.junit import write_junit
-    from .gate.report import print_gate
-    from .overwrite import check_overwrite
+    from ..bench.schema import read_result
+    from ..gate import device_class, gate_runs, read_baseline
+    from ..gate.junit import write_junit
+    from ..gate.report import gate_document, print_gate
+    from ..overwrite import check_overwrite
 
     if junit:  # rewritten on every CI run: replaced only when edgeseg wrote it
         check_overwrite(junit, force=True)
     runs = [read_result(p) for p in results]
     if (baseline is None) == (baseline_dir is None):
-        raise EdgesegError("pass exactly one of --baseline FILE and --baseline-dir DIR")
+        raise UsageError("pass exactly one of --baseline FILE and --baseline-dir DIR")
     path = baseline or Path(baseline_dir) / f"{device_class(runs[0])}.json"
     if update_baseline:
-        content = make_baseline(runs, [str(p) for p in results])
-        old = write_baseline(content, path, replace_other=replace_baseline)
-        typer.echo(f"wrote baseline {path} ({content['device_class']}, {len(runs)} run(s), "
-                   f"{len(content['artifacts'])} artifacts)")
-        if old is not None:
-            typer.echo(f"replaced {path}: {describe_baseline(old)} → {describe_baseline(content)}")
-        if len(runs) == 1:
-            typer.echo(f"note: a baseline from one run has no measured run-to-run noise; the gate assumes σ "
-                       f"{ASSUMED_RUN_SIGMA:.0%} between runs (a noise band ≥ {Z * ASSUMED_RUN_SIGMA * 2 ** 0.5:.0%} "
-                       "against one run); write it from 3 bench results to measure it")
-        return
+        return _update_baseline(runs, results, path, replace_baseline, json_out)
     if baseline_dir is not None and not path.is_file():
-        raise EdgesegError(f"no baseline for device class {device_class(runs[0])} in {baseline_dir}; create it with "
-                           f"--update-baseline")
+        raise InputError(f"no baseline for device class {device_class(runs[0])} in {baseline_dir}; create it with "
+                         f"--update-baseline")
+    gate_limits = _gate_limits(limits, max_latency_regression, max_dice_drop, value(metric), value(mode),
+                               allow_vanished, allow_device_mismatch, every_run)
+    base = read_baseline(path)
+    report = gate_runs(runs, base, gate_limits)
+    failed = [c for c in report["checks"] if not c.passed]
+    undecided = [c for c in report["checks"] if c.undecided(gate_limits.max_latency_regression)]
+    # a latency limit broken, or over the limit but inside a wide noise band: a second run decides (pooled)
+    if confirm and (failed or undecided) and all(c.check.startswith("latency") for c in failed) \
+            and not (every_run and len(runs) > 1):
+        extra, note = _confirmation_run(results[0], runs[0], json_out)
+        if extra is not None:
+            gate_limits.every_run = True
+            report = gate_runs([*runs, extra], base, gate_limits)
+        report["notes"].append(note)
+    print_gate(report, path, result_console(json_out))
+    if json_out:
+        print_json(gate_document(report, path))
+    if junit:
+        write_junit(report, junit)
+    if not report["passed"]:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _gate_limits(limits: Optional[Path], max_latency_regression: Optional[str], max_dice_drop: Optional[str],
+                 metric: Optional[str], mode: Optional[str], allow_vanished: list[str], allow_device_mismatch: bool,
+                 every_run: bool):
+    """The :class:`edgeseg.gate.GateLimits` of the limits file, overridden by the options given."""
+    from ..gate import GateLimits
+    from ..gate.check import load_limits_file, parse_dice_limits, parse_fraction
+
     settings = load_limits_file(limits) if limits else {}
     if max_latency_regression is not None:
         settings["max_latency_regression"] = parse_fraction(max_latency_regression)
@@ -82,35 +92,37 @@ def gate_cmd(results: list[Path] = typer.Argument(..., help="One or more `edgese
         settings.update(per_label=per_label, **({"max_dice_drop": default} if default is not None else {}))
     settings.update({k: v for k, v in (("metric", metric), ("mode", mode)) if v is not None})
     settings["allow_vanished"] = [*settings.get("allow_vanished", []), *allow_vanished]
-    gate_limits = GateLimits(**settings, allow_device_mismatch=allow_device_mismatch, every_run=every_run)
-    base = read_baseline(path)
-    report = gate_runs(runs, base, gate_limits)
-    failed = [c for c in report["checks"] if not c.passed]
-    undecided = [c for c in report["checks"] if c.undecided(gate_limits.max_latency_regression)]
-    # a latency limit broken, or over the limit but inside a wide noise band: a second run decides (pooled)
-    if confirm and (failed or undecided) and all(c.check.startswith("latency") for c in failed) \
-            and not (every_run and len(runs) > 1):
-        extra, note = _confirmation_run(results[0], runs[0])
-        if extra is not None:
-            gate_limits.every_run = True
-            report = gate_runs([*runs, extra], base, gate_limits)
-        report["notes"].append(note)
-    print_gate(report, path)
-    if junit:
-        write_junit(report, junit)
-    if not report["passed"]:
-        raise typer.Exit(EXIT_REGRESSION)
+    return GateLimits(**settings, allow_device_mismatch=allow_device_mismatch, every_run=every_run)
 
 
-def _confirmation_run(first: Path, result: dict) -> tuple[dict | None, str]:
+def _update_baseline(runs: list[dict], results: list[Path], path: Path, replace: bool, json_out: bool) -> None:
+    """``--update-baseline``: write the baseline of ``runs`` at ``path`` and say what it replaced."""
+    from ..gate import describe_baseline, make_baseline, write_baseline
+    from ..gate.check import ASSUMED_RUN_SIGMA, Z
+
+    content = make_baseline(runs, [str(p) for p in results])
+    old = write_baseline(content, path, replace_other=replace)
+    if json_out:
+        print_json(content)
+    say(f"wrote baseline {path} ({content['device_class']}, {len(runs)} run(s), "
+        f"{len(content['artifacts'])} artifacts)", json_out)
+    if old is not None:
+        say(f"replaced {path}: {describe_baseline(old)} → {describe_baseline(content)}", json_out)
+    if len(runs) == 1:
+        say(f"note: a baseline from one run has no measured run-to-run noise; the gate assumes σ "
+            f"{ASSUMED_RUN_SIGMA:.0%} between runs (a noise band ≥ {Z * ASSUMED_RUN_SIGMA * 2 ** 0.5:.0%} "
+            "against one run); write it from 3 bench results to measure it", json_out)
+
+
+def _confirmation_run(first: Path, result: dict, json_out: bool = False) -> tuple[dict | None, str]:
     """Bench the bundle of ``result`` again with its recorded settings (latency of batch 1 only), write the
     result beside ``first`` as ``<name>.confirm.json``; ``(result, note)``, or ``(None, why not)``."""
-    from .bench.harness import BenchConfig, run_bench
-    from .bench.schema import read_result
-    from .bundle import MANIFEST
-    from .checkpoint import file_sha256
-    from .data.io import atomic_write
-    from .errors import EdgesegError
+    from ..bench.harness import BenchConfig, run_bench
+    from ..bench.schema import read_result
+    from ..bundle import MANIFEST
+    from ..data.io import atomic_write
+    from ..overwrite import check_replace, json_schema_is
+    from ..util import file_sha256
 
     bundle, data, s = Path(result["bundle"]["path"]), Path(result["data"]["root"]), result["settings"]
     if not (bundle / MANIFEST).is_file() or not data.is_dir():
@@ -119,11 +131,10 @@ def _confirmation_run(first: Path, result: dict) -> tuple[dict | None, str]:
     if file_sha256(bundle / MANIFEST) != result["bundle"]["manifest_sha256"]:
         return None, f"latency not confirmed: the bundle {bundle} changed since {first} was measured"
     out = first.with_name(f"{first.stem}.confirm.json")
-    if out.exists() and not _is_bench_result(out):
-        raise EdgesegError(f"{out}: exists and is not an edgeseg bench result; not replaced (the confirmation run "
-                           "writes there)")
-    typer.echo(f"gate: latency over its limit in {first} (beyond or within the noise band); deciding with a second "
-               f"bench run of {bundle} → {out}")
+    check_replace(out, True, json_schema_is("edgeseg-bench", "exists and is not an edgeseg bench result; not replaced "
+                                            "(the confirmation run writes there)"))
+    say(f"gate: latency over its limit in {first} (beyond or within the noise band); deciding with a second "
+        f"bench run of {bundle} → {out}", json_out)
     cfg = BenchConfig(bundle=bundle, data=data, split=result["data"]["split"], max_cases=len(result["data"]["cases"]),
                       backends=[] if s["backends"] == ["all"] else s["backends"], threads=s["threads"],
                       repeats=s["repeats"], rounds=s["rounds"], warmup=s["warmup"], batch_size=0, e2e_cases=0,
@@ -133,11 +144,3 @@ def _confirmation_run(first: Path, result: dict) -> tuple[dict | None, str]:
     return read_result(out), (f"a latency limit broke in {first}; re-measured by a second bench run ({out}): "
                               "latency fails where both runs pooled are slower beyond the limit and the noise band, and each run "
                               "on its own slower than half the limit")
-
-
-def _is_bench_result(path: Path) -> bool:
-    """True for a regular file holding an edgeseg bench result (one edgeseg wrote, so it may be replaced)."""
-    try:
-        return path.is_file() and not path.is_symlink() and json.loads(path.read_text("utf-8")).get("schema") == "edgeseg-bench"
-    except (OSError, ValueError, AttributeError):
-        return False

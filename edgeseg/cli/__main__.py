@@ -1,0 +1,4 @@
+"""``python -m edgeseg.cli``: the ``edgeseg`` command line."""
+from . import main
+
+main()

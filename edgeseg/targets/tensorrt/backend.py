@@ -1,0 +1,135 @@
+"""The TensorRT target: explicit-quantization QDQ ONNX (TensorRT's INT8 path) + an engine built on the device.
+
+Engines are specific to the GPU and the TensorRT version, so the bundle always carries the ONNX and the exact
+``trtexec`` command; ``edgeseg build-engine BUNDLE`` (:func:`build_bundle_engines`) builds the engine where
+TensorRT and a GPU are present (an RTX workstation, or the Jetson at deploy time).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ...errors import EdgesegError
+from ..base import Artifact, BuildRequest, Predictor, Target, module_missing
+from .engine import build_engine, device_key, input_shapes, trtexec_command
+from .engine_cache import verified_copy
+from .runtime import TrtPredictor, gpu_missing
+
+# TensorRT fuses Q/DQ into the weighted layers; quantizing their inputs (and nothing else) is its recommended recipe
+QDQ_OP_TYPES = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
+ENGINE_ROLE = "engine:"
+
+
+class TensorRtTarget(Target):
+    name = "tensorrt"
+    aliases = ("trt",)
+    default_profiles = {"int8": "rtx-tensorrt-int8", "fp16": "rtx-tensorrt-fp16"}
+    default = True
+    infer_preference = 0  # on an NVIDIA GPU with an engine for it, before everything else
+    options = {"calibration_method": str, "op_types_to_quantize": list, "calibration_cache": str, "workspace_mib": int}
+    tool_dists = ("tensorrt",)
+
+    def missing(self, build: bool = False) -> str | None:
+        # building the QDQ ONNX needs only onnxruntime; running needs TensorRT and a GPU
+        return module_missing("onnxruntime", "onnx") if build else gpu_missing()
+
+    def build(self, request: BuildRequest) -> Artifact:
+        import onnx
+
+        from ..onnxruntime_backend import qdq_quantize, write_metadata
+
+        profile, opts = request.profile, request.merged_options()
+        if profile.precision == "fp32":
+            raise EdgesegError(f"profile {profile.name}: TensorRT artifacts are int8 or fp16")
+        onnx_name = f"{profile.name}.onnx"
+        out = request.out_dir / onnx_name
+        names = [n["name"] for n in request.float_nodes]
+        if profile.precision == "int8":  # TensorRT needs symmetric INT8 activations (zero point 0)
+            details = qdq_quantize(request.fp32_onnx, out, request.calibration, names, symmetric=True,
+                                   activation_type="int8", weight_type="int8",
+                                   method=opts.get("calibration_method", "minmax"),
+                                   op_types=opts.get("op_types_to_quantize", QDQ_OP_TYPES),
+                                   calibration_cache=opts.get("calibration_cache"))
+        else:
+            details = {"note": "FP32 ONNX; TensorRT builds FP16 with the float nodes pinned to FP32"}
+            out.write_bytes(request.fp32_onnx.read_bytes())
+        model = onnx.load(str(out))
+        write_metadata(model, {**request.metadata, "edgeseg.precision": profile.precision})
+        onnx.save(model, str(out))
+        channels = model.graph.input[0].type.tensor_type.shape.dim[1].dim_value
+        shapes = input_shapes(profile, channels, request.model_size)
+        workspace = int(opts.get("workspace_mib", 1024))
+        command = trtexec_command(onnx_name, f"{profile.name}.<gpu-key>.engine", shapes, profile.precision, names,
+                                  workspace)
+        details.update({"shapes": {k: list(v) for k, v in shapes.items()}, "workspace_mib": workspace,
+                        "trtexec": command, "engines": {}})
+        files = {"model": onnx_name}
+        reason = gpu_missing()
+        if reason is None:
+            key = device_key()
+            engine = f"{profile.name}.{key}.engine"
+            build_engine(out, request.out_dir / engine, shapes, profile.precision, names, workspace)
+            files[ENGINE_ROLE + key] = engine
+        else:
+            details["engine_note"] = (f"no engine built here ({reason}); on the target GPU run "
+                                      f"`edgeseg build-engine BUNDLE` or the trtexec command")
+        return Artifact(name=profile.name, runtime=self.name, precision=profile.precision, files=files,
+                        profile=profile.name, device=profile.device, float_nodes=names, details=details)
+
+    def load(self, bundle_dir: Path, artifact: dict, threads: int | None = None) -> TrtPredictor:
+        reason = gpu_missing()
+        if reason:
+            raise EdgesegError(f"{artifact['name']}: TensorRT cannot run here ({reason})")
+        if artifact.get("engine_path"):  # built on this device into an engine cache (edgeseg infer --engine-cache)
+            return TrtPredictor(Path(artifact["engine_path"]), artifact["precision"])
+        from ...bundle.members import artifact_bytes
+
+        role = ENGINE_ROLE + device_key()
+        if role not in artifact["files"]:
+            raise EdgesegError(f"{artifact['name']}: no engine for {role[len(ENGINE_ROLE):]} in the bundle; "
+                               f"run `edgeseg build-engine {bundle_dir}`")
+        return TrtPredictor(artifact_bytes(bundle_dir, artifact, role), artifact["precision"], artifact["files"][role])
+
+    def not_ready(self, artifact: dict, engine_cache: bool = False) -> str | None:
+        if engine_cache or any(k.startswith(ENGINE_ROLE) for k in artifact["files"]):
+            return None
+        return "no engine in the bundle (pass --engine-cache DIR or run `edgeseg build-engine`)"
+
+    def stand_in(self, bundle_dir: Path, artifact: dict, threads: int | None, reason: str) -> tuple[Predictor, str]:
+        """The QDQ ONNX on ONNX Runtime's CPU kernels: its accuracy, not its latency."""
+        from ...bundle.members import artifact_bytes
+        from ..onnxruntime_backend import OrtPredictor
+
+        predictor = OrtPredictor(artifact_bytes(bundle_dir, artifact, "model"), artifact["precision"], "cpu", threads,
+                                 name=artifact["files"]["model"])
+        return predictor, (f"QDQ ONNX on ONNX Runtime CPU (TensorRT: {reason}); latency not representative, "
+                           "not measured")
+
+
+def tensorrt_artifacts(manifest: dict, bundle_dir: Path, only: str | None = None) -> list[dict]:
+    """The bundle's TensorRT artifacts (or the one named ``only``); an error when there is none."""
+    chosen = [a for a in manifest["artifacts"] if a["runtime"] == TensorRtTarget.name and only in (None, a["name"])]
+    if not chosen:
+        raise EdgesegError(f"{bundle_dir}: no TensorRT artifact{f' named {only!r}' if only else ''}")
+    return chosen
+
+
+def build_bundle_engines(bundle_dir: str | Path, only: str | None = None) -> list[tuple[str, Path]]:
+    """Build an engine for this GPU for every TensorRT artifact of a verified bundle; registers each in the manifest."""
+    from ...bundle import add_artifact_file, load_bundle
+
+    reason = gpu_missing()
+    if reason:
+        raise EdgesegError(f"cannot build TensorRT engines here: {reason}")
+    bundle_dir = Path(bundle_dir)
+    manifest = load_bundle(bundle_dir)
+    built, key = [], device_key()
+    for artifact in tensorrt_artifacts(manifest, bundle_dir, only):
+        details = artifact["details"]
+        engine = f"{artifact['name']}.{key}.engine"
+        shapes = {k: tuple(v) for k, v in details["shapes"].items()}
+        with verified_copy(bundle_dir, artifact) as onnx_path:
+            build_engine(onnx_path, bundle_dir / engine, shapes, artifact["precision"], artifact["float_nodes"],
+                         details.get("workspace_mib", 1024))
+        add_artifact_file(bundle_dir, artifact["name"], ENGINE_ROLE + key, engine)
+        built.append((artifact["name"], bundle_dir / engine))
+    return built
