@@ -143,3 +143,18 @@ def test_artifact_round_trips_through_its_manifest_form():
     assert Artifact.from_dict(artifact.to_dict()) == artifact
     with pytest.raises(EdgesegError, match="missing files, profile"):
         Artifact.from_dict({"name": "a", "runtime": "torch", "precision": "fp32"})
+
+
+def test_a_registered_target_s_short_name_is_used_in_tables():
+    from edgeseg.bench.tables import short_names
+    from edgeseg.targets.base import Target
+
+    class EdgeTpu(Target):
+        name, short_name = "edgetpu", "tpu"
+
+    register_target(EdgeTpu)
+    try:
+        assert short_names(["coral-edgetpu-int8", "x86-onnxruntime-int8"]) == {"coral-edgetpu-int8": "tpu-int8",
+                                                                              "x86-onnxruntime-int8": "ort-int8"}
+    finally:
+        unregister_target("edgetpu")

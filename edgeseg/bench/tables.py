@@ -7,20 +7,27 @@ cuts it with an ellipsis.
 """
 from __future__ import annotations
 
-RUNTIME_WORDS = {"onnxruntime": "ort", "openvino": "ov", "tensorrt": "trt", "torch": "torch"}
 # words of baselines' names: dropped ("") or shortened, so that a name column fits 80 columns
 WORDS = {"quantize": "", "static": "", "neural": "", "compressor": "inc"}
 BASELINE_PREFIX, BASELINE_SHORT = "baseline:", "base:"
 NAME_WIDTH = 22  # a longer name (e.g. a --baseline-checkpoint's) wraps in its cell
 
 
+def runtime_words() -> dict[str, str]:
+    """``{runtime: its word in short names}`` of every registered target (``short_name``, else its name)."""
+    from ..targets.registry import registered_targets
+
+    return {name: target.short_name or name for name, target in registered_targets().items()}
+
+
 def _levels(name: str) -> list[str]:
     """Candidate display names of ``name``, shortest first, the last being ``name`` itself."""
     baseline = name.startswith(BASELINE_PREFIX)
     prefix = BASELINE_SHORT if baseline else ""
-    tokens = [RUNTIME_WORDS.get(t, WORDS.get(t, t)) for t in name.removeprefix(BASELINE_PREFIX).split("-")]
+    runtimes = runtime_words()
+    tokens = [runtimes.get(t, WORDS.get(t, t)) for t in name.removeprefix(BASELINE_PREFIX).split("-")]
     tokens = [t for t in tokens if t]
-    at = next((i for i, t in enumerate(tokens) if t in RUNTIME_WORDS.values()), 0)
+    at = next((i for i, t in enumerate(tokens) if t in runtimes.values()), 0)
     return list(dict.fromkeys([prefix + "-".join(tokens[at:]), prefix + "-".join(tokens), name]))
 
 

@@ -92,6 +92,7 @@ class Target:
 
     name: str = ""                               # the runtime name artifacts record: "onnxruntime", …
     aliases: tuple[str, ...] = ()                # other names ``get_target`` accepts ("ort", "onnx")
+    short_name: str = ""                         # its word in bench/gate tables' short artifact names ("ort")
     default_profiles: dict[str, str] = {}        # precision → profile name (``compress --targets``)
     default: bool = False                        # built by ``compress`` when no targets are named
     infer_preference: int | None = None          # rank for ``backend="auto"`` (lower first); None: not an infer backend

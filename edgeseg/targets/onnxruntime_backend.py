@@ -156,6 +156,7 @@ class OrtPredictor:
 @register_target
 class OnnxRuntimeTarget(Target):
     name = "onnxruntime"
+    short_name = "ort"
     aliases = ("onnx", "ort")
     default_profiles = {"int8": "x86-onnxruntime-int8", "fp16": "rtx-onnxruntime-fp16", "fp32": "x86-onnxruntime-fp32"}
     default = True

@@ -100,6 +100,7 @@ class OvPredictor:
 @register_target
 class OpenVinoTarget(Target):
     name = "openvino"
+    short_name = "ov"
     aliases = ("ov",)
     default_profiles = {"int8": "x86-avx512-openvino-int8", "fp32": "x86-openvino-fp32"}
     default = True

@@ -21,6 +21,7 @@ ENGINE_ROLE = "engine:"
 
 class TensorRtTarget(Target):
     name = "tensorrt"
+    short_name = "trt"
     aliases = ("trt",)
     default_profiles = {"int8": "rtx-tensorrt-int8", "fp16": "rtx-tensorrt-fp16"}
     default = True
