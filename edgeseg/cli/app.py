@@ -138,23 +138,23 @@ def _global_options(
 
 
 # ── choices: Enums, so --help lists them and the shell completes them (the library takes the .value) ─────────
-def _choices(name: str, values: tuple[str, ...]) -> type[enum.Enum]:
+def choices(name: str, values: tuple[str, ...]) -> type[enum.Enum]:
     """A ``str`` Enum of ``values`` (member names with ``_`` for ``-``); tests/test_cli_house.py checks each one
     against the library constant it mirrors (not imported here: the CLI starts without torch & co.)."""
     return enum.Enum(name, {v.replace("-", "_"): v for v in values}, type=str)
 
 
-Split = _choices("Split", ("train", "val", "all", "test"))
-Strategy = _choices("Strategy", ("stratified", "random"))                            # calibration.STRATEGIES
-Normalization = _choices("Normalization", ("zscore", "minmax", "ct_window", "none"))  # preprocessing.NORMALIZATIONS
-Resize = _choices("Resize", ("resize", "pad"))                                       # preprocessing.RESIZE_MODES
-Flip = _choices("Flip", ("x", "y", "xy", "none"))
-Amp = _choices("Amp", ("auto", "bf16", "off"))
-Precision = _choices("Precision", ("int8", "fp16", "fp32"))                          # targets.profiles.PRECISIONS
-CalibMethod = _choices("CalibMethod", ("minmax", "entropy", "percentile"))  # onnxruntime_backend.CALIBRATION_METHODS
-GateMode = _choices("GateMode", ("auto", "workload", "reference", "absolute", "runtime_fp32"))  # "auto" + gate MODES
-Metric = _choices("Metric", ("p50", "p90"))
-SensitivityMode = _choices("SensitivityMode", ("quantize-one", "float-one"))         # tuning.sensitivity.MODES
+Split = choices("Split", ("train", "val", "all", "test"))
+Strategy = choices("Strategy", ("stratified", "random"))                            # calibration.STRATEGIES
+Normalization = choices("Normalization", ("zscore", "minmax", "ct_window", "none"))  # preprocessing.NORMALIZATIONS
+Resize = choices("Resize", ("resize", "pad"))                                       # preprocessing.RESIZE_MODES
+Flip = choices("Flip", ("x", "y", "xy", "none"))
+Amp = choices("Amp", ("auto", "bf16", "off"))
+Precision = choices("Precision", ("int8", "fp16", "fp32"))                          # targets.profiles.PRECISIONS
+CalibMethod = choices("CalibMethod", ("minmax", "entropy", "percentile"))  # onnxruntime_backend.CALIBRATION_METHODS
+GateMode = choices("GateMode", ("auto", "workload", "reference", "absolute", "runtime_fp32"))  # "auto" + gate MODES
+Metric = choices("Metric", ("p50", "p90"))
+SensitivityMode = choices("SensitivityMode", ("quantize-one", "float-one"))         # tuning.sensitivity.MODES
 
 
 def value(choice: Any) -> Any:

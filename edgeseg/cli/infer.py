@@ -1,7 +1,6 @@
 """Command ``edgeseg infer``: a thin layer over :func:`edgeseg.infer.run_infer`. Imports no torch."""
 from __future__ import annotations
 
-import enum
 import json
 from pathlib import Path
 from typing import Optional
@@ -9,18 +8,12 @@ from typing import Optional
 import typer
 
 from ..errors import UsageError
-from .app import EXIT_FAILED, app, force_option, user_errors, value
+from ..infer.backend import backends
+from .app import EXIT_FAILED, app, choices, force_option, user_errors, value
 
-
-def _backend_choices() -> type[enum.Enum]:
-    """``--backend``'s choices: ``auto`` and every registered target that infers, most preferred first (the
-    registry's when the CLI starts, so a target registered by a plugin is one too)."""
-    from ..infer.backend import backends
-
-    return enum.Enum("Backend", {name: name for name in backends()}, type=str)
-
-
-Backend = _backend_choices()
+# auto and every registered target that infers, most preferred first: the registry's when the CLI starts, so
+# a target a plugin registers is a choice too
+Backend = choices("Backend", backends())
 
 
 @app.command("infer")
