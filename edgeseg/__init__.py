@@ -3,9 +3,6 @@
 The Python API (docs/api.md) is loaded on first use, so ``import edgeseg`` stays light and works on the
 runtime-only install: ``edgeseg.load_bundle(...).predictor()`` never imports torch.
 """
-import sys as _sys
-import types as _types
-
 __version__ = "0.1.0"
 
 _EXPORTS = {
@@ -37,18 +34,3 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *_EXPORTS})
-
-
-class _Package(_types.ModuleType):
-    """``edgeseg.compress``, ``.train``, ``.evaluate``, ``.prune``, ``.bench``, ``.gate`` are API functions that share
-    their names with modules of this package. Importing such a module (``from edgeseg.compress import
-    CompressConfig``) would bind the module to the package's attribute; the function keeps it, and the module
-    stays importable by its full name."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if name in _EXPORTS and isinstance(value, _types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-_sys.modules[__name__].__class__ = _Package

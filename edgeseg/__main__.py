@@ -1,4 +1,4 @@
 """``python -m edgeseg`` runs the command line, as the ``edgeseg`` script does."""
-from .cli import main
+from edgeseg.cli import main
 
 main()

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.io import atomic_write, read_toml
-from .data.nnunet import NnUNetDataset, content_overlap
-from .data.preprocessing import PreprocessSpec
-from .errors import InputError, UsageError
-from .progress import track
+from edgeseg.data.io import atomic_write, read_toml
+from edgeseg.data.nnunet import NnUNetDataset, content_overlap
+from edgeseg.data.preprocessing import PreprocessSpec
+from edgeseg.errors import InputError, UsageError
+from edgeseg.progress import track
 
 FORMAT, VERSION = "edgeseg-calibration", 2  # 2: per-case content hashes (``case_sha256``)
 STRATEGIES = ("stratified", "random")
@@ -133,7 +133,7 @@ def calibration_from_arrays(images, spec, sizes: list[tuple[int, ...]] | None = 
     Each array's content sha256 is recorded (``case_sha256``), so two array sets can be compared; a dataset
     case is hashed from its files' bytes, so overlap with the evaluation cases of a folder cannot be detected:
     keep those cases out of ``images`` yourself."""
-    from .infer.inputs import as_channel_first, check_dims
+    from edgeseg.infer.inputs import as_channel_first, check_dims
 
     if size < 1:
         raise UsageError("calibration size must be at least 1")
@@ -176,8 +176,8 @@ def _scan_pool(dataset: NnUNetDataset, pool_ids: list[str], rng, n: int, exclude
 def load_recipe(name_or_path: str | Path) -> dict:
     """A calibration recipe with its dataset resolved to a folder: a ``.toml`` path, or a name looked up in
     ``./calibration`` first, then in the recipes shipped with edgeseg."""
-    from .data.nnunet import data_root
-    from .package_data import shipped_folder
+    from edgeseg.data.nnunet import data_root
+    from edgeseg.package_data import shipped_folder
 
     path = Path(name_or_path)
     if path.suffix != ".toml":
@@ -251,7 +251,7 @@ def read_bundled_calibration(bundle_dir: str | Path, manifest: dict) -> Calibrat
     rel = (manifest.get("extra_files") or {}).get("calibration")
     if rel is None:
         return None
-    from .bundle import read_member
+    from edgeseg.bundle import read_member
 
     return _parse_calibration(io.BytesIO(read_member(bundle_dir, manifest, rel)), Path(bundle_dir) / rel)
 

@@ -11,11 +11,11 @@ import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data.io import atomic_write
-from .data.preprocessing import PreprocessSpec
-from .errors import EdgesegError
-from .util import file_sha256, jsonable
-from .validation import expect_choice, expect_dict, expect_int, expect_str, expect_str_list, fail
+from edgeseg.data.io import atomic_write
+from edgeseg.data.preprocessing import PreprocessSpec
+from edgeseg.errors import EdgesegError
+from edgeseg.util import file_sha256, jsonable
+from edgeseg.validation import expect_choice, expect_dict, expect_int, expect_str, expect_str_list, fail
 
 FORMAT = "edgeseg-checkpoint"
 FORMAT_VERSION = 1
@@ -62,7 +62,7 @@ class CheckpointSpec:
         return cls.from_dict({**manifest["model"], "preprocessing": manifest["preprocessing"]})
 
     def build_model(self):
-        from .models import create_model
+        from edgeseg.models import create_model
 
         return create_model(self.arch, self.in_channels, self.num_classes, **self.arch_kwargs)
 

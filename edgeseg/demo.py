@@ -5,7 +5,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from .data.io import atomic_write
+from edgeseg.data.io import atomic_write
 
 DEFAULT_CHECKPOINT = "phantom_hybrid.ckpt"
 # The phantom recipe the bundled checkpoint was trained on (its val split is what the demo scores).
@@ -19,7 +19,7 @@ def default_checkpoint() -> Path:
 
 def ensure_phantom(workdir: Path) -> Path:
     """The phantom dataset of :data:`PHANTOM_RECIPE` under ``workdir`` (written once)."""
-    from .data.phantom import write_phantom_dataset
+    from edgeseg.data.phantom import write_phantom_dataset
 
     data = workdir / "phantom"
     if not (data / "dataset.json").exists():
@@ -30,9 +30,9 @@ def ensure_phantom(workdir: Path) -> Path:
 def run_demo(workdir: str | Path, compress_bundle: bool = True) -> tuple[dict, dict | None]:
     """Evaluate the bundled checkpoint on the phantom val split (``workdir/evaluate.json``), then run the main
     job on it: ``compress --int8`` for the CPU targets and TensorRT, into ``workdir/bundle``."""
-    from .checkpoint import load_checkpoint
-    from .evaluate import evaluate_checkpoint, evaluation_document
-    from .overwrite import check_overwrite
+    from edgeseg.checkpoint import load_checkpoint
+    from edgeseg.evaluation import evaluate_checkpoint, evaluation_document
+    from edgeseg.overwrite import check_overwrite
 
     workdir = Path(workdir)
     check_overwrite(workdir / "evaluate.json", force=True)  # a file there that edgeseg did not write stays
@@ -43,7 +43,7 @@ def run_demo(workdir: str | Path, compress_bundle: bool = True) -> tuple[dict, d
     atomic_write(workdir / "evaluate.json", lambda tmp: tmp.write_text(json.dumps(document, indent=1)))
     if not compress_bundle:
         return result, None
-    from .compress import CompressConfig, compress
+    from edgeseg.compression.pipeline import CompressConfig, compress
 
     manifest = compress(CompressConfig(checkpoint=default_checkpoint(), out=workdir / "bundle", calib=data,
                                        calib_size=32, eval_cases=None, force=True))

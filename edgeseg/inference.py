@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data.preprocessing import PreprocessSpec
-from .errors import EdgesegError
-from .targets.base import Predictor  # a float32 batch (B, C, *size) → logits (B, classes, *size); any runtime
+from edgeseg.data.preprocessing import PreprocessSpec
+from edgeseg.errors import EdgesegError
+from edgeseg.targets.base import Predictor  # a float32 batch (B, C, *size) → logits (B, classes, *size); any runtime
 
 
 def torch_predictor(model) -> Predictor:
     """A PyTorch module (eval mode, no grad) as a :class:`Predictor`
     (:class:`~edgeseg.targets.torch_backend.TorchPredictor`, what the torch target loads too)."""
-    from .targets.torch_backend import TorchPredictor
+    from edgeseg.targets.torch_backend import TorchPredictor
 
     return TorchPredictor(model)
 

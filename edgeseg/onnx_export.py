@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.io import atomic_write
-from .errors import EdgesegError
-from .progress import silenced
+from edgeseg.data.io import atomic_write
+from edgeseg.errors import EdgesegError
+from edgeseg.progress import silenced
 
 OPSET = 18
 

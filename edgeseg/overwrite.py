@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import EdgesegError
+from edgeseg.errors import EdgesegError
 
 PNG_SOFTWARE = "edgeseg"  # the PNG text chunk edgeseg's plots carry (matplotlib ``metadata={"Software": …}``)
 _HEAD = 2048
@@ -73,7 +73,7 @@ def _png_is_ours(path: Path) -> bool:
 
 
 def _checkpoint_is_ours(path: Path) -> bool:
-    from .checkpoint import read_spec
+    from edgeseg.checkpoint import read_spec
 
     try:
         return bool(read_spec(path).arch)

@@ -23,9 +23,9 @@ def pruning_steps(report: dict) -> str:
 
 
 def compress_verdict(manifest: dict) -> dict:
-    """The verdict on a bundle from ``compress``'s own measurements (:func:`edgeseg.bench.verdict.decide`: the
+    """The verdict on a bundle from ``compress``'s own measurements (:func:`edgeseg.benchmark.verdict.decide`: the
     same rules and wording as ``bench``; model-only latency, the limits of ``--max-dice-drop`` when given)."""
-    from .bench.verdict import compress_points, decide
+    from edgeseg.benchmark.verdict import compress_points, decide
 
     limits = (manifest.get("accuracy_aware") or {}).get("limits") or {}
     return decide(compress_points(manifest), manifest["artifacts"][0]["name"], limits,
@@ -52,8 +52,8 @@ def compress_summary(manifest: dict) -> list:
     """Rich renderables of ``compress``'s result: heading, accuracy table, speed table, names, notes, verdict."""
     from rich.text import Text
 
-    from .bench.ratios import format_speedup, signed, speedup
-    from .bench.tables import name_legend, short_names, text_table
+    from edgeseg.benchmark.ratios import format_speedup, signed, speedup
+    from edgeseg.benchmark.tables import name_legend, short_names, text_table
 
     artifacts = manifest["artifacts"]
     names = short_names(a["name"] for a in artifacts)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 
-from .errors import EdgesegError
+from edgeseg.errors import EdgesegError
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 

@@ -57,7 +57,7 @@ def bundle(phantom_demo, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def gate_result(bundle, phantom_demo):
     """A real phantom bench run (ONNX Runtime + OpenVINO, 2 rounds) whose copies the gate tests edit."""
-    from edgeseg.bench.harness import BenchConfig, run_bench
+    from edgeseg.benchmark.harness import BenchConfig, run_bench
 
     return run_bench(BenchConfig(bundle=bundle, data=phantom_demo, max_cases=4, repeats=6, rounds=2, warmup=1,
                                  batch_size=0, e2e_cases=0, threads=2, backends=["onnxruntime", "openvino"]))

@@ -7,7 +7,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from edgeseg.cli import app
-from edgeseg.gate.baseline import MIN_ROUNDS
+from edgeseg.gating.baseline import MIN_ROUNDS
 
 INT8 = "x86-onnxruntime-int8"
 

@@ -58,7 +58,7 @@ def phantom_model():
 
 
 def _resolve(spec, **kwargs):
-    from edgeseg.compress import CompressConfig, resolve_data
+    from edgeseg.compression.pipeline import CompressConfig, resolve_data
 
     cfg = CompressConfig(**{"checkpoint": default_checkpoint(), "out": Path("unused"), "targets": ["onnxruntime"],
                             "calib_size": 16, **kwargs})
@@ -173,8 +173,8 @@ def test_split_test_reads_images_ts_and_labels_are_optional(tmp_path):
 
 
 def test_bench_compare_baselines_on_a_test_only_folder_calibrates_on_the_bundle_set(bundle, tmp_path):
-    from edgeseg.bench.harness import BenchConfig, run_bench
-    from edgeseg.bench.schema import validate_result
+    from edgeseg.benchmark.harness import BenchConfig, run_bench
+    from edgeseg.benchmark.schema import validate_result
     from edgeseg.bundle import read_manifest
 
     manifest = read_manifest(bundle)
@@ -193,7 +193,7 @@ def test_bench_compare_baselines_on_a_test_only_folder_calibrates_on_the_bundle_
 
 
 def test_tampered_bundled_calibration_set_is_not_used(bundle, tmp_path):
-    from edgeseg.bench.harness import BenchConfig, run_bench
+    from edgeseg.benchmark.harness import BenchConfig, run_bench
     from edgeseg.bundle import read_manifest
 
     copy = tmp_path / "b"
@@ -210,7 +210,7 @@ def test_tampered_bundled_calibration_set_is_not_used(bundle, tmp_path):
 
 def test_older_bundle_without_a_carried_set_rebuilds_it_only_from_its_unchanged_recorded_cases(bundle, phantom_demo,
                                                                                               tmp_path):
-    from edgeseg.bench.harness import _calibration
+    from edgeseg.benchmark.harness import _calibration
     from edgeseg.bundle import read_manifest
     from edgeseg.checkpoint import read_spec
 
@@ -229,8 +229,8 @@ def test_older_bundle_without_a_carried_set_rebuilds_it_only_from_its_unchanged_
 
 
 def test_interval_over_one_case_is_not_a_zero_width_interval():
-    from edgeseg.bench.drift import bootstrap_mean_ci
-    from edgeseg.bench.report import _points_ci
+    from edgeseg.benchmark.drift import bootstrap_mean_ci
+    from edgeseg.benchmark.report import _points_ci
 
     one = bootstrap_mean_ci([-0.0038])
     assert one == {"mean": -0.0038, "low": None, "high": None, "n": 1}
@@ -244,7 +244,7 @@ def test_interval_over_one_case_is_not_a_zero_width_interval():
 def test_interval_is_scipy_bca_with_a_fixed_seed():
     from scipy import stats
 
-    from edgeseg.bench.drift import bootstrap_mean_ci
+    from edgeseg.benchmark.drift import bootstrap_mean_ci
 
     values = np.r_[np.zeros(12), -0.4, -0.02, 0.01, -0.25]  # skewed: BCa differs from the percentile interval
     ci = bootstrap_mean_ci(values)

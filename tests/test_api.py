@@ -50,8 +50,8 @@ def api_bundle(phantom_demo, tmp_path_factory):
 
 
 def test_compress_takes_str_paths_and_calibrates_on_arrays(api_bundle):
-    from edgeseg.bench.harness import BenchConfig
-    from edgeseg.compress import CompressConfig
+    from edgeseg.benchmark.harness import BenchConfig
+    from edgeseg.compression.pipeline import CompressConfig
 
     assert isinstance(api_bundle, edgeseg.Bundle) and isinstance(api_bundle.path, Path)
     calibration = api_bundle.manifest["calibration"]
@@ -154,8 +154,8 @@ def test_a_loaded_model_is_compressed_from_a_checkpoint_of_itself(tmp_path):
 
 
 def test_api_names_win_over_same_named_modules():
-    import edgeseg.bench.harness  # noqa: F401  (binds nothing over the API function)
-    from edgeseg.compress import CompressConfig  # noqa: F401
+    import edgeseg.benchmark.harness  # noqa: F401  (binds nothing over the API function)
+    from edgeseg.compression.pipeline import CompressConfig  # noqa: F401
 
     for name in ("compress", "bench", "gate", "train", "evaluate", "prune"):
         assert callable(getattr(edgeseg, name)) and getattr(edgeseg, name).__module__.startswith("edgeseg.api.")

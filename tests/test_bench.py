@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edgeseg.bench.harness import BenchConfig, first_model_input, run_bench
-from edgeseg.bench.schema import validate_result
+from edgeseg.benchmark.harness import BenchConfig, first_model_input, run_bench
+from edgeseg.benchmark.schema import validate_result
 from edgeseg.cli import app
 from edgeseg.data import write_phantom_dataset
 
@@ -211,7 +211,7 @@ def test_gpu_baselines_run_on_cuda(bundle, phantom_demo):
 
 
 def test_baselines_follow_backends_and_report_what_they_could_not_build(bundle, tmp_path):
-    from edgeseg.bench.baselines import build_baselines
+    from edgeseg.benchmark.baselines import build_baselines
     from edgeseg.bundle import read_manifest
 
     manifest = read_manifest(bundle)

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from edgeseg.bench.drift import bootstrap_mean_ci, structure_changes
-from edgeseg.bench.fingerprint import device_fingerprint
+from edgeseg.benchmark.drift import bootstrap_mean_ci, structure_changes
+from edgeseg.benchmark.fingerprint import device_fingerprint
 
 
 def test_bootstrap_interval():

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from edgeseg.bench import schema
-from edgeseg.bench.plot import plot_pareto
-from edgeseg.bench.report import headline, markdown_report, pareto_front, print_bench_summary, write_reports
-from edgeseg.bench.schema import RESULT_SCHEMA_VERSION, read_result, validate_result
+from edgeseg.benchmark import schema
+from edgeseg.benchmark.plot import plot_pareto
+from edgeseg.benchmark.report import headline, markdown_report, pareto_front, print_bench_summary, write_reports
+from edgeseg.benchmark.schema import RESULT_SCHEMA_VERSION, read_result, validate_result
 from edgeseg.errors import EdgesegError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

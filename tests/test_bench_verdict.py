@@ -10,12 +10,12 @@ from rich.console import Console
 from test_bench_report import _accuracy, _artifact, result  # noqa: F401 — result: the realistic result fixture
 from typer.testing import CliRunner
 
-from edgeseg.bench.plot import MIN_HALF_RANGE, pareto_figure, text_box
-from edgeseg.bench.ratios import add_ratios, format_speedup, run_noise, speedup
-from edgeseg.bench.report import markdown_report, print_bench_summary
-from edgeseg.bench.schema import validate_result
-from edgeseg.bench.tables import name_legend, short_names
-from edgeseg.bench.verdict import bench_verdict, check_limit_labels, compress_points, decide
+from edgeseg.benchmark.plot import MIN_HALF_RANGE, pareto_figure, text_box
+from edgeseg.benchmark.ratios import add_ratios, format_speedup, run_noise, speedup
+from edgeseg.benchmark.report import markdown_report, print_bench_summary
+from edgeseg.benchmark.schema import validate_result
+from edgeseg.benchmark.tables import name_legend, short_names
+from edgeseg.benchmark.verdict import bench_verdict, check_limit_labels, compress_points, decide
 from edgeseg.cli import app
 from edgeseg.errors import EdgesegError
 
@@ -195,8 +195,8 @@ def test_compress_summary_at_80_columns_with_the_same_verdict(bundle):
 
 
 def test_gate_table_uses_the_short_names(capsys):
-    from edgeseg.gate.check import Check
-    from edgeseg.gate.report import print_gate
+    from edgeseg.gating.check import Check
+    from edgeseg.gating.report import print_gate
 
     checks = [Check("x86-onnxruntime-int8", "latency p50", False, 10.0, 13.0, "+10%", "slower beyond the limit"),
               Check("x86-onnxruntime-int8-bf16", "latency p50", True, 10.0, 10.1, "+10%", "within")]

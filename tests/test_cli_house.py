@@ -166,7 +166,7 @@ def test_choices_are_the_library_s():
     from edgeseg.calibration import STRATEGIES
     from edgeseg.cli.app import GateMode, Normalization, Resize, SensitivityMode, Strategy
     from edgeseg.data.preprocessing import NORMALIZATIONS, RESIZE_MODES
-    from edgeseg.gate.baseline import MODES
+    from edgeseg.gating.baseline import MODES
     from edgeseg.tuning.sensitivity import MODES as SENSITIVITY_MODES
 
     for enum, values in ((Normalization, NORMALIZATIONS), (Resize, RESIZE_MODES), (Strategy, STRATEGIES),
@@ -183,7 +183,7 @@ def test_python_m_edgeseg_cli_still_runs():
 def test_choice_enums_mirror_the_library_constants():
     from edgeseg.calibration import STRATEGIES
     from edgeseg.data.preprocessing import NORMALIZATIONS, RESIZE_MODES
-    from edgeseg.gate.baseline import MODES
+    from edgeseg.gating.baseline import MODES
     from edgeseg.targets.onnxruntime_backend import CALIBRATION_METHODS
     from edgeseg.targets.profiles import PRECISIONS
     from edgeseg.tuning.sensitivity import MODES as SENSITIVITY_MODES

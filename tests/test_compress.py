@@ -11,7 +11,7 @@ from edgeseg.bundle import load_bundle, read_manifest, verify_bundle
 from edgeseg.calibration import build_calibration_set, save_calibration
 from edgeseg.checkpoint import read_spec
 from edgeseg.cli import app
-from edgeseg.compress import CompressConfig, compress
+from edgeseg.compression.pipeline import CompressConfig, compress
 from edgeseg.demo import default_checkpoint
 from edgeseg.errors import EdgesegError
 

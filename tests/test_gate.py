@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from gate_support import INT8, _artifact, _flat, _gate, _scale, _slow_down, _workload_of
 
-from edgeseg.bench.workload import WORKLOAD_NAME
-from edgeseg.gate import device_class
+from edgeseg.benchmark.workload import WORKLOAD_NAME
+from edgeseg.gating import device_class
 
 
 def test_the_result_carries_the_workload_and_round_medians(gate_result):

@@ -8,8 +8,8 @@ import xml.etree.ElementTree as ET
 import pytest
 from gate_support import INT8, _artifact, _flat, _gate, _insert_slow_ops, _other, _runs_with_spread, _slow_down
 
-from edgeseg.bench.harness import BenchConfig, run_bench
-from edgeseg.gate.baseline import MIN_ROUNDS
+from edgeseg.benchmark.harness import BenchConfig, run_bench
+from edgeseg.gating.baseline import MIN_ROUNDS
 
 
 @pytest.mark.slow  # ~2 min of real bench runs; CI runs it with `pytest -m slow`
@@ -18,7 +18,7 @@ def test_real_gate_passes_an_unchanged_model_twice_and_catches_an_inserted_slowd
     latency limit confirmed by the gate's own second bench run."""
     import shutil
 
-    from edgeseg.bench.schema import read_result
+    from edgeseg.benchmark.schema import read_result
     from edgeseg.bundle import read_manifest, write_manifest
 
     def bench(bundle_dir, name):

@@ -180,7 +180,7 @@ def test_wheel_on_python_310_reads_profiles_recipes_and_gate_limits(wheel, tmp_p
     assert done.returncode == 0, done.stderr
 
     (outside / "limits.toml").write_text('max_latency_regression = "10%"\nmax_dice_drop = 0.5\n')
-    code = "from pathlib import Path; from edgeseg.gate.check import load_limits_file; print(load_limits_file(Path('limits.toml')))"
+    code = "from pathlib import Path; from edgeseg.gating.check import load_limits_file; print(load_limits_file(Path('limits.toml')))"
     done = run([str(venv / "bin/python"), "-c", code], cwd=outside, env=clean_env())
     assert done.returncode == 0, done.stderr  # gate --limits: TOML without tomllib
     assert "'max_dice_drop': 0.5" in done.stdout

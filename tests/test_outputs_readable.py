@@ -60,7 +60,7 @@ def test_infer_masks_serve_as_labels_for_evaluate(segmented, phantom_demo, tmp_p
     the INT8 model's masks."""
     from edgeseg.checkpoint import load_checkpoint
     from edgeseg.demo import default_checkpoint
-    from edgeseg.evaluate import evaluate_checkpoint
+    from edgeseg.evaluation import evaluate_checkpoint
 
     data = tmp_path / "pseudo"
     (data / "imagesTr").mkdir(parents=True)
@@ -148,7 +148,7 @@ def test_export_and_the_nncf_defaults_baseline_are_quiet(tmp_path):
     script = textwrap.dedent(f"""
         import numpy as np
         from pathlib import Path
-        from edgeseg.bench.baselines import nncf_quantize_defaults
+        from edgeseg.benchmark.baselines import nncf_quantize_defaults
         from edgeseg.models import create_model
         from edgeseg.onnx_export import export_onnx
         onnx = export_onnx(create_model("unet", 1, 2, base=4, depth=2), Path("{tmp_path}/m.onnx"), (1, 1, 32, 32))

@@ -146,7 +146,7 @@ def test_artifact_round_trips_through_its_manifest_form():
 
 
 def test_a_registered_target_s_short_name_is_used_in_tables():
-    from edgeseg.bench.tables import short_names
+    from edgeseg.benchmark.tables import short_names
     from edgeseg.targets.base import Target
 
     class EdgeTpu(Target):

@@ -8,14 +8,14 @@ from torch import nn
 from edgeseg.checkpoint import CheckpointSpec, load_checkpoint, save_checkpoint
 from edgeseg.data import PreprocessSpec
 from edgeseg.errors import EdgesegError
-from edgeseg.evaluate import evaluate_checkpoint
+from edgeseg.evaluation import evaluate_checkpoint
 from edgeseg.models import create_model
 from edgeseg.models.hybrid import MultiHeadAttention
 from edgeseg.onnx_export import export_onnx, onnx_parity
-from edgeseg.prune import calibration_batches, count_macs, finetune, prune_model, recalibrate_batchnorm
-from edgeseg.prune.attention import prune_heads
-from edgeseg.prune.core import channels_to_keep
-from edgeseg.prune.graph import attention_modules, build_graph, prunable_groups
+from edgeseg.pruning import calibration_batches, count_macs, finetune, prune_model, recalibrate_batchnorm
+from edgeseg.pruning.attention import prune_heads
+from edgeseg.pruning.core import channels_to_keep
+from edgeseg.pruning.graph import attention_modules, build_graph, prunable_groups
 
 SMALL = {
     "unet": dict(base=8, depth=3),

@@ -5,7 +5,7 @@ import pytest
 
 from edgeseg.checkpoint import load_checkpoint
 from edgeseg.data import NnUNetDataset
-from edgeseg.evaluate import evaluate_checkpoint
+from edgeseg.evaluation import evaluate_checkpoint
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "benchmarks" / "checkpoints"
 # checkpoint file, dataset folder, label scored, minimum validation Dice (issue A targets; BraTS has none)

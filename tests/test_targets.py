@@ -90,7 +90,7 @@ def test_tensorrt_engine_builds_and_runs_on_gpu(tmp_path):
     if reason:
         pytest.skip(f"TensorRT engine test needs TensorRT and an NVIDIA GPU: {reason}")
     from edgeseg.bundle import load_bundle
-    from edgeseg.compress import CompressConfig, compress
+    from edgeseg.compression.pipeline import CompressConfig, compress
     from edgeseg.demo import default_checkpoint, ensure_phantom
     from edgeseg.targets.tensorrt import build_bundle_engines
 

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from edgeseg.checkpoint import read_spec
 from edgeseg.cli import app
-from edgeseg.train_plan import Pace, PhasePlan, eta_seconds, plan_phases, replan_switch
+from edgeseg.training.plan import Pace, PhasePlan, eta_seconds, plan_phases, replan_switch
 
 # the report's run, in proportion: 55 steps per epoch, a 256 px step 4× a 128 px one, validation each epoch
 REPORT = {"epochs": 40, "steps_per_epoch": 55, "size": 256, "low_size": 128, "low_fraction": 0.6}

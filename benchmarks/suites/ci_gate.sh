@@ -22,7 +22,7 @@ if [ -n "${UPDATE_BASELINE:-}" ]; then  # the baseline pools three runs: medians
   exec edgeseg gate "$out"/baseline-run{1,2,3}.json --baseline-dir benchmarks/baselines --update-baseline
 fi
 bench "$out/bench.json"
-class=$(python -c "import sys; from edgeseg.bench.schema import read_result; from edgeseg.gate import device_class; \
+class=$(python -c "import sys; from edgeseg.benchmark.schema import read_result; from edgeseg.gating import device_class; \
 print(device_class(read_result(sys.argv[1])))" "$out/bench.json")
 baseline="benchmarks/baselines/$class.json"
 extra=()

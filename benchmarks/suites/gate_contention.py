@@ -19,7 +19,7 @@ from busy_core import busy  # this folder (run as a script)
 
 
 def _bench(bundle: Path, data: Path, cases: int, rounds: int, duty: float) -> dict:
-    from edgeseg.bench.harness import BenchConfig, run_bench
+    from edgeseg.benchmark.harness import BenchConfig, run_bench
 
     hog = None
     if duty > 0:
@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
-    from edgeseg.gate import GateLimits, make_baseline, run_gate, summarize_runs
+    from edgeseg.gating import GateLimits, make_baseline, run_gate, summarize_runs
 
     args.out.mkdir(parents=True, exist_ok=True)
     loads = [float(x) for x in args.loads.split(",")]

@@ -172,8 +172,8 @@ def _bench(args, bundle: Path, out: Path) -> None:
 
 def _details(results: list[Path], baseline: Path) -> dict:
     """Per artifact: change, band, passed of each result on its own (the confirmation run's too)."""
-    from edgeseg.bench.schema import read_result
-    from edgeseg.gate import GateLimits, read_baseline, run_gate, summarize_runs
+    from edgeseg.benchmark.schema import read_result
+    from edgeseg.gating import GateLimits, read_baseline, run_gate, summarize_runs
 
     base = read_baseline(baseline)
     out = {}

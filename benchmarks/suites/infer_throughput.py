@@ -25,8 +25,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
-    from edgeseg.bench.fingerprint import device_fingerprint
-    from edgeseg.bench.isolated import measure_isolated
+    from edgeseg.benchmark.fingerprint import device_fingerprint
+    from edgeseg.benchmark.isolated import measure_isolated
     from edgeseg.bundle import load_bundle
     from edgeseg.checkpoint import CheckpointSpec
     from edgeseg.data.io import read_array

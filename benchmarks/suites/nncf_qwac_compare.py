@@ -33,13 +33,13 @@ def main() -> None:
     import openvino as ov
     import torch
 
-    from edgeseg.bench.fingerprint import device_fingerprint
-    from edgeseg.bench.isolated import measure_isolated
-    from edgeseg.bench.runners import load_runners
+    from edgeseg.benchmark.fingerprint import device_fingerprint
+    from edgeseg.benchmark.isolated import measure_isolated
+    from edgeseg.benchmark.runners import load_runners
     from edgeseg.bundle import load_bundle
     from edgeseg.checkpoint import read_spec
     from edgeseg.data.nnunet import NnUNetDataset
-    from edgeseg.evaluate import compare_predictors, held_back_cases
+    from edgeseg.evaluation import compare_predictors, held_back_cases
     from edgeseg.inference import predict_mask
     from edgeseg.metrics import case_scores, headline_label
     from edgeseg.tuning.sensitivity import load_or_build_calibration

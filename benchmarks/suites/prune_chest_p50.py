@@ -11,8 +11,8 @@ import torch
 
 from edgeseg.checkpoint import load_checkpoint, save_checkpoint
 from edgeseg.data import data_root
-from edgeseg.evaluate import evaluate_checkpoint
-from edgeseg.prune import calibration_batches, finetune, prune_model
+from edgeseg.evaluation import evaluate_checkpoint
+from edgeseg.pruning import calibration_batches, finetune, prune_model
 
 torch.set_num_threads(2)
 out = sys.argv[1] if len(sys.argv) > 1 else "benchmarks/checkpoints/chest_xray_hybrid_p50.ckpt"

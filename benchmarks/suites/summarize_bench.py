@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from edgeseg.bench.report import baseline_rows, compact_table, data_line
-from edgeseg.bench.schema import read_result
+from edgeseg.benchmark.report import baseline_rows, compact_table, data_line
+from edgeseg.benchmark.schema import read_result
 
 
 def main(paths: list[str]) -> None:

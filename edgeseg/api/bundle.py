@@ -9,20 +9,20 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import DIGEST_KEY, MANIFEST, failed_files, read_manifest
-from ..checkpoint import CheckpointSpec
-from ..data.io import Geometry
-from ..errors import EdgesegError
-from ..infer.backend import choose_artifact
-from ..infer.inputs import (
+from edgeseg.bundle import DIGEST_KEY, MANIFEST, failed_files, read_manifest
+from edgeseg.checkpoint import CheckpointSpec
+from edgeseg.data.io import Geometry
+from edgeseg.errors import EdgesegError
+from edgeseg.infer.backend import choose_artifact
+from edgeseg.infer.inputs import (
     as_channel_first,
     check_dims,
     from_model_orientation,
     to_model_orientation,
     trained_orientation,
 )
-from ..infer.outputs import softmax_in_place
-from ..inference import label_map, predict_logits
+from edgeseg.infer.outputs import softmax_in_place
+from edgeseg.inference import label_map, predict_logits
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class Predictor:
     chosen. Made by :meth:`Bundle.predictor`."""
 
     def __init__(self, bundle: Bundle, artifact: dict, why: str, threads: int | None = None):
-        from ..targets import get_target
+        from edgeseg.targets import get_target
 
         self.spec = bundle.spec
         self.artifact, self.runtime, self.precision = artifact["name"], artifact["runtime"], artifact["precision"]
@@ -173,7 +173,7 @@ def load_bundle(path: str | os.PathLike, verify: bool = True, expected_digest: s
     docs/bundle.md) now; ``verify=False`` only the manifest's schema and digest (files are still checked when a
     predictor loads them). ``expected_digest`` pins the manifest to a digest obtained out of band. Raises
     :class:`EdgesegError` naming the first problem."""
-    from ..bundle import load_bundle as verified_manifest
+    from edgeseg.bundle import load_bundle as verified_manifest
 
     manifest = verified_manifest(path, expected_digest) if verify else read_manifest(path, expected_digest)
     return Bundle(path, manifest)

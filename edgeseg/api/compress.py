@@ -7,11 +7,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ..errors import Incomplete, UsageError
-from ..targets.registry import default_targets
-from ..validation import paths_as_path
-from .bundle import Bundle, load_bundle
-from .options import check_options, checkpoint_file, dice_limits, names
+from edgeseg.api.bundle import Bundle, load_bundle
+from edgeseg.api.options import check_options, checkpoint_file, dice_limits, names
+from edgeseg.errors import Incomplete, UsageError
+from edgeseg.targets.registry import default_targets
+from edgeseg.validation import paths_as_path
 
 DEFAULT_TARGETS = tuple(default_targets())  # the registry's: onnxruntime, openvino, tensorrt
 # CompressConfig fields that are named parameters of compress() (or filled in by it)
@@ -19,15 +19,15 @@ _NAMED = {"checkpoint", "out", "precision", "targets", "calib", "prune", "eval_d
 
 
 def _tuning_fields() -> set[str]:
-    from ..tuning.accuracy_aware import AccuracyAwareSettings
+    from edgeseg.tuning.accuracy_aware import AccuracyAwareSettings
 
     return {f.name for f in dataclasses.fields(AccuracyAwareSettings)} - {"limits"}
 
 
 def compress_options() -> list[str]:
     """The keyword options of :func:`compress` beyond its named parameters: the fields of
-    :class:`edgeseg.compress.CompressConfig` and the accuracy-aware search's settings."""
-    from ..compress import CompressConfig
+    :class:`edgeseg.compression.pipeline.CompressConfig` and the accuracy-aware search's settings."""
+    from edgeseg.compression.pipeline import CompressConfig
 
     return sorted((set(CompressConfig.__dataclass_fields__) - _NAMED) | _tuning_fields())
 
@@ -47,9 +47,9 @@ def compress(model, *, calibration: str | os.PathLike | Iterable | None = None,
     ``out`` defaults to ``<checkpoint stem>.bundle`` in the current folder. Other keyword options: see
     :func:`compress_options`; an unknown one, or a limit a target cannot meet (unless ``allow_miss=True``; the
     bundle is written), raises :class:`EdgesegError`."""
-    from ..compress import CompressConfig
-    from ..compress import compress as run_compress
-    from ..housekeeping import work_dir
+    from edgeseg.compression.pipeline import CompressConfig
+    from edgeseg.compression.pipeline import compress as run_compress
+    from edgeseg.housekeeping import work_dir
 
     check_options(options, compress_options(), "compress()")
     tuning = {k: options.pop(k) for k in list(options) if k in _tuning_fields()}
@@ -62,7 +62,7 @@ def compress(model, *, calibration: str | os.PathLike | Iterable | None = None,
         cfg.calib = _calibration_file(calibration, transform, cfg, work)
         manifest = run_compress(cfg)
     if cfg.accuracy_aware is not None and not cfg.accuracy_aware.allow_miss:
-        from ..tuning.accuracy_aware import missed_targets
+        from edgeseg.tuning.accuracy_aware import missed_targets
 
         if missed := missed_targets(manifest):
             raise Incomplete(f"the Dice limits could not be met for {', '.join(missed)} within the budget; the "
@@ -78,7 +78,7 @@ def _accuracy_aware(max_dice_drop, tuning: dict, precision: str):
         return None
     if precision != "int8":
         raise UsageError("max_dice_drop tunes INT8 artifacts; use it with precision='int8'")
-    from ..tuning.accuracy_aware import AccuracyAwareSettings
+    from edgeseg.tuning.accuracy_aware import AccuracyAwareSettings
 
     settings = AccuracyAwareSettings(dice_limits(max_dice_drop), **tuning)
     paths_as_path(settings)
@@ -87,7 +87,7 @@ def _accuracy_aware(max_dice_drop, tuning: dict, precision: str):
 
 def _calibration_file(calibration, transform, cfg, work: Path) -> Path | None:
     """What ``CompressConfig.calib`` takes: a dataset folder or a ``.npz`` (a set or images saved into ``work``)."""
-    from ..calibration import CalibrationSet, calibration_from_arrays, save_calibration
+    from edgeseg.calibration import CalibrationSet, calibration_from_arrays, save_calibration
 
     given_as_files = calibration is None or isinstance(calibration, (str, os.PathLike, CalibrationSet))
     if transform is not None and given_as_files:
@@ -104,8 +104,8 @@ def _calibration_file(calibration, transform, cfg, work: Path) -> Path | None:
         raise UsageError(f"calibration: expected a folder, a .npz, a CalibrationSet or an iterable of images, got "
                            f"{type(calibration).__name__}")
     if not isinstance(calibration, CalibrationSet):
-        from ..checkpoint import read_spec
-        from ..compress import deployment_sizes, resolve_profiles
+        from edgeseg.checkpoint import read_spec
+        from edgeseg.compression.pipeline import deployment_sizes, resolve_profiles
 
         spec = read_spec(cfg.checkpoint)
         sizes = deployment_sizes(resolve_profiles(cfg), spec.preprocessing.size)

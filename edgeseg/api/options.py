@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..errors import UsageError
+from edgeseg.errors import UsageError
 
 
 def check_options(options: dict, allowed: Iterable[str], call: str) -> None:
@@ -26,8 +26,8 @@ def names(value: str | Iterable[str]) -> list[str]:
 def dice_limits(max_dice_drop: float | str | dict):
     """Dice limits in points as :class:`~edgeseg.tuning.search.DiceLimits`: ``0.5``, ``"lung=0.3,nodule=1"``,
     ``"0.5,nodule=1"`` or ``{"nodule": 1.0}`` (labels not named: 0.5 points)."""
-    from ..gate.check import parse_dice_limits
-    from ..tuning.search import DiceLimits
+    from edgeseg.gating.check import parse_dice_limits
+    from edgeseg.tuning.search import DiceLimits
 
     default, per_label = parse_dice_limits(max_dice_drop)
     return DiceLimits.parse(0.5 if default is None else default, ",".join(f"{k}={v}" for k, v in per_label.items()))
@@ -36,7 +36,7 @@ def dice_limits(max_dice_drop: float | str | dict):
 def _model_and_spec(model, spec):
     """``(checkpoint path, None)`` or ``(module, spec)``; a ``(module, spec)`` pair as ``load_checkpoint`` returns
     it counts as a module with its spec."""
-    from ..checkpoint import CheckpointSpec
+    from edgeseg.checkpoint import CheckpointSpec
 
     if isinstance(model, tuple) and len(model) == 2 and spec is None:
         model, spec = model
@@ -57,7 +57,7 @@ def checkpoint_file(model, spec, folder: Path) -> Path:
     model, spec = _model_and_spec(model, spec)
     if spec is None:
         return model
-    from ..checkpoint import save_checkpoint
+    from edgeseg.checkpoint import save_checkpoint
 
     return save_checkpoint(Path(folder) / f"{spec.arch}.ckpt", model, spec)
 
@@ -67,7 +67,7 @@ def loaded_model(model, spec):
     model, spec = _model_and_spec(model, spec)
     if spec is not None:
         return model, spec
-    from ..checkpoint import load_checkpoint
+    from edgeseg.checkpoint import load_checkpoint
 
     return load_checkpoint(model)
 
@@ -77,6 +77,6 @@ def model_spec(model, spec):
     model, spec = _model_and_spec(model, spec)
     if spec is not None:
         return spec
-    from ..checkpoint import read_spec
+    from edgeseg.checkpoint import read_spec
 
     return read_spec(model)

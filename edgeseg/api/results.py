@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, UsageError
-from .bundle import Bundle
-from .options import check_options, dice_limits, names
+from edgeseg.api.bundle import Bundle
+from edgeseg.api.options import check_options, dice_limits, names
+from edgeseg.errors import InputError, UsageError
 
 
 @dataclass
@@ -23,7 +23,7 @@ class BenchResult:
     @classmethod
     def read(cls, path: str | os.PathLike) -> BenchResult:
         """A result JSON written by ``edgeseg bench`` or :meth:`write` (checked against its schema)."""
-        from ..bench.schema import read_result
+        from edgeseg.benchmark.schema import read_result
 
         return cls(read_result(path))
 
@@ -41,21 +41,21 @@ class BenchResult:
         return json.dumps(self.data, indent=1, allow_nan=False) + "\n"
 
     def to_markdown(self) -> str:
-        from ..bench.report import markdown_report
+        from edgeseg.benchmark.report import markdown_report
 
         return markdown_report(self.data)
 
     def plot(self, path: str | os.PathLike) -> Path | None:
         """The latency-against-Dice plot as a PNG at ``path``; None without matplotlib or anything timed."""
-        from ..bench.plot import plot_pareto
+        from edgeseg.benchmark.plot import plot_pareto
 
         return plot_pareto(self.data, path)
 
     def write(self, path: str | os.PathLike, force: bool = False) -> dict[str, Path]:
         """Write ``path`` (``.json``) and beside it the Markdown (``.md``) and the plot (``.png``), as ``edgeseg bench
         --out`` does; an existing file is replaced only with ``force`` and only if edgeseg wrote it."""
-        from ..bench.report import write_reports
-        from ..overwrite import check_overwrite
+        from edgeseg.benchmark.report import write_reports
+        from edgeseg.overwrite import check_overwrite
 
         path = Path(path)
         if path.suffix != ".json":
@@ -68,10 +68,10 @@ def bench(bundle: Bundle | str | os.PathLike, data: str | os.PathLike, *,
           max_dice_drop: float | str | dict | None = None, **options: Any) -> BenchResult:
     """Measure every artifact of ``bundle`` and the FP32 reference on the cases of ``data`` (``edgeseg bench``):
     Dice and drift per label, latency, the verdict. Options: the fields of
-    :class:`edgeseg.bench.harness.BenchConfig` (``split``, ``max_cases``, ``backends``, ``threads``, ``repeats``,
+    :class:`edgeseg.benchmark.harness.BenchConfig` (``split``, ``max_cases``, ``backends``, ``threads``, ``repeats``,
     ``rounds``, ``latency``, ``compare_baselines``, …); ``max_dice_drop`` sets the verdict's limits (points,
     ``"lung=0.3,nodule=1"`` or a dict; default 0.5)."""
-    from ..bench.harness import BenchConfig, run_bench
+    from edgeseg.benchmark.harness import BenchConfig, run_bench
 
     check_options(options, set(BenchConfig.__dataclass_fields__) - {"bundle", "data", "limits"}, "bench()")
     if max_dice_drop is not None:
@@ -94,7 +94,7 @@ class GateReport:
 
     @property
     def checks(self) -> list:
-        """:class:`edgeseg.gate.check.Check` records: artifact, check, passed, baseline, current, limit, message."""
+        """:class:`edgeseg.gating.check.Check` records: artifact, check, passed, baseline, current, limit, message."""
         return self.report["checks"]
 
     @property
@@ -110,7 +110,7 @@ class GateReport:
 
     def write_junit(self, path: str | os.PathLike) -> None:
         """The checks as JUnit XML, which CI systems show as test results."""
-        from ..gate.junit import write_junit
+        from edgeseg.gating.junit import write_junit
 
         write_junit(self.report, Path(path))
 
@@ -118,10 +118,10 @@ class GateReport:
 def gate(results, baseline, limits=None) -> GateReport:
     """Judge bench ``results`` (one or a list of paths, dicts or :class:`BenchResult`; repeated runs are pooled)
     against ``baseline`` (a baseline file from ``edgeseg gate --update-baseline``, its dict, or bench results to
-    make one from) under ``limits`` (a :class:`edgeseg.gate.GateLimits`, a dict of its fields — ``"10%"`` and
+    make one from) under ``limits`` (a :class:`edgeseg.gating.GateLimits`, a dict of its fields — ``"10%"`` and
     ``"lung=0.3"`` forms accepted — or None for the defaults). Unlike ``edgeseg gate`` no confirmation run is
     made: when latency fails, bench again and gate both results with ``limits={"every_run": True}``."""
-    from ..gate import gate_runs
+    from edgeseg.gating import gate_runs
 
     runs = [_result(r) for r in (results if isinstance(results, (list, tuple)) else [results])]
     return GateReport(gate_runs(runs, _baseline(baseline), _limits(limits)))
@@ -129,7 +129,7 @@ def gate(results, baseline, limits=None) -> GateReport:
 
 def _result(result) -> dict:
     """A bench result's dict from a path, a dict (checked against the schema) or a :class:`BenchResult`."""
-    from ..bench.schema import read_result, validate_result
+    from edgeseg.benchmark.schema import read_result, validate_result
 
     if isinstance(result, BenchResult):
         return result.data
@@ -143,8 +143,8 @@ def _result(result) -> dict:
 
 
 def _baseline(baseline) -> dict:
-    from ..gate import make_baseline, read_baseline
-    from ..gate.baseline import BASELINE_SCHEMA
+    from edgeseg.gating import make_baseline, read_baseline
+    from edgeseg.gating.baseline import BASELINE_SCHEMA
 
     if isinstance(baseline, (str, os.PathLike)):
         return read_baseline(Path(baseline))
@@ -155,8 +155,8 @@ def _baseline(baseline) -> dict:
 
 
 def _limits(limits):
-    from ..gate import GateLimits
-    from ..gate.check import parse_dice_limits, parse_fraction
+    from edgeseg.gating import GateLimits
+    from edgeseg.gating.check import parse_dice_limits, parse_fraction
 
     if isinstance(limits, GateLimits):
         return dataclasses.replace(limits)

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
-from .options import check_options, loaded_model, model_spec
+from edgeseg.api.options import check_options, loaded_model, model_spec
+from edgeseg.errors import UsageError
 
 
 @dataclass
@@ -28,13 +28,13 @@ class TrainResult:
 
 def train(data: str | os.PathLike, *, out: str | os.PathLike, force: bool = False, **options: Any) -> TrainResult:
     """Train a model on the nnU-Net dataset ``data`` and save the best checkpoint (by validation Dice) to ``out``
-    (``edgeseg train``). Options: the fields of :class:`edgeseg.train.TrainConfig` (``arch``, ``size``,
+    (``edgeseg train``). Options: the fields of :class:`edgeseg.training.trainer.TrainConfig` (``arch``, ``size``,
     ``epochs``, ``time_limit_minutes``, ``max_steps``, ``arch_kwargs``, …). An existing ``out`` is replaced only
     with ``force`` and only if edgeseg wrote it."""
-    from ..checkpoint import read_spec
-    from ..overwrite import check_overwrite
-    from ..train import TrainConfig
-    from ..train import train as run_train
+    from edgeseg.checkpoint import read_spec
+    from edgeseg.overwrite import check_overwrite
+    from edgeseg.training.trainer import TrainConfig
+    from edgeseg.training.trainer import train as run_train
 
     check_options(options, set(TrainConfig.__dataclass_fields__) - {"data"}, "train()")
     check_overwrite(out, force=force)
@@ -53,7 +53,7 @@ class Evaluation:
 def evaluate(model, data: str | os.PathLike, *, split: str = "val", spec=None) -> Evaluation:
     """Score a checkpoint (path, or loaded model with ``spec=``) on ``split`` of ``data``: ``val`` = the
     checkpoint's held-back cases, ``train``, ``all``, or ``test`` (imagesTs/labelsTs)."""
-    from ..evaluate import evaluate_checkpoint, evaluation_document
+    from edgeseg.evaluation import evaluate_checkpoint, evaluation_document
 
     module, spec = loaded_model(model, spec)
     result = evaluation_document(evaluate_checkpoint(module, spec, data, split))
@@ -74,9 +74,9 @@ def prune(model, data: str | os.PathLike, *, out: str | os.PathLike, ratio: floa
     """Structured pruning (``edgeseg prune``) of a checkpoint (path, or loaded model with ``spec=``, pruned in
     place): ``ratio`` of the channels removed from every prunable group, or down to ``macs`` (a share of the
     MACs); BatchNorm re-estimated on training images of ``data``, optional recovery fine-tune; saved to ``out``."""
-    from ..checkpoint import save_checkpoint
-    from ..overwrite import check_overwrite
-    from ..prune.pipeline import PruneSettings, prune_on_dataset
+    from edgeseg.checkpoint import save_checkpoint
+    from edgeseg.overwrite import check_overwrite
+    from edgeseg.pruning.pipeline import PruneSettings, prune_on_dataset
 
     check_overwrite(out, force=force)
     module, spec = loaded_model(model, spec)
@@ -93,8 +93,8 @@ def calibrate(data: str | os.PathLike | Iterable, checkpoint=None, *, spec=None,
     model with ``spec=``, or ``spec=`` alone): from a dataset folder (``size`` samples of ``split`` chosen by
     ``strategy``, as ``edgeseg calibrate``) or from an iterable of raw images (the first ``size``, ``transform``
     applied first). Also written to ``out`` (``.npz``) when given."""
-    from ..calibration import build_calibration_set, calibration_from_arrays, save_calibration
-    from ..overwrite import check_overwrite
+    from edgeseg.calibration import build_calibration_set, calibration_from_arrays, save_calibration
+    from edgeseg.overwrite import check_overwrite
 
     if checkpoint is None and spec is None:
         raise UsageError("calibrate() needs the checkpoint (or spec=) whose preprocessing the inputs get")

@@ -12,12 +12,12 @@ import hashlib
 import json
 from pathlib import Path
 
-from ..errors import EdgesegError, InputError, VerificationError
-from ..validation import FieldError
-from .contents import check_contents
-from .members import artifact_bytes, member_path, read_verified, unlisted_files
-from .schema import SCHEMA, SCHEMA_VERSION, check_header, check_manifest
-from .staging import check_replaceable, staging_dir
+from edgeseg.bundle.contents import check_contents
+from edgeseg.bundle.members import artifact_bytes, member_path, read_verified, unlisted_files
+from edgeseg.bundle.schema import SCHEMA, SCHEMA_VERSION, check_header, check_manifest
+from edgeseg.bundle.staging import check_replaceable, staging_dir
+from edgeseg.errors import EdgesegError, InputError, VerificationError
+from edgeseg.validation import FieldError
 
 MANIFEST = "manifest.json"
 DIGEST_KEY = "manifest_sha256"
@@ -34,8 +34,8 @@ def tool_versions() -> dict[str, str]:
     each registered target's (``Target.tool_versions``), torch-pruning's and numpy's."""
     import platform
 
-    from ..targets.base import dist_versions
-    from ..targets.registry import runtime_tool_versions
+    from edgeseg.targets.base import dist_versions
+    from edgeseg.targets.registry import runtime_tool_versions
 
     return {"python": platform.python_version(), **dist_versions("edgeseg"), **runtime_tool_versions(),
             **dist_versions("torch-pruning", "numpy")}
@@ -59,7 +59,7 @@ def manifest_digest(manifest: dict) -> str:
 
 
 def _write(bundle_dir: Path, manifest: dict) -> dict:
-    from ..data.io import atomic_write
+    from edgeseg.data.io import atomic_write
 
     manifest = {k: v for k, v in manifest.items() if k != DIGEST_KEY}
     manifest[DIGEST_KEY] = manifest_digest(manifest)

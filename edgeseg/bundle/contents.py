@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
-from ..errors import EdgesegError, VerificationError
-from .onnx_scan import check_self_contained
+from edgeseg.bundle.onnx_scan import check_self_contained
+from edgeseg.errors import EdgesegError, VerificationError
 
 PREPROCESSING_KEY, LABELS_KEY = "edgeseg.preprocessing", "edgeseg.label_names"
 
@@ -29,7 +29,7 @@ def _openvino_metadata(data: bytes, rel: str) -> dict[str, str]:
 
 
 def _checkpoint_metadata(data: bytes, rel: str) -> dict[str, str]:
-    from ..checkpoint import _safetensors_header, _spec_from_header
+    from edgeseg.checkpoint import _safetensors_header, _spec_from_header
 
     spec = _spec_from_header(_safetensors_header(data, rel), rel)
     return {PREPROCESSING_KEY: json.dumps(spec.preprocessing.to_dict()), LABELS_KEY: json.dumps(spec.label_names)}

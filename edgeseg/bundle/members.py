@@ -12,7 +12,7 @@ import os
 import stat
 from pathlib import Path
 
-from ..errors import EdgesegError, VerificationError
+from edgeseg.errors import EdgesegError, VerificationError
 
 
 def check_relative(rel, field: str = "bundle path") -> list[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import EdgesegError, VerificationError
+from edgeseg.errors import EdgesegError, VerificationError
 
 # field numbers from onnx.proto
 _MODEL = {"graph": 7, "metadata_props": 14, "training_info": 20, "functions": 25}

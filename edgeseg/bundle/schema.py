@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import re
 
-from ..validation import (
+from edgeseg.bundle.members import check_relative
+from edgeseg.validation import (
     SHA256,
     expect_choice,
     expect_dict,
@@ -17,7 +18,6 @@ from ..validation import (
     expect_str_list,
     fail,
 )
-from .members import check_relative
 
 SCHEMA, SCHEMA_VERSION = "edgeseg-bundle", 2
 MIN_SCHEMA_VERSION = 2  # version 1 manifests carry no digest of their own content
@@ -52,7 +52,7 @@ def _check_entry(entry, field: str) -> None:
 
 
 def _check_artifact(artifact, field: str) -> None:
-    from ..targets.registry import target_names  # the registered runtimes (edgeseg's and outside ones)
+    from edgeseg.targets.registry import target_names  # the registered runtimes (edgeseg's and outside ones)
 
     expect_dict(artifact, field)
     for key in _INTERNAL_KEYS:
@@ -79,8 +79,8 @@ def _check_artifact(artifact, field: str) -> None:
 
 def check_manifest(manifest: dict) -> None:
     """Every field edgeseg acts on, typed and bounded (raises a one-line ``FieldError``)."""
-    from ..checkpoint import check_model_fields
-    from ..data.preprocessing import PreprocessSpec
+    from edgeseg.checkpoint import check_model_fields
+    from edgeseg.data.preprocessing import PreprocessSpec
 
     expect_str(manifest.get("manifest_sha256"), "manifest_sha256", pattern=SHA256)
     PreprocessSpec.from_dict(manifest.get("preprocessing"), "preprocessing")

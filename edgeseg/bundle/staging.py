@@ -12,8 +12,8 @@ import contextlib
 import shutil
 from pathlib import Path
 
-from ..housekeeping import owner_tag, sweep_stale, temp_dir
-from ..overwrite import check_replace, json_object
+from edgeseg.housekeeping import owner_tag, sweep_stale, temp_dir
+from edgeseg.overwrite import check_replace, json_object
 
 
 def _bundle_listing(folder: Path) -> set[str] | None:

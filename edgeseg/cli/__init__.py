@@ -6,8 +6,8 @@ imports the groups, which registers their commands.
 """
 # the order of registration is the order of `edgeseg --help`
 # isort: off
-from . import train, demo, deploy, bundle, bench, gate, infer, tuning  # noqa: F401
+from edgeseg.cli import train, demo, deploy, bundle, bench, gate, infer, tuning  # noqa: F401
 # isort: on
-from .app import app, main
+from edgeseg.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -1,4 +1,4 @@
 """``python -m edgeseg.cli``: the ``edgeseg`` command line."""
-from . import main
+from edgeseg.cli import main
 
 main()

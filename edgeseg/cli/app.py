@@ -21,8 +21,8 @@ try:  # typer ≥ 0.24 vendors click
 except ImportError:  # pragma: no cover — older typer on click
     from click.exceptions import UsageError as ClickUsageError
 
-from .. import __version__
-from ..errors import EdgesegError, Incomplete, InputError, LimitBroken, UsageError, VerificationError
+from edgeseg import __version__
+from edgeseg.errors import EdgesegError, Incomplete, InputError, LimitBroken, UsageError, VerificationError
 
 # ── exit codes: the one table (docs/cli.md) ───────────────────────────────────────────────────────────────────
 EXIT_OK = 0
@@ -97,7 +97,7 @@ class ConsoleHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            from ..progress import console
+            from edgeseg.progress import console
 
             text = record.getMessage()
             if record.levelno >= logging.WARNING:
@@ -185,8 +185,8 @@ def say(text: str, json_mode: bool = False) -> None:
 
 def result_console(json_mode: bool = False):
     """Where result tables go: stdout's console, or stderr's when stdout carries the --json result."""
-    from ..progress import console as stderr_console
-    from ..report import console as stdout_console
+    from edgeseg.progress import console as stderr_console
+    from edgeseg.report import console as stdout_console
 
     return stderr_console if json_mode else stdout_console
 
@@ -214,7 +214,7 @@ def print_scores(result: dict) -> None:
     """Per-label Dice and IoU of an evaluation as a table (on stderr, as before)."""
     from rich.table import Table
 
-    from ..progress import console
+    from edgeseg.progress import console
 
     table = Table(title=f"{result.get('dataset', '')} · {result.get('split', '')} · {result['num_cases']} cases")
     table.add_column("label")

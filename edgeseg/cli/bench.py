@@ -1,4 +1,4 @@
-"""Command ``edgeseg bench``: a thin layer over :func:`edgeseg.bench.harness.run_bench`."""
+"""Command ``edgeseg bench``: a thin layer over :func:`edgeseg.benchmark.harness.run_bench`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,8 +6,7 @@ from typing import Optional
 
 import typer
 
-from ..errors import Incomplete, UsageError, VerificationError
-from .app import (
+from edgeseg.cli.app import (
     JsonFlag,
     Split,
     app,
@@ -20,6 +19,7 @@ from .app import (
     user_errors,
     value,
 )
+from edgeseg.errors import Incomplete, UsageError, VerificationError
 
 
 @app.command("bench")
@@ -51,10 +51,10 @@ def bench_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (from `e
     3 an artifact failed sha256 verification and was not run;
     4 something asked for (an artifact, --baseline-checkpoint, a baseline, a latency) was not measured.
     """
-    from ..bench.harness import BenchConfig, run_bench
-    from ..bench.report import print_bench_summary, write_reports
-    from ..overwrite import check_overwrite
-    from ..tuning.search import DiceLimits
+    from edgeseg.benchmark.harness import BenchConfig, run_bench
+    from edgeseg.benchmark.report import print_bench_summary, write_reports
+    from edgeseg.overwrite import check_overwrite
+    from edgeseg.tuning.search import DiceLimits
 
     if out.suffix != ".json":
         raise UsageError(f"--out must name a .json file, got {out}")

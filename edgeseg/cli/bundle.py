@@ -6,8 +6,8 @@ from typing import Optional
 
 import typer
 
-from ..errors import VerificationError
-from .app import JsonFlag, app, exit_code, print_json, user_errors
+from edgeseg.cli.app import JsonFlag, app, exit_code, print_json, user_errors
+from edgeseg.errors import VerificationError
 
 
 @app.command("verify")
@@ -20,7 +20,7 @@ def verify_cmd(bundle: Path = typer.Argument(..., help="Bundle directory."),
     every listed file (inside the bundle, regular, sha256), self-contained ONNX, embedded preprocessing and
     labels equal to the manifest's. Exit 3 on a failed file or a manifest whose digest does not match, 2 on an
     unusable manifest."""
-    from ..bundle import read_manifest, unlisted_files, verify_bundle
+    from edgeseg.bundle import read_manifest, unlisted_files, verify_bundle
 
     manifest = read_manifest(bundle, expect_digest)
     problems = verify_bundle(bundle)
@@ -48,7 +48,7 @@ def verify_cmd(bundle: Path = typer.Argument(..., help="Bundle directory."),
 def build_engine_cmd(bundle: Path = typer.Argument(..., help="Bundle directory."),
                      artifact: Optional[str] = typer.Option(None, help="Only this TensorRT artifact.")):
     """Build TensorRT engines for this GPU from the bundle's TensorRT ONNX (run it on the deployment device)."""
-    from ..targets.tensorrt import build_bundle_engines
+    from edgeseg.targets.tensorrt import build_bundle_engines
 
     for name, path in build_bundle_engines(bundle, artifact):
         typer.echo(f"built {name}: {path}")
@@ -60,8 +60,8 @@ def prepare_engine_cmd(bundle: Path = typer.Argument(..., help="Bundle directory
                        cache: Path = typer.Option(..., help="Engine cache folder (e.g. a volume that outlives the container)."),
                        artifact: Optional[str] = typer.Option(None, help="The TensorRT artifact (default: the bundle's first).")):
     """Build (first start) or reuse the TensorRT engine for this device in CACHE; prints its path."""
-    from ..bundle import load_bundle
-    from ..targets.tensorrt import ensure_engine, tensorrt_artifacts
+    from edgeseg.bundle import load_bundle
+    from edgeseg.targets.tensorrt import ensure_engine, tensorrt_artifacts
 
     engine, built = ensure_engine(bundle, tensorrt_artifacts(load_bundle(bundle), bundle, artifact)[0], cache)
     typer.echo(f"{'built' if built else 'reused'} {engine}")
@@ -71,7 +71,7 @@ def prepare_engine_cmd(bundle: Path = typer.Argument(..., help="Bundle directory
 @user_errors
 def profiles_cmd(json_out: JsonFlag = False):
     """List the target profiles (``export/*.toml``)."""
-    from ..targets import list_profiles, load_profile
+    from edgeseg.targets import list_profiles, load_profile
 
     profiles = {name: load_profile(name) for name in list_profiles()}
     if json_out:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from .app import app, data_app, print_scores, user_errors
+from edgeseg.cli.app import app, data_app, print_scores, user_errors
 
 
 @data_app.command("phantom")
@@ -17,7 +17,7 @@ def phantom_cmd(out: Path = typer.Argument(..., help="Folder to create."),
                 channels: int = typer.Option(1, help="Channels (modalities) per case."),
                 seed: int = typer.Option(0)):
     """Write a synthetic phantom dataset (organ ellipses with lesions) in the nnU-Net layout."""
-    from ..data import write_phantom_dataset
+    from edgeseg.data import write_phantom_dataset
 
     write_phantom_dataset(out, cases=cases, size=size, dims=dims, channels=channels, seed=seed)
     typer.echo(f"wrote {cases} phantom cases to {out}")
@@ -29,8 +29,8 @@ def demo_cmd(workdir: Path = typer.Option(Path("edgeseg-demo"), help="Folder for
              compress: bool = typer.Option(True, "--compress/--no-compress",
                                            help="Also compress the checkpoint to an INT8 bundle (the main job).")):
     """The embedded default: phantom data + the bundled checkpoint, evaluated and compressed end to end."""
-    from ..demo import run_demo
-    from ..report import print_compress_summary
+    from edgeseg.demo import run_demo
+    from edgeseg.report import print_compress_summary
 
     result, manifest = run_demo(workdir, compress)
     print_scores(result)

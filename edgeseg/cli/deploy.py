@@ -6,8 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import Incomplete, UsageError
-from .app import CalibMethod, Precision, Split, Strategy, app, force_option, split_list, user_errors, value
+from edgeseg.cli.app import CalibMethod, Precision, Split, Strategy, app, force_option, split_list, user_errors, value
+from edgeseg.errors import Incomplete, UsageError
 
 
 def _parse_sizes(text: Optional[str]) -> Optional[list[tuple[int, ...]]]:
@@ -32,9 +32,9 @@ def calibrate_cmd(data: Optional[Path] = typer.Argument(None, help="Dataset fold
                   seed: int = typer.Option(0),
                   force: bool = force_option("Overwrite an existing file.")):
     """Build a calibration set: real cases, chosen by a recorded strategy, preprocessed as the model expects."""
-    from ..calibration import build_calibration_set, load_recipe, save_calibration
-    from ..checkpoint import read_spec
-    from ..overwrite import check_overwrite
+    from edgeseg.calibration import build_calibration_set, load_recipe, save_calibration
+    from edgeseg.checkpoint import read_spec
+    from edgeseg.overwrite import check_overwrite
 
     check_overwrite(out, force=force)
     options = {"size": size, "strategy": value(strategy), "split": value(split), "seed": seed,
@@ -113,14 +113,14 @@ def compress_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt)
     cfg = compress_config(**locals())
     import torch  # noqa: F401  (the full install: on the runtime-only one, say so before reading anything)
 
-    from ..compress import compress
-    from ..report import print_compress_summary
+    from edgeseg.compression.pipeline import compress
+    from edgeseg.report import print_compress_summary
 
     manifest = compress(cfg)
     print_compress_summary(manifest)
     typer.echo(f"wrote {out} ({len(manifest['artifacts'])} artifacts, {manifest['compress_seconds']:.0f} s)")
     if cfg.accuracy_aware is not None:
-        from ..tuning.accuracy_aware import missed_targets, print_accuracy_aware
+        from edgeseg.tuning.accuracy_aware import missed_targets, print_accuracy_aware
 
         print_accuracy_aware(manifest["accuracy_aware"])
         missed = missed_targets(manifest)
@@ -132,14 +132,14 @@ def compress_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt)
 def compress_config(*, checkpoint, out, int8, precision, targets, target_profile, no_preset, quantize, max_dice_drop,
                     per_label, tune_data, tune_cases, budget_minutes, allow_miss, eval_cases, calib_strategy,
                     calib_method, **same):
-    """The :class:`edgeseg.compress.CompressConfig` of ``compress``'s options (``same``: fields of the same name)."""
-    from ..compress import CompressConfig
+    """The :class:`edgeseg.compression.pipeline.CompressConfig` of ``compress``'s options (``same``: fields of the same name)."""
+    from edgeseg.compression.pipeline import CompressConfig
 
     precision = "int8" if int8 else value(precision)
     tuning = None
     if max_dice_drop is not None or per_label:
-        from ..tuning.accuracy_aware import AccuracyAwareSettings
-        from ..tuning.search import DiceLimits
+        from edgeseg.tuning.accuracy_aware import AccuracyAwareSettings
+        from edgeseg.tuning.search import DiceLimits
 
         if precision != "int8":
             raise UsageError("--max-dice-drop tunes INT8 artifacts; use it with --int8")
@@ -163,10 +163,10 @@ def prune_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt).")
               calib_images: int = typer.Option(32, help="Training images for channel statistics and BatchNorm."),
               force: bool = force_option("Overwrite an existing file.")):
     """Structured pruning (channels, attention heads) + BatchNorm re-estimation + optional recovery → a pruned checkpoint."""
-    from ..checkpoint import load_checkpoint, save_checkpoint
-    from ..overwrite import check_overwrite
-    from ..prune.pipeline import PruneSettings, prune_on_dataset
-    from ..report import pruning_steps
+    from edgeseg.checkpoint import load_checkpoint, save_checkpoint
+    from edgeseg.overwrite import check_overwrite
+    from edgeseg.pruning.pipeline import PruneSettings, prune_on_dataset
+    from edgeseg.report import pruning_steps
 
     check_overwrite(out, force=force)
     if (ratio is None) == (macs is None):

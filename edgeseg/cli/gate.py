@@ -1,4 +1,4 @@
-"""Command ``edgeseg gate``: a thin layer over :mod:`edgeseg.gate`. Exit 0 within limits, 1 when a limit is
+"""Command ``edgeseg gate``: a thin layer over :mod:`edgeseg.gating`. Exit 0 within limits, 1 when a limit is
 broken, 2 on unusable input."""
 from __future__ import annotations
 
@@ -8,8 +8,19 @@ from typing import Optional
 
 import typer
 
-from ..errors import InputError, UsageError
-from .app import EXIT_FAILED, GateMode, JsonFlag, Metric, app, print_json, result_console, say, user_errors, value
+from edgeseg.cli.app import (
+    EXIT_FAILED,
+    GateMode,
+    JsonFlag,
+    Metric,
+    app,
+    print_json,
+    result_console,
+    say,
+    user_errors,
+    value,
+)
+from edgeseg.errors import InputError, UsageError
 
 
 @app.command("gate")
@@ -37,11 +48,11 @@ def gate_cmd(results: list[Path] = typer.Argument(..., help="One or more `edgese
     1 a limit is broken (latency: confirmed by the second run: pooled beyond the band, each run over half the limit);
     2 unusable input: unreadable or other-class results, other cases, latency from fewer than 6 rounds, a baseline write over another model's baseline or over a file that is not one.
     """
-    from ..bench.schema import read_result
-    from ..gate import device_class, gate_runs, read_baseline
-    from ..gate.junit import write_junit
-    from ..gate.report import gate_document, print_gate
-    from ..overwrite import check_overwrite
+    from edgeseg.benchmark.schema import read_result
+    from edgeseg.gating import device_class, gate_runs, read_baseline
+    from edgeseg.gating.junit import write_junit
+    from edgeseg.gating.report import gate_document, print_gate
+    from edgeseg.overwrite import check_overwrite
 
     if junit:  # rewritten on every CI run: replaced only when edgeseg wrote it
         check_overwrite(junit, force=True)
@@ -80,9 +91,9 @@ def gate_cmd(results: list[Path] = typer.Argument(..., help="One or more `edgese
 def _gate_limits(limits: Optional[Path], max_latency_regression: Optional[str], max_dice_drop: Optional[str],
                  metric: Optional[str], mode: Optional[str], allow_vanished: list[str], allow_device_mismatch: bool,
                  every_run: bool):
-    """The :class:`edgeseg.gate.GateLimits` of the limits file, overridden by the options given."""
-    from ..gate import GateLimits
-    from ..gate.check import load_limits_file, parse_dice_limits, parse_fraction
+    """The :class:`edgeseg.gating.GateLimits` of the limits file, overridden by the options given."""
+    from edgeseg.gating import GateLimits
+    from edgeseg.gating.check import load_limits_file, parse_dice_limits, parse_fraction
 
     settings = load_limits_file(limits) if limits else {}
     if max_latency_regression is not None:
@@ -97,8 +108,8 @@ def _gate_limits(limits: Optional[Path], max_latency_regression: Optional[str], 
 
 def _update_baseline(runs: list[dict], results: list[Path], path: Path, replace: bool, json_out: bool) -> None:
     """``--update-baseline``: write the baseline of ``runs`` at ``path`` and say what it replaced."""
-    from ..gate import describe_baseline, make_baseline, write_baseline
-    from ..gate.check import ASSUMED_RUN_SIGMA, Z
+    from edgeseg.gating import describe_baseline, make_baseline, write_baseline
+    from edgeseg.gating.check import ASSUMED_RUN_SIGMA, Z
 
     content = make_baseline(runs, [str(p) for p in results])
     old = write_baseline(content, path, replace_other=replace)
@@ -117,12 +128,12 @@ def _update_baseline(runs: list[dict], results: list[Path], path: Path, replace:
 def _confirmation_run(first: Path, result: dict, json_out: bool = False) -> tuple[dict | None, str]:
     """Bench the bundle of ``result`` again with its recorded settings (latency of batch 1 only), write the
     result beside ``first`` as ``<name>.confirm.json``; ``(result, note)``, or ``(None, why not)``."""
-    from ..bench.harness import BenchConfig, run_bench
-    from ..bench.schema import read_result
-    from ..bundle import MANIFEST
-    from ..data.io import atomic_write
-    from ..overwrite import check_replace, json_schema_is
-    from ..util import file_sha256
+    from edgeseg.benchmark.harness import BenchConfig, run_bench
+    from edgeseg.benchmark.schema import read_result
+    from edgeseg.bundle import MANIFEST
+    from edgeseg.data.io import atomic_write
+    from edgeseg.overwrite import check_replace, json_schema_is
+    from edgeseg.util import file_sha256
 
     bundle, data, s = Path(result["bundle"]["path"]), Path(result["data"]["root"]), result["settings"]
     if not (bundle / MANIFEST).is_file() or not data.is_dir():

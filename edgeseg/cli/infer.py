@@ -7,9 +7,9 @@ from typing import Optional
 
 import typer
 
-from ..errors import UsageError
-from ..infer.backend import backends
-from .app import EXIT_FAILED, app, choices, force_option, user_errors, value
+from edgeseg.cli.app import EXIT_FAILED, app, choices, force_option, user_errors, value
+from edgeseg.errors import UsageError
+from edgeseg.infer.backend import backends
 
 # auto and every registered target that infers, most preferred first: the registry's when the CLI starts, so
 # a target a plugin registers is a choice too
@@ -33,9 +33,9 @@ def infer_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (verifie
               max_voxels: Optional[int] = typer.Option(None, min=1, help="Refuse a volume with more voxels, from its header before decoding (default 2^27 = 134,217,728)."),
               force: bool = force_option("Replace outputs of a previous edgeseg run (listed in OUT/edgeseg-outputs.jsonl and unchanged since) and a previous --report; never any other file.")):
     """Segment images with a compressed bundle, using only its runtime."""
-    from ..data.io import atomic_write
-    from ..infer import InferConfig, run_infer
-    from ..infer.outputs import check_report_path
+    from edgeseg.data.io import atomic_write
+    from edgeseg.infer import InferConfig, run_infer
+    from edgeseg.infer.outputs import check_report_path
 
     if batch_size < 1:
         raise UsageError("--batch-size must be ≥ 1")

@@ -7,8 +7,7 @@ from typing import Optional
 
 import typer
 
-from ..errors import UsageError
-from .app import (
+from edgeseg.cli.app import (
     Amp,
     ArchArgs,
     Flip,
@@ -26,6 +25,7 @@ from .app import (
     user_errors,
     value,
 )
+from edgeseg.errors import UsageError
 
 FLIP_AXES = {"x": (-1,), "y": (-2,), "xy": (-1, -2), "none": ()}
 
@@ -33,7 +33,7 @@ FLIP_AXES = {"x": (-1,), "y": (-2,), "xy": (-1, -2), "none": ()}
 @app.command("models")
 def models_cmd(json_out: JsonFlag = False):
     """List the registered architectures."""
-    from ..models import list_models
+    from edgeseg.models import list_models
 
     models = list_models()
     if json_out:
@@ -67,9 +67,9 @@ def train_cmd(data: Path = typer.Option(..., help="Dataset folder (nnU-Net v2 ra
               max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimiser steps."),
               force: bool = force_option("Overwrite an existing checkpoint.")):
     """Train a model and save the best checkpoint (by validation Dice)."""
-    from ..checkpoint import read_spec
-    from ..overwrite import check_overwrite
-    from ..train import TrainConfig, train
+    from edgeseg.checkpoint import read_spec
+    from edgeseg.overwrite import check_overwrite
+    from edgeseg.training.trainer import TrainConfig, train
 
     check_overwrite(out, force=force)
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
@@ -97,10 +97,10 @@ def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt)
                  json_out: JsonFlag = False,
                  force: bool = force_option("Replace an earlier edgeseg result at --out.")):
     """Per-class Dice and IoU of a checkpoint on a dataset split."""
-    from ..checkpoint import load_checkpoint
-    from ..data.io import atomic_write
-    from ..evaluate import evaluate_checkpoint, evaluation_document
-    from ..overwrite import check_overwrite
+    from edgeseg.checkpoint import load_checkpoint
+    from edgeseg.data.io import atomic_write
+    from edgeseg.evaluation import evaluate_checkpoint, evaluation_document
+    from edgeseg.overwrite import check_overwrite
 
     if out:
         check_overwrite(out, force=force)
@@ -120,7 +120,7 @@ def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt)
 @user_errors
 def info_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt).")):
     """Print a checkpoint's spec (architecture, preprocessing, labels, data, metrics) as JSON."""
-    from ..checkpoint import read_spec
+    from edgeseg.checkpoint import read_spec
 
     spec = read_spec(checkpoint).to_dict()
     spec.get("training", {}).pop("history", None)
@@ -142,9 +142,9 @@ def import_cmd(weights: Path = typer.Argument(..., help="Foreign PyTorch state d
                out: Path = typer.Option(..., help="Checkpoint to write (.ckpt)."),
                force: bool = force_option("Replace an earlier edgeseg checkpoint at --out.")):
     """Convert a foreign state dict into an edgeseg checkpoint (pickles that would run code are refused)."""
-    from ..checkpoint import CheckpointSpec, import_weights
-    from ..data.preprocessing import PreprocessSpec
-    from ..overwrite import check_overwrite
+    from edgeseg.checkpoint import CheckpointSpec, import_weights
+    from edgeseg.data.preprocessing import PreprocessSpec
+    from edgeseg.overwrite import check_overwrite
 
     check_overwrite(out, force=force)
     names = [n.strip() for n in labels.split(",") if n.strip()]

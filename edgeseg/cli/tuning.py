@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .app import SensitivityMode, Split, app, force_option, user_errors, value
+from edgeseg.cli.app import SensitivityMode, Split, app, force_option, user_errors, value
 
 
 @app.command("sensitivity")
@@ -24,9 +24,9 @@ def sensitivity_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ck
                     out: Path = typer.Option(Path("sensitivity.json"), help="Result JSON; the bar chart (.png) goes beside it."),
                     force: bool = force_option("Overwrite existing result files.")):
     """Per-node Dice sensitivity of INT8 quantization (ranked table, JSON, PNG bar chart); builds no bundle."""
-    from ..overwrite import check_overwrite
-    from ..tuning.report import print_sensitivity, write_sensitivity
-    from ..tuning.sensitivity import SensitivityConfig, measure_sensitivity
+    from edgeseg.overwrite import check_overwrite
+    from edgeseg.tuning.report import print_sensitivity, write_sensitivity
+    from edgeseg.tuning.sensitivity import SensitivityConfig, measure_sensitivity
 
     check_overwrite(out, out.with_suffix(".png"), force=force)
     result = measure_sensitivity(SensitivityConfig(checkpoint=checkpoint, calib=calib, data=data, split=value(split),

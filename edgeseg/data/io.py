@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EdgesegError, InputError, UsageError
+from edgeseg.errors import EdgesegError, InputError, UsageError
 
 IMAGE_2D_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 NIFTI_EXTS = (".nii.gz", ".nii")
@@ -98,7 +98,7 @@ def read_label(path: str | Path) -> tuple[np.ndarray, Geometry]:
 
 def atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)`` then rename onto ``path``: a reader never sees a half-written file."""
-    from ..housekeeping import temp_file
+    from edgeseg.housekeeping import temp_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_file(f".{path.name}", file_extension(path), path.parent)  # named so a later run can sweep it

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EdgesegError
-from .io import Geometry, file_extension, read_array, read_label
+from edgeseg.data.io import Geometry, file_extension, read_array, read_label
+from edgeseg.errors import EdgesegError
 
 _CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 _FILE_DIGESTS: dict[tuple[str, int, int], bytes] = {}  # (path, size, mtime) → sha256: each file hashed once

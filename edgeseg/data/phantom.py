@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EdgesegError
-from .io import Geometry, atomic_write, write_array
+from edgeseg.data.io import Geometry, atomic_write, write_array
+from edgeseg.errors import EdgesegError
 
 LABELS = {"background": 0, "organ": 1, "lesion": 2}
 

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..errors import EdgesegError
+from edgeseg.errors import EdgesegError
 
 NORMALIZATIONS = ("zscore", "minmax", "ct_window", "none")
 RESIZE_MODES = ("resize", "pad")
@@ -94,7 +94,7 @@ class PreprocessSpec:
     @classmethod
     def from_dict(cls, d: dict, field: str = "preprocessing") -> "PreprocessSpec":
         """The spec from its JSON form; a wrong type or an impossible value names the field."""
-        from ..validation import (
+        from edgeseg.validation import (
             expect_choice,
             expect_dict,
             expect_int,

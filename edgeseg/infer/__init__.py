@@ -1,4 +1,4 @@
 """``edgeseg infer``: runtime-only segmentation of PNG/JPEG/TIFF, NIfTI and DICOM inputs with a bundle."""
-from .pipeline import InferConfig, run_infer
+from edgeseg.infer.pipeline import InferConfig, run_infer
 
 __all__ = ["InferConfig", "run_infer"]

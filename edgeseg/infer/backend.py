@@ -3,8 +3,8 @@ targets' ``infer_preference`` — TensorRT on an NVIDIA GPU (with an engine buil
 Runtime otherwise — and, within a runtime, the compressed artifact before the FP32 one."""
 from __future__ import annotations
 
-from ..errors import EdgesegError
-from ..targets import get_target, infer_order
+from edgeseg.errors import EdgesegError
+from edgeseg.targets import get_target, infer_order
 
 _PRECISION_ORDER = {"int8": 0, "fp16": 1, "bf16": 2, "fp32": 3}
 

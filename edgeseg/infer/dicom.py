@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.io import Geometry
-from ..errors import EdgesegError
+from edgeseg.data.io import Geometry
+from edgeseg.errors import EdgesegError
 
 
 def is_dicom_file(path: Path) -> bool:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.io import IMAGE_2D_EXTS, NIFTI_EXTS, Geometry, file_extension, read_array
-from ..errors import EdgesegError
-from .dicom import dicom_series_shape, is_dicom_series, read_dicom_series
+from edgeseg.data.io import IMAGE_2D_EXTS, NIFTI_EXTS, Geometry, file_extension, read_array
+from edgeseg.errors import EdgesegError
+from edgeseg.infer.dicom import dicom_series_shape, is_dicom_series, read_dicom_series
 
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.io import Geometry, atomic_write, write_array
-from ..errors import EdgesegError
-from ..overwrite import check_replace, json_object
-from ..util import file_sha256
+from edgeseg.data.io import Geometry, atomic_write, write_array
+from edgeseg.errors import EdgesegError
+from edgeseg.overwrite import check_replace, json_object
+from edgeseg.util import file_sha256
 
 LEDGER_NAME = "edgeseg-outputs.jsonl"
 _LEDGER_HEADER = {"edgeseg": "infer outputs", "schema_version": 1}

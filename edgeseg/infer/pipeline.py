@@ -14,16 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import load_bundle
-from ..checkpoint import CheckpointSpec
-from ..errors import EdgesegError
-from ..housekeeping import sweep_stale
-from ..inference import label_map, predict_logits
-from ..progress import progress_bar
-from ..targets import get_target
-from ..validation import paths_as_path
-from .backend import choose_artifact
-from .inputs import (
+from edgeseg.bundle import load_bundle
+from edgeseg.checkpoint import CheckpointSpec
+from edgeseg.errors import EdgesegError
+from edgeseg.housekeeping import sweep_stale
+from edgeseg.infer.backend import choose_artifact
+from edgeseg.infer.inputs import (
     MAX_PIXELS,
     MAX_VOXELS,
     InputItem,
@@ -35,7 +31,11 @@ from .inputs import (
     to_model_orientation,
     trained_orientation,
 )
-from .outputs import OutputLedger, output_paths, refuse_inputs_inside, write_outputs
+from edgeseg.infer.outputs import OutputLedger, output_paths, refuse_inputs_inside, write_outputs
+from edgeseg.inference import label_map, predict_logits
+from edgeseg.progress import progress_bar
+from edgeseg.targets import get_target
+from edgeseg.validation import paths_as_path
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def _open(cfg: InferConfig) -> tuple[CheckpointSpec, dict, dict, str]:
     artifact, why = choose_artifact(manifest, cfg.backend, cfg.artifact, cfg.engine_cache is not None)
     log.info("infer: backend: %s", why)
     if artifact["runtime"] == "tensorrt" and cfg.engine_cache is not None:
-        from ..targets.tensorrt import ensure_engine
+        from edgeseg.targets.tensorrt import ensure_engine
 
         engine, built = ensure_engine(Path(cfg.bundle), artifact, cfg.engine_cache)
         log.info("infer: TensorRT engine %s: %s", "built" if built else "reused", engine)

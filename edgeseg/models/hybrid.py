@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import Decoder, Encoder, channel_widths
-from .registry import register_model
+from edgeseg.models.blocks import Decoder, Encoder, channel_widths
+from edgeseg.models.registry import register_model
 
 
 class MultiHeadAttention(nn.Module):

@@ -5,7 +5,7 @@ from typing import Callable
 
 from torch import nn
 
-from ..errors import EdgesegError
+from edgeseg.errors import EdgesegError
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _DESCRIPTIONS: dict[str, str] = {}

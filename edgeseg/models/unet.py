@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import Decoder, Encoder, channel_widths
-from .registry import register_model
+from edgeseg.models.blocks import Decoder, Encoder, channel_widths
+from edgeseg.models.registry import register_model
 
 
 class UNet(nn.Module):

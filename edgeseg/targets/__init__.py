@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from . import onnxruntime_backend, openvino_backend, tensorrt, torch_backend  # noqa: F401  (they register themselves)
-from .base import Artifact, BuildRequest, Predictor, Target
-from .profiles import TargetProfile, list_profiles, load_profile
-from .registry import (
+from edgeseg.targets import onnxruntime_backend, openvino_backend, tensorrt, torch_backend  # noqa: F401  (they register themselves)
+from edgeseg.targets.base import Artifact, BuildRequest, Predictor, Target
+from edgeseg.targets.profiles import TargetProfile, list_profiles, load_profile
+from edgeseg.targets.registry import (
     _ALIASES,
     _TARGETS,
     default_targets,

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import EdgesegError
+from edgeseg.errors import EdgesegError
 
 
 @dataclass
@@ -99,7 +99,7 @@ class Target:
     options: dict[str, type | tuple[type, ...]] = {}  # the keys a profile's ``[options]`` accepts, with their types
     tool_dists: tuple[str, ...] = ()             # distributions whose versions the bundle manifest records
     # ``workload_runner(path, threads, rank) -> Predictor``: the bench's fixed CPU workload ONNX
-    # (:mod:`edgeseg.bench.workload`) on this runtime for inputs of ``rank`` dimensions; None: no CPU workload
+    # (:mod:`edgeseg.benchmark.workload`) on this runtime for inputs of ``rank`` dimensions; None: no CPU workload
     workload_runner = None
 
     def missing(self, build: bool = False) -> str | None:

@@ -90,7 +90,7 @@ def plan_float_nodes(model, preset: bool = True, keep_float: list[str] = (), qua
     """
     unknown = [p[1:] for p in [*keep_float, *quantize] if p.startswith("@") and p[1:] not in PRESET]
     if unknown:
-        from ..errors import EdgesegError
+        from edgeseg.errors import EdgesegError
 
         raise EdgesegError(f"unknown float-op group @{unknown[0]}; groups: {', '.join('@' + k for k in PRESET)}")
     graph = model.graph

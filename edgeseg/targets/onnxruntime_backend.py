@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EdgesegError
-from ..housekeeping import work_dir
-from .base import Artifact, BuildRequest, Target, module_missing
-from .registry import register_target
+from edgeseg.errors import EdgesegError
+from edgeseg.housekeeping import work_dir
+from edgeseg.targets.base import Artifact, BuildRequest, Target, module_missing
+from edgeseg.targets.registry import register_target
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
@@ -55,7 +55,7 @@ def qdq_quantize(fp32_onnx: Path, out: Path, calibration: dict, float_nodes: lis
     if method not in CALIBRATION_METHODS:
         raise EdgesegError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
     types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
-    from .onnx_rewrites import conv_transpose_to_depth_to_space, fix_spatial_size
+    from edgeseg.targets.onnx_rewrites import conv_transpose_to_depth_to_space, fix_spatial_size
 
     with work_dir("edgeseg-ort") as tmp:
         source, pre = Path(tmp) / "source.onnx", Path(tmp) / "pre.onnx"
@@ -133,7 +133,7 @@ class OrtPredictor:
         providers = list(providers) if providers else providers_for(device)
         try:
             if isinstance(model, bytes):
-                from ..bundle.onnx_scan import check_self_contained
+                from edgeseg.bundle.onnx_scan import check_self_contained
 
                 check_self_contained(model, name or "model")
                 with work_dir("edgeseg-ort-noext") as empty:  # external data could only resolve into this empty folder
@@ -195,7 +195,7 @@ class OnnxRuntimeTarget(Target):
                         profile=profile.name, device=profile.device, float_nodes=names if profile.precision != "fp32" else [], details=details)
 
     def load(self, bundle_dir: Path, artifact: dict, threads: int | None = None) -> OrtPredictor:
-        from ..bundle.members import artifact_bytes
+        from edgeseg.bundle.members import artifact_bytes
 
         return OrtPredictor(artifact_bytes(bundle_dir, artifact, "model"), artifact["precision"],
                             artifact.get("device", "cpu"), threads, name=artifact["files"]["model"])

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EdgesegError
-from .base import Artifact, BuildRequest, Target, module_missing
-from .registry import register_target
+from edgeseg.errors import EdgesegError
+from edgeseg.targets.base import Artifact, BuildRequest, Target, module_missing
+from edgeseg.targets.registry import register_target
 
 # ONNX op type → the OpenVINO op it becomes when the ONNX name is not kept (e.g. LayerNorm → MVN + Multiply + Add)
 _OV_TYPE = {"LayerNormalization": "MVN", "InstanceNormalization": "MVN", "ConvTranspose": "ConvolutionBackpropData",
@@ -171,7 +171,7 @@ class OpenVinoTarget(Target):
                            "fake_quantize_ops": ops.get("FakeQuantize", 0)}
 
     def load(self, bundle_dir: Path, artifact: dict, threads: int | None = None) -> OvPredictor:
-        from ..bundle.members import artifact_bytes
+        from edgeseg.bundle.members import artifact_bytes
 
         files = (artifact_bytes(bundle_dir, artifact, "model"), artifact_bytes(bundle_dir, artifact, "weights"))
         return OvPredictor(files, artifact.get("device", "cpu"), threads,

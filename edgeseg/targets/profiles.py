@@ -9,10 +9,10 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..data.io import read_toml
-from ..errors import EdgesegError
-from ..package_data import shipped_folder
-from .registry import find_target
+from edgeseg.data.io import read_toml
+from edgeseg.errors import EdgesegError
+from edgeseg.package_data import shipped_folder
+from edgeseg.targets.registry import find_target
 
 PRECISIONS = ("int8", "fp16", "fp32")
 

@@ -23,8 +23,8 @@ import os
 import sys
 from pathlib import Path
 
-from ..errors import EdgesegError
-from .base import Target
+from edgeseg.errors import EdgesegError
+from edgeseg.targets.base import Target
 
 ENV = "EDGESEG_TARGETS"
 _TARGETS: dict[str, Target] = {}

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EdgesegError
-from .base import Artifact, BuildRequest, Target, module_missing
-from .registry import register_target
+from edgeseg.errors import EdgesegError
+from edgeseg.targets.base import Artifact, BuildRequest, Target, module_missing
+from edgeseg.targets.registry import register_target
 
 
 class TorchPredictor:
@@ -34,7 +34,7 @@ class TorchPredictor:
         """An edgeseg checkpoint (a path or its verified bytes) on ``device``, FP16 on CUDA only."""
         import torch
 
-        from ..checkpoint import load_checkpoint
+        from edgeseg.checkpoint import load_checkpoint
 
         if threads:
             torch.set_num_threads(int(threads))
@@ -74,7 +74,7 @@ class TorchTarget(Target):
                         profile=request.profile.name, device=request.profile.device)
 
     def load(self, bundle_dir: Path, artifact: dict, threads: int | None = None) -> TorchPredictor:
-        from ..bundle.members import artifact_bytes
+        from edgeseg.bundle.members import artifact_bytes
 
         details = artifact.get("details") or {}
         return TorchPredictor.from_checkpoint(artifact_bytes(bundle_dir, artifact, "model"), threads,
@@ -82,6 +82,6 @@ class TorchTarget(Target):
                                               half=artifact["precision"] == "fp16")
 
     def workload_runner(self, path: Path, threads: int | None, rank: int):
-        from ..bench.workload import TorchWorkload
+        from edgeseg.benchmark.workload import TorchWorkload
 
         return TorchWorkload(path, threads)

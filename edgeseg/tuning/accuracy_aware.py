@@ -11,12 +11,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.nnunet import NnUNetDataset, content_overlap
-from ..errors import EdgesegError
-from ..evaluate import check_compatible, held_back_cases
-from ..metrics import headline_label
-from .scorer import TuningScorer, tuning_cases
-from .search import DiceLimits, TargetTrial, search_float_nodes
+from edgeseg.data.nnunet import NnUNetDataset, content_overlap
+from edgeseg.errors import EdgesegError
+from edgeseg.evaluation import check_compatible, held_back_cases
+from edgeseg.metrics import headline_label
+from edgeseg.tuning.scorer import TuningScorer, tuning_cases
+from edgeseg.tuning.search import DiceLimits, TargetTrial, search_float_nodes
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,8 @@ class AccuracyAwareSettings:
 
 
 def _tuning_scorer(settings, model, spec, calib, default_data: Path | None, eval_dataset, eval_ids, seed: int):
-    from ..calibration import check_disjoint
-    from ..inference import torch_predictor
+    from edgeseg.calibration import check_disjoint
+    from edgeseg.inference import torch_predictor
 
     root = settings.tune_data or default_data
     if root is None:
@@ -83,7 +83,7 @@ class _FloatPlanner:
         self.source, self.options = onnx.load(str(fp32_onnx)), plan_options
 
     def __call__(self, added: list[dict]) -> list[dict]:
-        from ..targets.float_nodes import plan_float_nodes
+        from edgeseg.targets.float_nodes import plan_float_nodes
 
         reasons = {n["name"]: f"accuracy-aware: quantized alone it cost {n['worst_label_cost'] * 100:.2f} Dice pts "
                               f"on the tuning cases" for n in added}
@@ -102,7 +102,7 @@ class _Ranking:
         self.inputs, self.planner, self.scorer, self.measured = inputs, planner, scorer, {}
 
     def __call__(self) -> list[dict]:
-        from .sensitivity import rank_nodes
+        from edgeseg.tuning.sensitivity import rank_nodes
 
         if not self.measured:
             inputs = self.inputs
@@ -183,8 +183,8 @@ def tune_float_plans(settings: AccuracyAwareSettings, profiles: list,
 
 def _nncf_accuracy_control(trial, preset_plan: list[dict], scorer, limits, labels) -> tuple[object, dict]:
     """Run NNCF's own accuracy-control search on the OpenVINO target and score its model like every trial."""
-    from .accuracy_control import NncfAccuracyControl
-    from .search import _summary
+    from edgeseg.tuning.accuracy_control import NncfAccuracyControl
+    from edgeseg.tuning.search import _summary
 
     control = NncfAccuracyControl(scorer, limits)
     log.info("    NNCF quantize_with_accuracy_control with the same limits …")
@@ -294,7 +294,7 @@ def accuracy_aware_lines(report: dict) -> list[str]:
 
 def print_accuracy_aware(report: dict) -> None:
     """:func:`accuracy_aware_lines` on stdout (what ``edgeseg compress --max-dice-drop`` shows)."""
-    from ..report import console as out
+    from edgeseg.report import console as out
 
     for line in accuracy_aware_lines(report):
         out.print(line)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..data.io import atomic_write
-from ..overwrite import PNG_SOFTWARE
+from edgeseg.data.io import atomic_write
+from edgeseg.overwrite import PNG_SOFTWARE
 
 
 def _label(row: dict) -> str:
@@ -18,7 +18,7 @@ def print_sensitivity(result: dict, top: int = 20) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from ..report import console
+    from edgeseg.report import console
 
     labels = list(result["all_int8"]["delta"])
     verb = "come back when kept float" if result["mode"] == "float-one" else "are lost when quantized alone"

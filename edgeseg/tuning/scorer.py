@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..bench.drift import structure_changes
-from ..data.nnunet import NnUNetDataset
-from ..errors import EdgesegError
-from ..evaluate import held_back_cases, is_training_dataset
-from ..inference import Predictor, predict_mask
-from ..metrics import case_scores
+from edgeseg.benchmark.drift import structure_changes
+from edgeseg.data.nnunet import NnUNetDataset
+from edgeseg.errors import EdgesegError
+from edgeseg.evaluation import held_back_cases, is_training_dataset
+from edgeseg.inference import Predictor, predict_mask
+from edgeseg.metrics import case_scores
 
 
 def tuning_cases(spec, dataset: NnUNetDataset, calibration, split: str = "train", n: int = 16,

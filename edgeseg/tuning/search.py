@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import EdgesegError
+from edgeseg.errors import EdgesegError
 
 
 @dataclass
@@ -80,8 +80,8 @@ class TargetTrial:
 
     def build(self, float_nodes: list[dict], options: dict | None = None, key: str = "trial") -> dict:
         """The artifact (manifest entry, ``root`` = its own folder ``work/key``) for this float plan."""
-        from ..targets import get_target
-        from ..targets.base import BuildRequest
+        from edgeseg.targets import get_target
+        from edgeseg.targets.base import BuildRequest
 
         out = self.work / key
         shutil.rmtree(out, ignore_errors=True)
@@ -92,7 +92,7 @@ class TargetTrial:
         return {**get_target(self.profile.target).build(request).to_dict(), "root": str(out)}
 
     def __call__(self, float_nodes: list[dict], options: dict | None = None) -> dict:
-        from ..bench.runners import load_runners
+        from edgeseg.benchmark.runners import load_runners
 
         artifact = self.last_artifact = self.build(float_nodes, options)
         runners, others = load_runners([artifact], Path(artifact["root"]), {artifact["name"]: self.threads})
@@ -102,14 +102,14 @@ class TargetTrial:
 
     def timing_unavailable(self) -> str | None:
         """Why this target's latency cannot be measured here (e.g. TensorRT absent), else None."""
-        from ..targets import get_target
+        from edgeseg.targets import get_target
 
         return get_target(self.profile.target).missing()
 
     def latencies(self, variants: dict[str, tuple[list[dict], dict | None]], repeats: int = 30) -> dict[str, dict]:
         """Batch-1 latency summary of each ``{name: (float plan, build options)}`` variant, each built and timed
         in its own process, interleaved over two rounds (one run, one machine: compare them as ratios)."""
-        from ..bench.isolated import measure_isolated
+        from edgeseg.benchmark.isolated import measure_isolated
 
         artifacts = [{**self.build(plan, options, f"latency-{i}"), "name": name}
                      for i, (name, (plan, options)) in enumerate(variants.items())]

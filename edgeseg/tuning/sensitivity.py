@@ -23,16 +23,22 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..calibration import CalibrationSet, build_calibration_set, check_disjoint, check_preprocessing, load_calibration
-from ..checkpoint import load_checkpoint
-from ..data.nnunet import NnUNetDataset
-from ..errors import EdgesegError
-from ..evaluate import check_compatible, held_back_cases, is_training_dataset
-from ..housekeeping import work_dir
-from ..metrics import headline_label
-from ..progress import track
-from ..util import file_sha256
-from .scorer import TuningScorer, tuning_cases
+from edgeseg.calibration import (
+    CalibrationSet,
+    build_calibration_set,
+    check_disjoint,
+    check_preprocessing,
+    load_calibration,
+)
+from edgeseg.checkpoint import load_checkpoint
+from edgeseg.data.nnunet import NnUNetDataset
+from edgeseg.errors import EdgesegError
+from edgeseg.evaluation import check_compatible, held_back_cases, is_training_dataset
+from edgeseg.housekeeping import work_dir
+from edgeseg.metrics import headline_label
+from edgeseg.progress import track
+from edgeseg.tuning.scorer import TuningScorer, tuning_cases
+from edgeseg.util import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +82,7 @@ def load_or_build_calibration(calib: Path, spec, size: int, seed: int) -> Calibr
 def quantized_nodes(qdq_model, source_model) -> list[dict]:
     """Compute nodes of a QDQ model that run in INT8 (an input comes from a DequantizeLinear), with the
     PyTorch module each came from (recorded in ``source_model``, the exported FP32 graph)."""
-    from ..targets.float_nodes import node_info
+    from edgeseg.targets.float_nodes import node_info
 
     source = {n.name: node_info(n) for n in source_model.graph.node}
     dequantized = {o for n in qdq_model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
@@ -105,8 +111,8 @@ def rank_nodes(fp32_onnx: Path, source_model, calibration: dict, float_names: li
                threads: int | None, work: Path, headline: str) -> tuple[dict, list[dict]]:
     """``(all-INT8 score, nodes most sensitive first)``: one ORT QDQ variant per quantized node, calibrated once;
     ``float_names`` (the fragile-ops preset) stay float in every variant."""
-    from ..targets import load_profile
-    from ..targets.onnxruntime_backend import OrtPredictor, qdq_quantize
+    from edgeseg.targets import load_profile
+    from edgeseg.targets.onnxruntime_backend import OrtPredictor, qdq_quantize
 
     if mode not in MODES:
         raise EdgesegError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -145,10 +151,10 @@ def measure_sensitivity(cfg: SensitivityConfig) -> dict:
     import onnx
     import torch
 
-    from ..bench.fingerprint import device_fingerprint
-    from ..inference import torch_predictor
-    from ..onnx_export import export_onnx
-    from ..targets.float_nodes import plan_float_nodes
+    from edgeseg.benchmark.fingerprint import device_fingerprint
+    from edgeseg.inference import torch_predictor
+    from edgeseg.onnx_export import export_onnx
+    from edgeseg.targets.float_nodes import plan_float_nodes
 
     if cfg.mode not in MODES:
         raise EdgesegError(f"--mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")

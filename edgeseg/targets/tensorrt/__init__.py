@@ -10,11 +10,18 @@ NVIDIA GPU; there the target still builds the QDQ ONNX, and its tests skip with 
 """
 from __future__ import annotations
 
-from ..registry import register_target
-from .backend import QDQ_OP_TYPES, TensorRtTarget, build_bundle_engines, tensorrt_artifacts
-from .engine import build_engine, device_key, engine_shapes, gpu_name_key, input_shapes, trtexec_command
-from .engine_cache import cached_engine_path, ensure_engine
-from .runtime import TrtPredictor, gpu_missing
+from edgeseg.targets.registry import register_target
+from edgeseg.targets.tensorrt.backend import QDQ_OP_TYPES, TensorRtTarget, build_bundle_engines, tensorrt_artifacts
+from edgeseg.targets.tensorrt.engine import (
+           build_engine,
+           device_key,
+           engine_shapes,
+           gpu_name_key,
+           input_shapes,
+           trtexec_command,
+)
+from edgeseg.targets.tensorrt.engine_cache import cached_engine_path, ensure_engine
+from edgeseg.targets.tensorrt.runtime import TrtPredictor, gpu_missing
 
 register_target(TensorRtTarget)
 

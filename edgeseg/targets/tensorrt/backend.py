@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...errors import EdgesegError
-from ..base import Artifact, BuildRequest, Predictor, Target, module_missing
-from .engine import build_engine, device_key, input_shapes, trtexec_command
-from .engine_cache import verified_copy
-from .runtime import TrtPredictor, gpu_missing
+from edgeseg.errors import EdgesegError
+from edgeseg.targets.base import Artifact, BuildRequest, Predictor, Target, module_missing
+from edgeseg.targets.tensorrt.engine import build_engine, device_key, input_shapes, trtexec_command
+from edgeseg.targets.tensorrt.engine_cache import verified_copy
+from edgeseg.targets.tensorrt.runtime import TrtPredictor, gpu_missing
 
 # TensorRT fuses Q/DQ into the weighted layers; quantizing their inputs (and nothing else) is its recommended recipe
 QDQ_OP_TYPES = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
@@ -36,7 +36,7 @@ class TensorRtTarget(Target):
     def build(self, request: BuildRequest) -> Artifact:
         import onnx
 
-        from ..onnxruntime_backend import qdq_quantize, write_metadata
+        from edgeseg.targets.onnxruntime_backend import qdq_quantize, write_metadata
 
         profile, opts = request.profile, request.merged_options()
         if profile.precision == "fp32":
@@ -82,7 +82,7 @@ class TensorRtTarget(Target):
             raise EdgesegError(f"{artifact['name']}: TensorRT cannot run here ({reason})")
         if artifact.get("engine_path"):  # built on this device into an engine cache (edgeseg infer --engine-cache)
             return TrtPredictor(Path(artifact["engine_path"]), artifact["precision"])
-        from ...bundle.members import artifact_bytes
+        from edgeseg.bundle.members import artifact_bytes
 
         role = ENGINE_ROLE + device_key()
         if role not in artifact["files"]:
@@ -97,8 +97,8 @@ class TensorRtTarget(Target):
 
     def stand_in(self, bundle_dir: Path, artifact: dict, threads: int | None, reason: str) -> tuple[Predictor, str]:
         """The QDQ ONNX on ONNX Runtime's CPU kernels: its accuracy, not its latency."""
-        from ...bundle.members import artifact_bytes
-        from ..onnxruntime_backend import OrtPredictor
+        from edgeseg.bundle.members import artifact_bytes
+        from edgeseg.targets.onnxruntime_backend import OrtPredictor
 
         predictor = OrtPredictor(artifact_bytes(bundle_dir, artifact, "model"), artifact["precision"], "cpu", threads,
                                  name=artifact["files"]["model"])
@@ -116,7 +116,7 @@ def tensorrt_artifacts(manifest: dict, bundle_dir: Path, only: str | None = None
 
 def build_bundle_engines(bundle_dir: str | Path, only: str | None = None) -> list[tuple[str, Path]]:
     """Build an engine for this GPU for every TensorRT artifact of a verified bundle; registers each in the manifest."""
-    from ...bundle import add_artifact_file, load_bundle
+    from edgeseg.bundle import add_artifact_file, load_bundle
 
     reason = gpu_missing()
     if reason:

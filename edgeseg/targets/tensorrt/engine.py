@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import EdgesegError
-from ...util import slug
-from ..profiles import TargetProfile
+from edgeseg.errors import EdgesegError
+from edgeseg.targets.profiles import TargetProfile
+from edgeseg.util import slug
 
 
 def input_shapes(profile: TargetProfile, channels: int, model_size: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
@@ -80,7 +80,7 @@ def build_engine(onnx_path: Path, engine_path: Path, shapes: dict, precision: st
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EdgesegError(f"TensorRT failed to build an engine from {onnx_path} (see the log above)")
-    from ...data.io import atomic_write
+    from edgeseg.data.io import atomic_write
 
     atomic_write(Path(engine_path), lambda tmp: tmp.write_bytes(bytes(serialized)))
 

@@ -15,11 +15,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ...data.io import atomic_write
-from ...errors import EdgesegError
-from ...housekeeping import work_dir
-from ...validation import expect_int
-from .engine import build_engine, device_key, engine_shapes, trtexec_command
+from edgeseg.data.io import atomic_write
+from edgeseg.errors import EdgesegError
+from edgeseg.housekeeping import work_dir
+from edgeseg.targets.tensorrt.engine import build_engine, device_key, engine_shapes, trtexec_command
+from edgeseg.validation import expect_int
 
 TRTEXEC_PATHS = ("trtexec", "/usr/src/tensorrt/bin/trtexec")
 
@@ -32,7 +32,7 @@ def cached_engine_path(cache: Path, artifact: dict) -> Path:
 @contextlib.contextmanager
 def verified_copy(bundle_dir: Path, artifact: dict):
     """A private copy of the artifact's ONNX made from its verified bytes, for builders that need a path."""
-    from ...bundle.members import artifact_bytes
+    from edgeseg.bundle.members import artifact_bytes
 
     data = artifact_bytes(bundle_dir, artifact, "model")
     with work_dir("edgeseg-trt") as tmp:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import EdgesegError
-from ..base import module_missing
+from edgeseg.errors import EdgesegError
+from edgeseg.targets.base import module_missing
 
 
 class TrtPredictor:

@@ -1,0 +1,35 @@
+"""What ``compress`` and ``bench`` measure with: the model input the inference path makes of an image (the latency
+sample) and a checkpoint outside the bundle as an artifact to time (e.g. the model before compression)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgeseg.evaluation import naming_case_file
+from edgeseg.inference import predict_logits
+
+
+def first_model_input(spec, image: np.ndarray) -> np.ndarray:
+    """The first batch the inference path feeds the model for ``image``, cut to one sample: the latency input."""
+    captured = []
+
+    def capture(batch: np.ndarray) -> np.ndarray:
+        captured.append(np.array(batch[:1]))
+        return np.zeros((batch.shape[0], spec.num_classes, *batch.shape[2:]), np.float32)
+
+    predict_logits(capture, image, spec.preprocessing, spec.spatial_dims)
+    return captured[0]
+
+
+def case_model_input(spec, dataset, case_id: str) -> np.ndarray:
+    """:func:`first_model_input` of a dataset case (a volume's first slice for a 2D model); an error names the
+    case's file."""
+    with naming_case_file(dataset, case_id):
+        return first_model_input(spec, dataset.load_image(case_id)[0])
+
+
+def checkpoint_artifact(path: Path, name: str) -> dict:
+    """An edgeseg checkpoint outside the bundle as an artifact entry (PyTorch eager FP32, ``root`` its folder)."""
+    return {"name": name, "runtime": "torch", "precision": "fp32", "files": {"model": path.name},
+            "root": str(path.parent)}

@@ -1,0 +1,119 @@
+"""The contract of an ``edgeseg bench`` result: the JSON Schema, validation and a safe reader.
+
+Additive keys keep ``schema_version`` 1; any rename, removal or change of meaning bumps it, and readers refuse
+a version newer than :data:`RESULT_SCHEMA_VERSION` (benchmarks/SCHEMA.md).
+"""
+from __future__ import annotations
+
+import json
+import math
+from functools import lru_cache
+from pathlib import Path
+
+from edgeseg.errors import EdgesegError
+
+RESULT_SCHEMA_NAME = "edgeseg-bench"
+RESULT_SCHEMA_VERSION = 1
+SCHEMA_FILE = Path(__file__).with_name("result_schema.json")
+
+
+def load_schema() -> dict:
+    """The JSON Schema (draft 2020-12) of a version-1 result."""
+    return json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=1)
+def _validator():
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(load_schema())
+
+
+def _where(result: dict, path) -> str:
+    """``artifacts[2] (x86-openvino-int8).status`` from a jsonschema path, for messages people can act on."""
+    text = ""
+    for i, key in enumerate(path):
+        text += f"[{key}]" if isinstance(key, int) else f".{key}"
+        if i == 1 and path[0] == "artifacts" and isinstance(key, int):
+            try:
+                text += f" ({result['artifacts'][key]['name']})"
+            except (KeyError, IndexError, TypeError):
+                pass
+    return text.lstrip(".") or "(top level)"
+
+
+def _non_finite(value, path=()):
+    """Paths of NaN/Infinity anywhere in the result (JSON has neither; the schema can't see them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _non_finite(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _non_finite(item, (*path, index))
+
+
+def _get(value, path):
+    for key in path:
+        value = value[key]
+    return value
+
+
+def _shorten(message: str, limit: int = 200) -> str:
+    """jsonschema quotes the offending value, which can be a whole artifact."""
+    message = " ".join(message.split())
+    return message if len(message) <= limit else message[: limit - 1] + "…"
+
+
+def _minimal_problems(result) -> list[str]:
+    """Without jsonschema: only the top-level keys and the schema name/version."""
+    if not isinstance(result, dict):
+        return [f"(top level): expected an object, got {type(result).__name__}"]
+    required = load_schema()["required"]
+    problems = [f"(top level): '{key}' is a required property" for key in required if key not in result]
+    if "schema" in result and result["schema"] != RESULT_SCHEMA_NAME:
+        problems.append(f"schema: {result['schema']!r} is not {RESULT_SCHEMA_NAME!r}")
+    version = result.get("schema_version")
+    if "schema_version" in result and (not isinstance(version, int) or isinstance(version, bool) or version < 1):
+        problems.append(f"schema_version: {version!r} is not a positive integer")
+    return problems
+
+
+def validate_result(result: dict) -> list[str]:
+    """Human-readable problems with ``result`` (empty when it is a valid version-1 result)."""
+    try:
+        validator = _validator()
+    except ImportError:
+        return _minimal_problems(result)
+    problems = [f"{_where(result, path)}: {_get(result, path)} is not allowed in JSON (use null)"
+                for path in _non_finite(result)]
+    errors = sorted(validator.iter_errors(result), key=lambda e: [str(k) for k in e.absolute_path])
+    problems += [f"{_where(result, list(e.absolute_path))}: {_shorten(e.message)}" for e in errors]
+    if not problems:  # cross-field rules the schema can't express
+        names = [a["name"] for a in result["artifacts"]]
+        problems += [f"artifacts: name {n!r} appears {names.count(n)} times" for n in sorted(set(names))
+                     if names.count(n) > 1]
+        if result["reference"] not in names:
+            problems.append(f"reference: {result['reference']!r} is not the name of an artifact")
+    return problems
+
+
+def read_result(path: str | Path) -> dict:
+    """Load a results JSON written by ``edgeseg bench``; raise :class:`EdgesegError` unless it is one we can read."""
+    from edgeseg.data.io import read_json
+
+    path = Path(path)
+    result = read_json(path, "benchmark result")
+    if not isinstance(result, dict) or result.get("schema") != RESULT_SCHEMA_NAME:
+        found = result.get("schema") if isinstance(result, dict) else type(result).__name__
+        raise EdgesegError(f"{path}: not an {RESULT_SCHEMA_NAME} result (schema: {found!r})")
+    version = result.get("schema_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > RESULT_SCHEMA_VERSION:
+        raise EdgesegError(f"{path}: {RESULT_SCHEMA_NAME} schema_version {version} is newer than this edgeseg reads "
+                           f"({RESULT_SCHEMA_VERSION}); upgrade edgeseg")
+    problems = validate_result(result)
+    if problems:
+        more = f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})" if len(problems) > 1 else ""
+        raise EdgesegError(f"{path}: invalid {RESULT_SCHEMA_NAME} result: {problems[0]}{more}")
+    return result

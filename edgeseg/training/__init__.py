@@ -1,0 +1,1 @@
+"""Training: the plan (plan.py: data, augmentation, schedule) and the trainer (trainer.py)."""
