@@ -18,6 +18,7 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
+from edgeseg.artifact import Artifact
 from edgeseg.bundle import load_bundle, manifest_digest, read_manifest
 from edgeseg.cli import app
 from edgeseg.demo import default_checkpoint
@@ -364,11 +365,12 @@ def test_prepare_engine_never_runs_the_recorded_trtexec_line(copy, tmp_path, mon
     _resign(copy, manifest)
     monkeypatch.setenv("EDGESEG_TRT_BUILDER", f"{sys.executable} {fake}")
     monkeypatch.setenv("EDGESEG_DEVICE_KEY", "test-gpu-trt10")
-    engine, built = ensure_engine(copy, _artifact(load_bundle(copy), "rtx-tensorrt-int8"), tmp_path / "cache")
+    engine, built = ensure_engine(copy, Artifact.from_dict(_artifact(load_bundle(copy), "rtx-tensorrt-int8")),
+                                  tmp_path / "cache")
     argv = json.loads(log.read_text())
     assert built and engine.is_file() and not any("plugins" in a or "evil" in a for a in argv)
     assert any(a.startswith("--minShapes=image:") for a in argv) and "--int8" in argv
     trt["details"]["workspace_mib"] = "1024; rm -rf /"
     _resign(copy, manifest)
     with pytest.raises(EdgesegError, match="workspace_mib"):
-        ensure_engine(copy, _artifact(load_bundle(copy), "rtx-tensorrt-int8"), tmp_path / "cache2")
+        ensure_engine(copy, Artifact.from_dict(_artifact(load_bundle(copy), "rtx-tensorrt-int8")), tmp_path / "cache2")

@@ -212,14 +212,13 @@ def test_gpu_baselines_run_on_cuda(bundle, phantom_demo):
 
 def test_baselines_follow_backends_and_report_what_they_could_not_build(bundle, tmp_path):
     from edgeseg.benchmark.baselines import build_baselines
-    from edgeseg.bundle import read_manifest
+    from edgeseg.bundle import manifest_artifacts, read_manifest
 
-    manifest = read_manifest(bundle)
-    reference = manifest["artifacts"][0]
-    built, skipped = build_baselines(bundle, manifest, reference, bundle / "x86-onnxruntime-fp32.onnx", None,
+    artifacts = manifest_artifacts(read_manifest(bundle))
+    built, skipped = build_baselines(bundle, artifacts, artifacts[0], bundle / "x86-onnxruntime-fp32.onnx", None,
                                      tmp_path, cuda=False, model_size=(128, 128), runtimes={"openvino"})
-    assert [b["name"] for b in built] == ["baseline:openvino-f32", "baseline:openvino-default"]
-    assert all(b["runtime"] == "openvino" and b["origin"] == "baseline" for b in built)
-    assert (tmp_path / built[0]["files"]["model"]).is_file()
-    assert [(s["name"], s["status"]) for s in skipped] == [("baseline:nncf-defaults", "not_measured")]
-    assert "calibration" in skipped[0]["notes"][0]
+    assert [b.name for b in built] == ["baseline:openvino-f32", "baseline:openvino-default"]
+    assert all(b.runtime == "openvino" and b.recorded["origin"] == "baseline" and b.root == tmp_path for b in built)
+    assert (tmp_path / built[0].files["model"]).is_file()
+    assert [(s.name, s.recorded["status"]) for s in skipped] == [("baseline:nncf-defaults", "not_measured")]
+    assert "calibration" in skipped[0].recorded["notes"][0]

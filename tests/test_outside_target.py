@@ -3,7 +3,9 @@ here, outside the package, registered with the public call, with its profile wri
 ``edgeseg.compress`` builds it, ``edgeseg.bench`` measures it (latency in worker processes too), ``infer`` and
 ``bundle.predictor`` run it, with no edit in edgeseg. And a profile's misspelt ``[options]`` key is refused in one
 line, the registry's bookkeeping holds, ``Artifact.from_dict`` round-trips."""
+import dataclasses
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,8 +50,18 @@ class OrtAltTarget(OnnxRuntimeTarget):
     def load(self, bundle_dir, artifact, threads=None) -> OrtPredictor:
         from edgeseg.bundle.members import artifact_bytes
 
-        return OrtPredictor(artifact_bytes(bundle_dir, artifact, "model"), artifact["precision"], threads=threads,
-                            name=artifact["files"]["model"], providers=artifact["details"]["providers"])
+        model = (artifact.prepared["model"].read_bytes() if "model" in artifact.prepared
+                 else artifact_bytes(bundle_dir, artifact, "model"))
+        return OrtPredictor(model, artifact.precision, threads=threads, name=artifact.files["model"],
+                            providers=artifact.details["providers"])
+
+    def prepare(self, bundle_dir, artifact, cache) -> Artifact:
+        """What a device-specific target does on first use (TensorRT builds its engine): here, a copy in ``cache``."""
+        from edgeseg.bundle.members import artifact_bytes
+
+        cache.mkdir(parents=True, exist_ok=True)
+        (cache / "prepared.onnx").write_bytes(artifact_bytes(bundle_dir, artifact, "model"))
+        return dataclasses.replace(artifact, prepared={"model": cache / "prepared.onnx"})
 
     def workload_runner(self, path, threads, rank) -> OrtPredictor:
         return OrtPredictor(path, "fp32", threads=threads, providers=PROVIDERS)
@@ -101,6 +113,10 @@ def test_compress_bench_and_infer_use_a_target_registered_from_outside(ort_alt, 
                                     out=tmp_path / "masks", backend="ort-alt"))
     assert summary["artifact"] == "ort-alt-int8" and not summary["failed"]
     assert np.array_equal(np.asarray(Image.open(tmp_path / "masks" / "phantom_0003.png")), mask)
+    summary = run_infer(InferConfig(bundle=bundle.path, inputs=[phantom_demo / "imagesTr" / "phantom_0003_0000.png"],
+                                    out=tmp_path / "cached", backend="ort-alt", engine_cache=tmp_path / "cache"))
+    assert (tmp_path / "cache" / "prepared.onnx").is_file() and not summary["failed"]  # the target's prepare hook ran
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "cached" / "phantom_0003.png")), mask)
 
 
 def test_a_misspelt_profile_option_is_refused_in_one_line(ort_alt, tmp_path):
@@ -140,7 +156,9 @@ def test_artifact_round_trips_through_its_manifest_form():
     artifact = Artifact.from_dict(entry)
     assert artifact.details == {"qdq_pairs": 12} and artifact.recorded["size_bytes"] == 3
     assert artifact.to_dict() == entry and list(artifact.to_dict()) == list(entry)
-    assert Artifact.from_dict(artifact.to_dict()) == artifact
+    assert Artifact.from_dict(artifact.to_dict()) == artifact and artifact.hashes == entry["hashes"]
+    outside = Artifact.from_dict(entry, root="/elsewhere")  # a fact of this process: never in the manifest form
+    assert outside.folder("bundle") == Path("/elsewhere") and outside.to_dict() == entry
     with pytest.raises(EdgesegError, match="missing files, profile"):
         Artifact.from_dict({"name": "a", "runtime": "torch", "precision": "fp32"})
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from edgeseg.bundle import DIGEST_KEY, MANIFEST, failed_files, read_manifest
+from edgeseg.artifact import Artifact
+from edgeseg.bundle import DIGEST_KEY, MANIFEST, failed_files, manifest_artifacts, read_manifest
 from edgeseg.checkpoint import CheckpointSpec
 from edgeseg.data.io import Geometry
 from edgeseg.errors import EdgesegError
@@ -24,16 +24,7 @@ from edgeseg.infer.inputs import (
 from edgeseg.infer.outputs import softmax_in_place
 from edgeseg.inference import label_map, predict_logits
 
-
-@dataclass(frozen=True)
-class ArtifactInfo:
-    """One artifact of a bundle: ``files`` maps a role (``model``, ``weights``, ``engine:…``) to its path inside
-    the bundle."""
-
-    name: str
-    runtime: str
-    precision: str
-    files: dict[str, str]
+ArtifactInfo = Artifact  # the name this API had for it: ``name``, ``runtime``, ``precision``, ``files`` and the rest
 
 
 class Predictor:
@@ -43,11 +34,11 @@ class Predictor:
     on a preprocessed batch. ``artifact``, ``runtime``, ``precision`` name what runs, ``why`` says why it was
     chosen. Made by :meth:`Bundle.predictor`."""
 
-    def __init__(self, bundle: Bundle, artifact: dict, why: str, threads: int | None = None):
+    def __init__(self, bundle: Bundle, artifact: Artifact, why: str, threads: int | None = None):
         from edgeseg.targets import get_target
 
         self.spec = bundle.spec
-        self.artifact, self.runtime, self.precision = artifact["name"], artifact["runtime"], artifact["precision"]
+        self.artifact, self.runtime, self.precision = artifact.name, artifact.runtime, artifact.precision
         self.why = why
         layout = bundle.manifest.get("input") or {}
         self._image_dims = layout.get("image_dims")  # 2 or 3: what the model was given in training
@@ -135,9 +126,10 @@ class Bundle:
         return CheckpointSpec.from_manifest(self.manifest)
 
     @property
-    def artifacts(self) -> list[ArtifactInfo]:
-        """Every artifact, the FP32 PyTorch reference first."""
-        return [ArtifactInfo(a["name"], a["runtime"], a["precision"], dict(a["files"])) for a in self.manifest["artifacts"]]
+    def artifacts(self) -> list[Artifact]:
+        """Every artifact (``name``, ``runtime``, ``precision``, ``files``: role → path in the bundle, …), the FP32
+        PyTorch reference first."""
+        return manifest_artifacts(self.manifest)
 
     @property
     def labels(self) -> list[str]:
@@ -164,7 +156,7 @@ class Bundle:
         ``auto`` takes TensorRT on an NVIDIA GPU (with an engine built), OpenVINO on x86, else ONNX Runtime, and
         within a runtime the compressed artifact first. The model loads from bytes checked against the manifest's
         sha256, so a modified file is refused (:class:`EdgesegError`) even after ``load_bundle(verify=False)``."""
-        chosen, why = choose_artifact(self.manifest, backend, artifact)
+        chosen, why = choose_artifact(self.artifacts, backend, artifact)
         return Predictor(self, chosen, why, threads)
 
 

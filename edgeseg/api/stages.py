@@ -28,7 +28,7 @@ class TrainResult:
 
 def train(data: str | os.PathLike, *, out: str | os.PathLike, force: bool = False, **options: Any) -> TrainResult:
     """Train a model on the nnU-Net dataset ``data`` and save the best checkpoint (by validation Dice) to ``out``
-    (``edgeseg train``). Options: the fields of :class:`edgeseg.training.trainer.TrainConfig` (``arch``, ``size``,
+    (``edgeseg train``). Options: the fields of :class:`edgeseg.training.config.TrainConfig` (``arch``, ``size``,
     ``epochs``, ``time_limit_minutes``, ``max_steps``, ``arch_kwargs``, …). An existing ``out`` is replaced only
     with ``force`` and only if edgeseg wrote it."""
     from edgeseg.checkpoint import read_spec

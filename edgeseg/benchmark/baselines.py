@@ -2,7 +2,7 @@
 comparison is like for like: ``torch.compile``, OpenVINO FP32 with an f32 hint and at its default precision,
 ONNX Runtime ``quantize_static`` and NNCF ``quantize`` with their defaults, PyTorch on a CUDA GPU.
 
-Each baseline is an artifact record (as in a bundle manifest) with a ``root`` folder, so the same loaders,
+Each baseline is an :class:`~edgeseg.artifact.Artifact` with a ``root`` folder, so the same loaders,
 accuracy pass and isolated latency workers measure it. Every tool is used exactly as its documentation's
 first example does: no preprocessing, no ignored scope, no tuned options.
 """
@@ -12,6 +12,7 @@ import inspect
 import logging
 from pathlib import Path
 
+from edgeseg.artifact import Artifact
 from edgeseg.progress import silenced
 from edgeseg.targets import get_target, load_profile
 from edgeseg.targets.base import BuildRequest
@@ -21,10 +22,10 @@ INC_REASON = ("neural-compressor is not in edgeseg's environment: its PyTorch IN
 
 
 def _record(name: str, runtime: str, precision: str, files: dict, root: Path, description: str,
-            details: dict | None = None, device: str = "cpu") -> dict:
-    return {"name": f"baseline:{name}", "runtime": runtime, "precision": precision, "files": files, "root": str(root),
-            "profile": None, "device": device, "float_nodes": [], "details": details or {},
-            "origin": "baseline", "description": description}
+            details: dict | None = None, device: str = "cpu", profile: str = "") -> Artifact:
+    return Artifact(name=f"baseline:{name}", runtime=runtime, precision=precision, files=files, profile=profile,
+                    device=device, details=details or {}, recorded={"origin": "baseline", "description": description},
+                    root=Path(root))
 
 
 def _defaults(fn) -> dict:
@@ -65,13 +66,13 @@ def nncf_quantize_defaults(fp32_onnx: Path, out_xml: Path, calibration: dict) ->
             "calibration_samples": len(samples), "save_model": "compress_to_fp16=True (default)"}
 
 
-def build_baselines(bundle_dir: Path, manifest: dict, reference: dict, fp32_onnx: Path | None,
+def build_baselines(bundle_dir: Path, artifacts: list[Artifact], reference: Artifact, fp32_onnx: Path | None,
                     calibration: dict | None, work: Path, cuda: bool, model_size: tuple[int, ...],
-                    runtimes: set[str] = frozenset()) -> tuple[list[dict], list[dict]]:
-    """Baseline artifact records built into ``work`` and records of those that could not be built
-    (with ``status``/``notes``), for ``runtimes`` only when given. The bundle's own FP32 artifacts stand in
+                    runtimes: set[str] = frozenset()) -> tuple[list[Artifact], list[Artifact]]:
+    """Baseline artifacts built into ``work`` and those that could not be built (``status``/``notes`` recorded),
+    for ``runtimes`` only when given. The bundle's own FP32 artifacts stand in
     where they already are a baseline."""
-    profiles = {a.get("profile") for a in manifest["artifacts"]}
+    profiles = {a.profile for a in artifacts}
     built, skipped = [], []
 
     def wanted(runtime: str) -> bool:
@@ -91,8 +92,8 @@ def build_baselines(bundle_dir: Path, manifest: dict, reference: dict, fp32_onnx
             reason = f"build failed: {str(exc).splitlines()[0][:200]}"
         skipped.append(_skipped(name, runtime, precision, reason))
 
-    if reference["runtime"] == "torch" and wanted("torch"):
-        ckpt = {"model": reference["files"]["model"]}
+    if reference.runtime == "torch" and wanted("torch"):
+        ckpt = {"model": reference.files["model"]}
         built.append(_record("torch-compile", "torch", "fp32", ckpt, bundle_dir,
                              "FP32 model, torch.compile (inductor, default mode)", {"compile": True}))
         if cuda:
@@ -123,20 +124,21 @@ def build_baselines(bundle_dir: Path, manifest: dict, reference: dict, fp32_onnx
     attempt("ort-quantize-static-defaults", "onnxruntime", "int8", ort_default)
     attempt("nncf-defaults", "openvino", "int8", nncf_default)
     if wanted("torch"):  # listed for completeness, never asked for: not in edgeseg's environment by design
-        skipped.append({**_skipped("neural-compressor-int8", "torch", "int8", INC_REASON), "optional": True})
+        skipped.append(_skipped("neural-compressor-int8", "torch", "int8", INC_REASON, optional=True))
     return built, skipped
 
 
 def _openvino_fp32(profile_name: str, short: str, text: str, fp32_onnx: Path, work: Path,
-                   model_size: tuple[int, ...]) -> dict:
+                   model_size: tuple[int, ...]) -> Artifact:
     profile = load_profile(profile_name)
     request = BuildRequest(fp32_onnx=fp32_onnx, out_dir=work, profile=profile, calibration={},
                            model_size=model_size, float_nodes=[], metadata={},
                            options={"static_spatial": False})  # as users read it: no reshape
-    artifact = get_target("openvino").build(request).to_dict()
-    return {**_record(short, "openvino", "fp32", artifact["files"], work, text, artifact["details"]),
-            "profile": profile_name}
+    artifact = get_target("openvino").build(request)
+    return _record(short, "openvino", "fp32", artifact.files, work, text, artifact.details, profile=profile_name)
 
 
-def _skipped(name: str, runtime: str, precision: str, reason: str) -> dict:
-    return {**_record(name, runtime, precision, {}, Path("."), ""), "status": "not_measured", "notes": [reason]}
+def _skipped(name: str, runtime: str, precision: str, reason: str, optional: bool = False) -> Artifact:
+    skipped = _record(name, runtime, precision, {}, Path("."), "")
+    skipped.recorded.update(status="not_measured", notes=[reason], optional=optional)
+    return skipped

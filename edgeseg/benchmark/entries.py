@@ -2,8 +2,7 @@
 accuracy, latency, size —, the fixed workload's timing, and what was asked for and not measured."""
 from __future__ import annotations
 
-from pathlib import Path
-
+from edgeseg.artifact import Artifact
 from edgeseg.errors import EdgesegError
 from edgeseg.targets import load_profile
 
@@ -11,15 +10,14 @@ _LATENCY_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "batch", "wa
                  "round_p50_ms")
 
 
-def describe(artifact: dict) -> str:
+def describe(artifact: Artifact) -> str:
     """What an artifact is, for a reader: its profile's description."""
-    profile = artifact.get("profile")
-    if artifact["runtime"] == "torch" and artifact["precision"] == "fp32":
+    if artifact.runtime == "torch" and artifact.precision == "fp32":
         return "FP32 model, PyTorch eager (the reference)"
     try:
-        return load_profile(profile).description if profile else artifact["name"]
+        return load_profile(artifact.profile).description if artifact.profile else artifact.name
     except EdgesegError:
-        return profile or artifact["name"]
+        return artifact.profile or artifact.name
 
 
 def accuracy_record(scores: dict | None, n_cases: int) -> dict | None:
@@ -54,33 +52,33 @@ def workload_record(latency: dict) -> dict | None:
             "by_runtime": by_runtime}
 
 
-def _role(artifact: dict, reference: str) -> str:
-    if artifact["name"] == reference:
+def _role(artifact: Artifact, reference: str) -> str:
+    if artifact.name == reference:
         return "reference"
-    return "baseline" if artifact.get("origin") == "baseline" or artifact["precision"] == "fp32" else "candidate"
+    return "baseline" if artifact.recorded.get("origin") == "baseline" or artifact.precision == "fp32" else "candidate"
 
 
-def _size(artifact: dict) -> int | None:
-    if artifact.get("hashes"):
-        return sum(h["bytes"] for h in artifact["hashes"].values())
-    files = [Path(artifact["root"]) / f for f in artifact.get("files", {}).values()] if artifact.get("root") else []
+def _size(artifact: Artifact) -> int | None:
+    if artifact.hashes:
+        return sum(h["bytes"] for h in artifact.hashes.values())
+    files = [artifact.root / f for f in artifact.files.values()] if artifact.root else []
     return sum(f.stat().st_size for f in files) if files and all(f.is_file() for f in files) else None
 
 
 def artifact_entry(artifact, reference, runners, states, scores, latency, n_cases, counts: dict) -> dict:
     """One artifact's record in the result; ``states`` holds ``(status, notes)`` of those not fully measured,
     ``counts`` the bundle model's final ``params`` and ``macs``."""
-    name = artifact["name"]
+    name, extra = artifact.name, artifact.recorded
     status, notes = states.get(name, ("measured", []))
     notes = list(notes)
     lat = latency.get(name)
     if lat and "error" in lat:
         notes.append(f"latency not measured: {lat['error']}")
     runner = runners.get(name)
-    same_model = not artifact.get("external")  # baselines other than --baseline-checkpoint run the bundle's model
-    return {"name": name, "origin": artifact.get("origin", "bundle"), "role": _role(artifact, reference),
-            "runtime": artifact["runtime"], "precision": artifact["precision"], "profile": artifact.get("profile"),
-            "device": artifact.get("device", "cpu"), "description": artifact.get("description", ""),
+    same_model = not extra.get("external")  # baselines other than --baseline-checkpoint run the bundle's model
+    return {"name": name, "origin": extra.get("origin", "bundle"), "role": _role(artifact, reference),
+            "runtime": artifact.runtime, "precision": artifact.precision, "profile": artifact.profile or None,
+            "device": artifact.device, "description": extra.get("description", ""),
             "executed_precision": getattr(runner, "executed_precision", None),
             "status": status, "notes": notes,
             "size_bytes": _size(artifact),

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgeseg.artifact import Artifact
 from edgeseg.benchmark.entries import artifact_entry, describe, incomplete, workload_record
 from edgeseg.benchmark.fingerprint import device_fingerprint
 from edgeseg.benchmark.inputs import case_model_input, checkpoint_artifact, first_model_input
@@ -18,7 +19,7 @@ from edgeseg.benchmark.measure import Measured, measure
 from edgeseg.benchmark.ratios import add_ratios, run_noise
 from edgeseg.benchmark.schema import RESULT_SCHEMA_NAME, RESULT_SCHEMA_VERSION
 from edgeseg.benchmark.verdict import bench_verdict, check_limit_labels
-from edgeseg.bundle import MANIFEST, failed_files, read_manifest
+from edgeseg.bundle import MANIFEST, failed_files, manifest_artifacts, read_manifest
 from edgeseg.checkpoint import CheckpointSpec
 from edgeseg.data.nnunet import NnUNetDataset
 from edgeseg.errors import EdgesegError
@@ -72,19 +73,19 @@ class BenchRun:
     case_ids: list[str]
     backends: set[str]                 # runtimes asked for (empty: all)
     threads: int
-    artifacts: list[dict]              # the bundle's artifacts to run (the reference always)
-    reference: dict
+    artifacts: list[Artifact]          # the bundle's artifacts to run (the reference always)
+    reference: Artifact
     notes: list[str]
     overlap: list[str]                 # evaluated cases that were in the bundle's calibration set
 
 
-def _refused(manifest: dict, failed: dict[str, str]) -> dict[str, str]:
+def _refused(artifacts: list[Artifact], failed: dict[str, str]) -> dict[str, str]:
     """Artifacts with a file that failed sha256 verification → ``"path: reason"`` of the first such file."""
     out = {}
-    for artifact in manifest["artifacts"]:
-        hits = [f"{path}: {failed[path]}" for path in artifact["files"].values() if path in failed]
+    for artifact in artifacts:
+        hits = [f"{path}: {failed[path]}" for path in artifact.files.values() if path in failed]
         if hits:
-            out[artifact["name"]] = hits[0]
+            out[artifact.name] = hits[0]
     return out
 
 
@@ -96,13 +97,13 @@ def _cases(cfg: BenchConfig, spec, dataset: NnUNetDataset) -> list[str]:
     return ids
 
 
-def _choose_reference(artifacts: list[dict], refused: dict) -> dict:
+def _choose_reference(artifacts: list[Artifact], refused: dict) -> Artifact:
     """The FP32 PyTorch model when torch is here, else the first FP32 artifact whose runtime is."""
-    fp32 = [a for a in artifacts if a["precision"] == "fp32" and a["name"] not in refused and a["runtime"] != "tensorrt"]
-    for artifact in sorted(fp32, key=lambda a: a["runtime"] != "torch"):
-        if get_target(artifact["runtime"]).missing() is None:
+    fp32 = [a for a in artifacts if a.precision == "fp32" and a.name not in refused and a.runtime != "tensorrt"]
+    for artifact in sorted(fp32, key=lambda a: a.runtime != "torch"):
+        if get_target(artifact.runtime).missing() is None:
             return artifact
-    if any(a["precision"] == "fp32" and a["name"] in refused for a in artifacts):
+    if any(a.precision == "fp32" and a.name in refused for a in artifacts):
         raise EdgesegError("the bundle's FP32 reference failed sha256 verification; drift cannot be measured "
                            f"({next(iter(refused.values()))})")
     raise EdgesegError("no FP32 artifact of this bundle can run here (install torch, onnxruntime or openvino)")
@@ -148,23 +149,25 @@ def open_bench(cfg: BenchConfig) -> BenchRun:
     bundle = Path(cfg.bundle)
     manifest = read_manifest(bundle)
     failed = failed_files(bundle)
-    refused = _refused(manifest, failed)
+    artifacts = manifest_artifacts(manifest)
+    for artifact in artifacts:
+        artifact.recorded.update(origin="bundle", description=describe(artifact))
+    refused = _refused(artifacts, failed)
     spec = CheckpointSpec.from_manifest(manifest)
     dataset = NnUNetDataset(cfg.data, require_labels=False, test=cfg.split == "test")
     check_compatible(spec, dataset)
     check_limit_labels(cfg.limits, spec.label_names)
     case_ids = _cases(cfg, spec, dataset)
     backends = {get_target(b).name for b in cfg.backends}
-    artifacts = [{**a, "origin": "bundle", "description": describe(a)} for a in manifest["artifacts"]]
     reference = _choose_reference(artifacts, refused)
-    artifacts = [a for a in artifacts if a is reference or not backends or a["runtime"] in backends]
+    artifacts = [a for a in artifacts if a is reference or not backends or a.runtime in backends]
     return BenchRun(cfg, bundle, manifest, [f"{path}: {reason}" for path, reason in failed.items()], refused, spec,
                     dataset, case_ids, backends, latency_threads(cfg.threads), artifacts, reference,
                     [f"{n}: sha256 verification failed ({p})" for n, p in refused.items()],
                     _calibration_overlap(manifest.get("calibration") or {}, dataset, case_ids))
 
 
-def add_baselines(run: BenchRun, work: Path) -> tuple[list[dict], list[dict]]:
+def add_baselines(run: BenchRun, work: Path) -> tuple[list[Artifact], list[Artifact]]:
     """Stage 2: ``(baselines, skipped)``: what users would pick instead (``compare_baselines``) and the
     ``baseline_checkpoint``, as artifacts to measure; ``skipped`` those that could not be built here."""
     cfg = run.cfg
@@ -175,19 +178,20 @@ def add_baselines(run: BenchRun, work: Path) -> tuple[list[dict], list[dict]]:
         ckpt = Path(cfg.baseline_checkpoint).resolve()
         if not ckpt.is_file():
             raise EdgesegError(f"{ckpt}: baseline checkpoint not found")
-        baselines.append({**checkpoint_artifact(ckpt, f"baseline:{ckpt.stem}"), "profile": None, "device": "cpu",
-                          "origin": "baseline", "external": True, "details": {"sha256": file_sha256(ckpt)},
-                          "description": f"{ckpt.name}, PyTorch eager (e.g. the model before compression)"})
+        baseline = checkpoint_artifact(ckpt, f"baseline:{ckpt.stem}", origin="baseline", external=True,
+                                       description=f"{ckpt.name}, PyTorch eager (e.g. the model before compression)")
+        baseline.details["sha256"] = file_sha256(ckpt)
+        baselines.append(baseline)
     return baselines, skipped
 
 
-def _entries(run: BenchRun, listed: list[dict], skipped: list[dict], measured: Measured) -> list[dict]:
+def _entries(run: BenchRun, listed: list[Artifact], skipped: list[Artifact], measured: Measured) -> list[dict]:
     """Stage 4: one result entry per artifact, baseline and skipped baseline in ``listed``."""
     states = {**{n: ("refused", [f"sha256 verification failed: {p}"]) for n, p in run.refused.items()},
               **{n: (s, [reason]) for n, (s, reason) in measured.others.items()},
-              **{s["name"]: (s["status"], s["notes"]) for s in skipped}}
+              **{s.name: (s.recorded["status"], s.recorded["notes"]) for s in skipped}}
     counts = {k: (run.manifest.get(k) or {}).get("final") for k in ("params", "macs")}  # the model after pruning
-    return [artifact_entry(a, run.reference["name"], measured.runners, states, measured.scores, measured.latency,
+    return [artifact_entry(a, run.reference.name, measured.runners, states, measured.scores, measured.latency,
                            len(run.case_ids), counts) for a in listed]
 
 
@@ -205,7 +209,7 @@ def _result(run: BenchRun, entries: list[dict], measured: Measured, optional: se
                        "verification": {"ok": not run.problems, "problems": run.problems},
                        "pruning": (manifest.get("pruning") or {}).get("summary")},
             "data": {"dataset": dataset.name, "root": str(dataset.root), "split": cfg.split, "cases": run.case_ids,
-                     "labelled": bool(measured.scores[run.reference["name"]]["mean"] is not None),
+                     "labelled": bool(measured.scores[run.reference.name]["mean"] is not None),
                      "fingerprint": dataset.fingerprint(run.case_ids), "calibration_overlap": overlap},
             "model": {"arch": run.spec.arch, "spatial_dims": run.spec.spatial_dims, "in_channels": run.spec.in_channels,
                       "labels": labels, "input_size": list(run.spec.preprocessing.size),
@@ -216,7 +220,7 @@ def _result(run: BenchRun, entries: list[dict], measured: Measured, optional: se
                          "e2e_cases": min(cfg.e2e_cases, len(run.case_ids)) if cfg.latency else 0,
                          "backends": sorted(run.backends) or ["all"], "compare_baselines": cfg.compare_baselines,
                          "headline_label": headline_label(labels)},
-            "device": device, "reference": run.reference["name"], "artifacts": entries,
+            "device": device, "reference": run.reference.name, "artifacts": entries,
             "workload": workload_record(measured.latency),
             "notes": run.notes + ([f"{len(overlap)} evaluated cases were in the bundle's calibration set"]
                                   if overlap else []),
@@ -230,24 +234,24 @@ def run_bench(cfg: BenchConfig) -> dict:
     run = open_bench(cfg)
     with work_dir("edgeseg-bench") as work:
         baselines, skipped = add_baselines(run, Path(work))
-        candidates = [a for a in run.artifacts + baselines if a["name"] not in run.refused]
+        candidates = [a for a in run.artifacts + baselines if a.name not in run.refused]
         measured = measure(run, candidates, Path(work))
         entries = _entries(run, run.artifacts + baselines + skipped, skipped, measured)
     noise = run_noise(workload_record(measured.latency))
-    add_ratios(entries, run.reference["name"], noise["relative"])
-    result = _result(run, entries, measured, {s["name"] for s in skipped if s.get("optional")}, start)
+    add_ratios(entries, run.reference.name, noise["relative"])
+    result = _result(run, entries, measured, {s.name for s in skipped if s.recorded.get("optional")}, start)
     result["verdict"] = bench_verdict(result, cfg.limits, noise)
     return jsonable(result)
 
 
-def _baselines(run: BenchRun, work: Path) -> tuple[list[dict], list[dict]]:
+def _baselines(run: BenchRun, work: Path) -> tuple[list[Artifact], list[Artifact]]:
     """What users would pick instead (:mod:`.baselines`), built from the bundle's FP32 ONNX and calibrated on the
     bundle's own calibration set; what could not be had is noted."""
     from edgeseg.benchmark.baselines import build_baselines
 
     bundle, manifest = run.bundle, run.manifest
-    fp32_onnx = next((bundle / a["files"]["model"] for a in manifest["artifacts"]
-                      if a["runtime"] == "onnxruntime" and a["precision"] == "fp32"), None)
+    fp32_onnx = next((bundle / a.files["model"] for a in manifest_artifacts(manifest)
+                      if a.runtime == "onnxruntime" and a.precision == "fp32"), None)
     try:
         calib, how = _calibration(bundle, manifest, run.spec, run.dataset, run.case_ids)
         calib = calib.inputs
@@ -260,7 +264,7 @@ def _baselines(run: BenchRun, work: Path) -> tuple[list[dict], list[dict]]:
         run.notes.append("GPU baselines (PyTorch CUDA FP32/FP16) skipped: no CUDA GPU visible to PyTorch")
     log.info("bench: building baselines: torch.compile, OpenVINO f32/default, ORT quantize_static defaults, NNCF "
              "defaults")
-    return build_baselines(bundle, manifest, run.reference, fp32_onnx, calib, work, cuda,
+    return build_baselines(bundle, manifest_artifacts(manifest), run.reference, fp32_onnx, calib, work, cuda,
                            tuple(run.spec.preprocessing.size), run.backends)
 
 

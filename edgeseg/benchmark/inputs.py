@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeseg.artifact import Artifact
 from edgeseg.evaluation import naming_case_file
 from edgeseg.inference import predict_logits
 
@@ -29,7 +30,7 @@ def case_model_input(spec, dataset, case_id: str) -> np.ndarray:
         return first_model_input(spec, dataset.load_image(case_id)[0])
 
 
-def checkpoint_artifact(path: Path, name: str) -> dict:
-    """An edgeseg checkpoint outside the bundle as an artifact entry (PyTorch eager FP32, ``root`` its folder)."""
-    return {"name": name, "runtime": "torch", "precision": "fp32", "files": {"model": path.name},
-            "root": str(path.parent)}
+def checkpoint_artifact(path: Path, name: str, **recorded) -> Artifact:
+    """An edgeseg checkpoint outside the bundle as an artifact (PyTorch eager FP32, ``root`` its folder)."""
+    return Artifact(name=name, runtime="torch", precision="fp32", files={"model": path.name}, profile="",
+                    recorded=recorded, root=path.parent)

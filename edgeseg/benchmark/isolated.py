@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeseg.artifact import Artifact
 from edgeseg.errors import EdgesegError
 from edgeseg.housekeeping import work_dir
 
@@ -30,7 +31,7 @@ def latency_threads(requested: int | None) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def measure_isolated(bundle_dir: Path, artifacts: list[dict], sample: np.ndarray, threads: dict[str, int | None],
+def measure_isolated(bundle_dir: Path, artifacts: list[Artifact], sample: np.ndarray, threads: dict[str, int | None],
                      repeats: int = 30, rounds: int = 2, warmup: int = 5, timeout: float = 900,
                      batch_sizes: tuple[int, ...] = (), end_to_end: dict | None = None, progress=None) -> dict[str, dict]:
     """``{artifact name: batch-1 latency summary + load_seconds + peak_rss_mb}`` for each artifact, each timed
@@ -39,7 +40,7 @@ def measure_isolated(bundle_dir: Path, artifacts: list[dict], sample: np.ndarray
     ``"end_to_end"``: read + preprocess + infer + postprocess + write per case, timed in every round (not for
     an artifact marked ``model_only``). ``round_p50_ms``: the batch-1 median of each round (run-to-run spread);
     the end-to-end summary has its own (the median case of each round)."""
-    names = [a["name"] for a in artifacts]
+    names = [a.name for a in artifacts]
     times: dict[str, dict[int, list[float]]] = {n: {b: [] for b in (1, *batch_sizes)} for n in names}
     loads: dict[str, list[float]] = {n: [] for n in names}
     rss: dict[str, list[float]] = {n: [] for n in names}
@@ -53,27 +54,29 @@ def measure_isolated(bundle_dir: Path, artifacts: list[dict], sample: np.ndarray
             np.save(inputs[b], np.ascontiguousarray(np.repeat(sample[:1], b, axis=0), dtype=np.float32))
         failed: dict[str, str] = {}
         for r in range(rounds):
-            for artifact in (a for a in artifacts if a["name"] not in failed):
-                job = {"bundle": str(artifact.get("root", bundle_dir)), "artifact": artifact,
-                       "threads": threads.get(artifact["name"]), "repeats": per_round, "warmup": warmup,
+            for artifact in (a for a in artifacts if a.name not in failed):
+                job = {"bundle": str(artifact.folder(bundle_dir)), "artifact": artifact.to_dict(),
+                       "from_bundle": artifact.root is None,
+                       "threads": threads.get(artifact.name), "repeats": per_round, "warmup": warmup,
                        "inputs": inputs,
-                       "end_to_end": None if artifact.get("model_only") else end_to_end,
+                       "end_to_end": None if artifact.recorded.get("model_only") else end_to_end,
                        "out_dir": str(Path(tmp) / "masks")}
                 try:
                     result = _run_worker(job, timeout)
                 except (EdgesegError, subprocess.TimeoutExpired) as exc:  # one artifact failing: measure the others
-                    failed[artifact["name"]] = str(exc)
+                    failed[artifact.name] = str(exc)
                     continue
                 finally:
                     if progress:
                         progress()
+                name = artifact.name
                 for b, t in result["times_ms"].items():
-                    times[artifact["name"]][int(b)] += t
-                round_p50[artifact["name"]].append(float(np.median(result["times_ms"]["1"])))
-                loads[artifact["name"]].append(result["load_seconds"])
-                rss[artifact["name"]].append(result["peak_rss_mb"])
+                    times[name][int(b)] += t
+                round_p50[name].append(float(np.median(result["times_ms"]["1"])))
+                loads[name].append(result["load_seconds"])
+                rss[name].append(result["peak_rss_mb"])
                 if result.get("end_to_end"):
-                    e2e[artifact["name"]].append(result["end_to_end"])
+                    e2e[name].append(result["end_to_end"])
     out = {name: {"error": reason} for name, reason in failed.items()}
     for name in (n for n in names if n not in failed):
         out[name] = {**summarize(times[name][1], 1, warmup), "load_seconds": float(np.median(loads[name])),
@@ -187,13 +190,14 @@ def _worker(job: dict) -> dict:
 
     inputs = {int(b): np.load(path) for b, path in job["inputs"].items()}
     start = time.perf_counter()
-    artifact = job["artifact"]
-    if artifact.get("workload"):
+    folder = Path(job["bundle"])
+    artifact = Artifact.from_dict(job["artifact"], root=None if job["from_bundle"] else folder)
+    if artifact.recorded.get("workload"):
         from edgeseg.benchmark.workload import load_workload
 
-        runner = load_workload(Path(job["bundle"]), artifact["runtime"], job["threads"], inputs[min(inputs)].ndim)
+        runner = load_workload(folder, artifact.runtime, job["threads"], inputs[min(inputs)].ndim)
     else:
-        runner = get_target(artifact["runtime"]).load(Path(job["bundle"]), artifact, job["threads"])
+        runner = get_target(artifact.runtime).load(folder, artifact, job["threads"])
     runner(inputs[min(inputs)])
     load_seconds = time.perf_counter() - start
     # larger batches: half the calls (each does B times the work)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeseg.artifact import Artifact
 from edgeseg.benchmark.inputs import case_model_input
 from edgeseg.benchmark.isolated import measure_isolated
 from edgeseg.benchmark.runners import load_runners
@@ -53,14 +54,14 @@ def _smoke_test(runners: dict, others: dict, sample: np.ndarray, reference: str)
             del runners[name]
 
 
-def _measure_latency(run, timed: list[dict], sample: np.ndarray, work: Path) -> dict:
+def _measure_latency(run, timed: list[Artifact], sample: np.ndarray, work: Path) -> dict:
     """Isolated latency of ``timed`` and, interleaved with them, of the fixed workload (:mod:`.workload`) on
     each of their CPU runtimes."""
     from edgeseg.benchmark.workload import workload_artifacts
 
     cfg = run.cfg
-    timed = [*timed, *workload_artifacts(work, {a["runtime"] for a in timed})]
-    thread_map = {a["name"]: run.threads for a in timed}
+    timed = [*timed, *workload_artifacts(work, {a.runtime for a in timed})]
+    thread_map = {a.name: run.threads for a in timed}
     e2e = {"data": str(run.dataset.root), "cases": run.case_ids[: cfg.e2e_cases],
            "preprocessing": run.spec.preprocessing.to_dict(), "spatial_dims": run.spec.spatial_dims} \
         if cfg.e2e_cases > 0 else None
@@ -72,11 +73,11 @@ def _measure_latency(run, timed: list[dict], sample: np.ndarray, work: Path) -> 
                                 progress=lambda: bar.advance(task))
 
 
-def measure(run, candidates: list[dict], work: Path) -> Measured:
+def measure(run, candidates: list[Artifact], work: Path) -> Measured:
     """Score ``candidates`` on the cases of ``run`` (a :class:`edgeseg.benchmark.harness.BenchRun`) and time them (when
     latency is asked for); the reference must load and run, any other artifact may fail on its own."""
-    reference = run.reference["name"]
-    runners, others = load_runners(candidates, run.bundle, {a["name"]: run.threads for a in candidates})
+    reference = run.reference.name
+    runners, others = load_runners(candidates, run.bundle, {a.name: run.threads for a in candidates})
     if reference not in runners:
         raise EdgesegError(f"the reference {reference} cannot run here: {others[reference][1]}")
     sample = case_model_input(run.spec, run.dataset, run.case_ids[0])
@@ -85,6 +86,6 @@ def measure(run, candidates: list[dict], work: Path) -> Measured:
     log.info("bench: %d runnable of %d artifacts on %d %s %s cases, %d threads", len(runners), len(candidates),
              len(run.case_ids), run.dataset.name, run.cfg.split, run.threads)
     scores = compare_predictors(runners, reference, run.spec, run.dataset, run.case_ids, "accuracy", full=True)
-    timed = [a for a in candidates if a["name"] in runners and a["name"] not in others]
+    timed = [a for a in candidates if a.name in runners and a.name not in others]
     latency = _measure_latency(run, timed, sample, work) if run.cfg.latency else {}
     return Measured(runners, others, scores, latency)

@@ -3,19 +3,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgeseg.artifact import Artifact
 from edgeseg.errors import EdgesegError
 from edgeseg.targets import get_target
 
 
-def load_runners(artifacts: list[dict], bundle_dir: Path, threads: dict[str, int | None],
+def load_runners(artifacts: list[Artifact], bundle_dir: Path, threads: dict[str, int | None],
                  skip=()) -> tuple[dict, dict[str, tuple[str, str]]]:
     """``(predictors, others)``: a :class:`~edgeseg.targets.Predictor` per artifact that runs on this machine, and
     for the rest ``(status, reason)`` with status ``accuracy_only`` (the target's stand-in checks the artifact's
     accuracy, e.g. a TensorRT QDQ ONNX on ONNX Runtime's CPU kernels where TensorRT is absent) or
-    ``not_measured``. An artifact may carry its own ``root`` folder."""
+    ``not_measured``. An artifact may have its own ``root`` folder."""
     runners, others = {}, {}
-    for artifact in (a for a in artifacts if a["name"] not in skip):
-        name, target = artifact["name"], get_target(artifact["runtime"])
+    for artifact in (a for a in artifacts if a.name not in skip):
+        name, target = artifact.name, get_target(artifact.runtime)
         reason = target.missing()
         try:
             stand_in = target.stand_in(bundle_dir, artifact, threads.get(name), reason) if reason else None

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeseg.artifact import Artifact
+
 WORKLOAD_NAME = "edgeseg-conv-workload-v1"  # bump the suffix if the computation below ever changes
 BASE_RUNTIME = "onnxruntime"  # the workload's plain name is its time on ONNX Runtime, timed in every run
 _LAYERS, _CHANNELS, _SIZE = 8, 16, 128
@@ -54,13 +56,13 @@ def workload_runtimes() -> list[str]:
     return [BASE_RUNTIME, *others]
 
 
-def workload_artifacts(folder: Path, runtimes) -> list[dict]:
+def workload_artifacts(folder: Path, runtimes) -> list[Artifact]:
     """Entries :func:`~edgeseg.benchmark.isolated.measure_isolated` can time: the workload on ONNX Runtime and on
     each other runtime of ``runtimes`` that has a workload runner."""
     write_workload(Path(folder) / "workload.onnx")
     wanted = [r for r in workload_runtimes() if r == BASE_RUNTIME or r in set(runtimes)]
-    return [{"name": workload_key(r), "runtime": r, "precision": "fp32", "device": "cpu", "workload": True,
-             "files": {"model": "workload.onnx"}, "root": str(folder), "model_only": True} for r in wanted]
+    return [Artifact(name=workload_key(r), runtime=r, precision="fp32", files={"model": "workload.onnx"}, profile="",
+                     recorded={"workload": True, "model_only": True}, root=Path(folder)) for r in wanted]
 
 
 def load_workload(folder: Path, runtime: str, threads: int | None, rank: int):

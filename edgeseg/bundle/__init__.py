@@ -12,6 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from edgeseg.artifact import Artifact
 from edgeseg.bundle.contents import check_contents
 from edgeseg.bundle.members import artifact_bytes, member_path, read_verified, unlisted_files
 from edgeseg.bundle.schema import SCHEMA, SCHEMA_VERSION, check_header, check_manifest
@@ -47,9 +48,15 @@ def file_entry(bundle_dir: Path, rel: str) -> dict:
     return {"path": rel, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
 
-def hash_files(bundle_dir: Path, artifact: dict) -> dict:
-    """``{role: file entry}`` for an artifact's files (what loaders verify and read)."""
-    return {role: file_entry(bundle_dir, rel) for role, rel in artifact["files"].items()}
+def hash_files(bundle_dir: Path, files: dict[str, str]) -> dict:
+    """``{role: file entry}`` for an artifact's files (role → relative path): what loaders verify and read."""
+    return {role: file_entry(bundle_dir, rel) for role, rel in files.items()}
+
+
+def manifest_artifacts(manifest: dict) -> list[Artifact]:
+    """The manifest's artifacts as :class:`~edgeseg.targets.base.Artifact` objects (what the rest of the code
+    handles)."""
+    return [Artifact.from_dict(a) for a in manifest["artifacts"]]
 
 
 def manifest_digest(manifest: dict) -> str:
@@ -72,7 +79,7 @@ def write_manifest(bundle_dir: Path, manifest: dict) -> dict:
     manifest = {"schema": SCHEMA, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 **manifest, "schema_version": SCHEMA_VERSION}
     for artifact in manifest["artifacts"]:
-        artifact["hashes"] = hash_files(bundle_dir, artifact)
+        artifact["hashes"] = hash_files(bundle_dir, artifact["files"])
     for rel in manifest.get("extra_files", {}).values():
         manifest.setdefault("extra_hashes", {})[rel] = file_entry(bundle_dir, rel)
     return _write(bundle_dir, manifest)

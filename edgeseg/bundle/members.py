@@ -12,6 +12,7 @@ import os
 import stat
 from pathlib import Path
 
+from edgeseg.artifact import Artifact
 from edgeseg.errors import EdgesegError, VerificationError
 
 
@@ -61,16 +62,16 @@ def read_verified(bundle_dir: str | Path, entry: dict) -> bytes:
     return data
 
 
-def artifact_bytes(bundle_dir: str | Path, artifact: dict, role: str) -> bytes:
+def artifact_bytes(bundle_dir: str | Path, artifact: Artifact, role: str) -> bytes:
     """The verified bytes of one file of an artifact (``role``: model, weights, engine:<device>).
 
-    An artifact built outside a bundle (a bench baseline, an external checkpoint) carries its own ``root``
-    and no hashes; manifests can never carry a ``root`` (the schema refuses it)."""
-    if "root" in artifact:
-        return (Path(artifact["root"]) / artifact["files"][role]).read_bytes()
-    entry = artifact.get("hashes", {}).get(role)
+    An artifact built outside a bundle (a bench baseline, an external checkpoint) has its own ``root`` and no
+    hashes; one read from a manifest never has a ``root``."""
+    if artifact.root is not None:
+        return (artifact.root / artifact.files[role]).read_bytes()
+    entry = artifact.hashes.get(role)
     if entry is None:
-        raise EdgesegError(f"{artifact.get('name')}: no hashed file for {role!r} in the manifest")
+        raise EdgesegError(f"{artifact.name}: no hashed file for {role!r} in the manifest")
     return read_verified(bundle_dir, entry)
 
 

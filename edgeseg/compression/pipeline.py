@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeseg.artifact import Artifact
 from edgeseg.benchmark.fingerprint import device_fingerprint
 from edgeseg.bundle import check_replaceable, staging_dir, tool_versions, write_manifest
 from edgeseg.calibration import CalibrationSet, bundle_calibration
@@ -128,11 +129,11 @@ def _manifest_head(cfg: CompressConfig, spec, source_sha: str, data: CompressDat
             "calibration": data.calib.manifest if data.calib else None, "pruning": None, "artifacts": []}
 
 
-def _record_build(run: CompressRun, manifest: dict, artifacts: list[dict], float_nodes: list[dict], builds: list,
+def _record_build(run: CompressRun, manifest: dict, artifacts: list[Artifact], float_nodes: list[dict], builds: list,
                   start: float) -> None:
     """The manifest's record of what was built, how, where and in how long."""
     cfg = run.cfg
-    manifest.update(artifacts=artifacts, float_nodes=float_nodes, preset=cfg.preset, keep_float=cfg.keep_float,
+    manifest.update(artifacts=[a.to_dict() for a in artifacts], float_nodes=float_nodes, preset=cfg.preset, keep_float=cfg.keep_float,
                     quantize_ops=cfg.quantize_ops, targets=[p.name for p in run.profiles],
                     profiles={p.name: p.to_dict() for p in builds}, tool_versions=tool_versions(),
                     device=device_fingerprint(cfg.threads),
@@ -178,7 +179,8 @@ def compress(cfg: CompressConfig) -> dict:
         _stage(4, f"build {len(builds)} artifacts: {', '.join(p.name for p in builds)}")
         artifacts = build_stage(run, builds, fp32_onnx, float_nodes, plans)
         if parity_inputs is not None:
-            artifacts[1]["parity_vs_torch"] = onnx_parity(model, stage / artifacts[1]["files"]["model"], parity_inputs)
+            artifacts[1].recorded["parity_vs_torch"] = onnx_parity(model, stage / artifacts[1].files["model"],
+                                                                   parity_inputs)
         _stage(5, f"measure drift on {len(data.eval_ids)} held-back validation cases and latency")
         sample = parity_inputs[:1] if parity_inputs is not None else np.zeros(run.shape, np.float32)
         measure_artifacts(run, artifacts, sample)

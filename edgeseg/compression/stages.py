@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeseg.artifact import Artifact
 from edgeseg.benchmark.inputs import case_model_input, checkpoint_artifact
 from edgeseg.benchmark.isolated import latency_threads, measure_isolated
 from edgeseg.benchmark.runners import load_runners
@@ -135,9 +136,9 @@ def build_profiles(profiles: list) -> list:
 
 
 def build_stage(run: CompressRun, builds: list, fp32_onnx: Path, float_nodes: list[dict],
-                plans: dict[str, dict]) -> list[dict]:
+                plans: dict[str, dict]) -> list[Artifact]:
     """Stage 4: each profile's artifact built into the staging folder, hashed (measured below through the same
-    verified reads) and timed; returns the manifest entries, in ``builds`` order."""
+    verified reads) and timed; returns them in ``builds`` order."""
     calib = run.data.calib
     options = {"calibration_method": run.cfg.calib_method} if run.cfg.calib_method else {}
     artifacts = []
@@ -150,66 +151,66 @@ def build_stage(run: CompressRun, builds: list, fp32_onnx: Path, float_nodes: li
                                float_nodes=[] if profile.precision == "fp32" else plan.get("float_nodes", float_nodes),
                                metadata=run.metadata(), options={**options, **plan.get("options", {})},
                                checkpoint=run.reference_checkpoint)
-        artifact = get_target(profile.target).build(request).to_dict()
-        artifact["hashes"] = hash_files(run.stage, artifact)
-        artifact["build_seconds"] = round(time.perf_counter() - t0, 1)
+        artifact = get_target(profile.target).build(request)
+        artifact.recorded.update(hashes=hash_files(run.stage, artifact.files),
+                                 build_seconds=round(time.perf_counter() - t0, 1))
         artifacts.append(artifact)
     return artifacts
 
 
-def measure_artifacts(run: CompressRun, artifacts: list[dict], sample: np.ndarray) -> None:
+def measure_artifacts(run: CompressRun, artifacts: list[Artifact], sample: np.ndarray) -> None:
     """Stage 5: drift vs the FP32 PyTorch reference on the evaluated cases and batch-1 latency of ``sample``,
     recorded into each artifact (with its executed precision and size)."""
     import torch
 
-    reference = artifacts[0]["name"]
-    threads = {a["name"]: latency_threads(run.cfg.threads) for a in artifacts}  # as bench: one count for all
+    reference = artifacts[0].name
+    threads = {a.name: latency_threads(run.cfg.threads) for a in artifacts}  # as bench: one count for all
     runners, others = load_runners(artifacts, run.stage, threads, skip={reference})
     for artifact in artifacts:
-        if artifact["name"] in others:
-            status, reason = others[artifact["name"]]
-            artifact["measured_with" if status == "accuracy_only" else "not_measured"] = reason
+        if artifact.name in others:
+            status, reason = others[artifact.name]
+            artifact.recorded["measured_with" if status == "accuracy_only" else "not_measured"] = reason
     torch.set_num_threads(threads[reference] or torch.get_num_threads())
     runners = {reference: torch_predictor(run.model), **runners}
     if run.data.dataset is not None and run.data.eval_ids:
         _record_drift(run, artifacts, runners, reference)
     _record_latency(run, artifacts, runners, threads, sample)
     for artifact in artifacts:
-        runner = runners.get(artifact["name"])
-        artifact["executed_precision"] = (getattr(runner, "executed_precision", "fp32 (PyTorch eager)") if runner
-                                          else None)
-        artifact["size_bytes"] = sum((run.stage / f).stat().st_size for f in artifact["files"].values())
+        runner = runners.get(artifact.name)
+        artifact.recorded["executed_precision"] = (getattr(runner, "executed_precision", "fp32 (PyTorch eager)")
+                                                   if runner else None)
+        artifact.recorded["size_bytes"] = sum((run.stage / f).stat().st_size for f in artifact.files.values())
 
 
-def _record_drift(run: CompressRun, artifacts: list[dict], runners: dict, reference: str) -> None:
+def _record_drift(run: CompressRun, artifacts: list[Artifact], runners: dict, reference: str) -> None:
     """Each runnable artifact's ``accuracy``: Dice, drift and agreement against the reference's masks."""
     data = run.data
     scores = compare_predictors(runners, reference, run.spec, data.dataset, data.eval_ids, "drift")
-    for artifact in (a for a in artifacts if a["name"] in scores):
-        s = scores[artifact["name"]]
-        artifact["accuracy"] = {"cases": len(data.eval_ids), "held_back_cases": len(data.held_back),  # "n of N"
+    for artifact in (a for a in artifacts if a.name in scores):
+        s = scores[artifact.name]
+        artifact.recorded["accuracy"] = {"cases": len(data.eval_ids), "held_back_cases": len(data.held_back),  # "n of N"
                                 "dice": {k: v["dice"] for k, v in s["mean"].items()},
                                 "drift_vs_fp32": s["drift"], "drift_ci95": s["drift_ci95"],
                                 "agreement_vs_fp32": s["agreement"], "structure_changes": s["structure_changes"],
                                 "worst_case": {k: {"case": c, "delta": d} for k, (c, d) in s["worst"].items()}}
 
 
-def _record_latency(run: CompressRun, artifacts: list[dict], runners: dict, threads: dict, sample) -> None:
+def _record_latency(run: CompressRun, artifacts: list[Artifact], runners: dict, threads: dict, sample) -> None:
     """Batch-1 latency of every timed artifact, each in its own process, and of the baseline checkpoint when there
     is one (``--baseline-checkpoint``, by default the unpruned input when pruning: the speed-up a user gets)."""
-    cfg, reference = run.cfg, artifacts[0]["name"]
-    timed = [a for a in artifacts if a["name"] in runners and "measured_with" not in a]
+    cfg, reference = run.cfg, artifacts[0].name
+    timed = [a for a in artifacts if a.name in runners and "measured_with" not in a.recorded]
     baseline = cfg.baseline_checkpoint or (cfg.checkpoint if (cfg.prune or cfg.prune_macs) else None)
     if baseline:
         base = Path(baseline).resolve()
         timed.append(checkpoint_artifact(base, f"baseline {base.name}"))
-        threads[timed[-1]["name"]] = threads[reference]
+        threads[timed[-1].name] = threads[reference]
     latency = measure_isolated(run.stage, timed, sample, threads, repeats=cfg.latency_repeats, rounds=3)
     if baseline:
-        artifacts[0]["baseline"] = {"checkpoint": Path(baseline).name, "sha256": file_sha256(baseline),
-                                    "runtime": "torch", "latency": latency.pop(timed[-1]["name"])}
+        artifacts[0].recorded["baseline"] = {"checkpoint": Path(baseline).name, "sha256": file_sha256(baseline),
+                                             "runtime": "torch", "latency": latency.pop(timed[-1].name)}
     for artifact in artifacts:
-        if "error" in latency.get(artifact["name"], {}):
-            artifact["not_measured"] = latency.pop(artifact["name"])["error"]
-        if artifact["name"] in latency:
-            artifact["latency"] = latency[artifact["name"]]
+        if "error" in latency.get(artifact.name, {}):
+            artifact.recorded["not_measured"] = latency.pop(artifact.name)["error"]
+        if artifact.name in latency:
+            artifact.recorded["latency"] = latency[artifact.name]

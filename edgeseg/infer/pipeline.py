@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeseg.bundle import load_bundle
+from edgeseg.artifact import Artifact
+from edgeseg.bundle import load_bundle, manifest_artifacts
 from edgeseg.checkpoint import CheckpointSpec
 from edgeseg.errors import EdgesegError
 from edgeseg.housekeeping import sweep_stale
@@ -156,18 +157,14 @@ def _unique_outputs(items: list[InputItem], failed: list[dict]) -> list[InputIte
     return kept
 
 
-def _open(cfg: InferConfig) -> tuple[CheckpointSpec, dict, dict, str]:
-    """``(spec, input layout, artifact, why it was chosen)`` of the verified bundle; with an engine cache, a
-    TensorRT artifact gets the engine built on (or reused from) this device."""
+def _open(cfg: InferConfig) -> tuple[CheckpointSpec, dict, Artifact, str]:
+    """``(spec, input layout, artifact, why it was chosen)`` of the verified bundle; with an engine cache, the
+    artifact's target prepares what this device needs there (TensorRT: its engine, built on first use)."""
     manifest = load_bundle(cfg.bundle)  # every file's sha256 is checked before any input is read
-    artifact, why = choose_artifact(manifest, cfg.backend, cfg.artifact, cfg.engine_cache is not None)
+    artifact, why = choose_artifact(manifest_artifacts(manifest), cfg.backend, cfg.artifact, cfg.engine_cache is not None)
     log.info("infer: backend: %s", why)
-    if artifact["runtime"] == "tensorrt" and cfg.engine_cache is not None:
-        from edgeseg.targets.tensorrt import ensure_engine
-
-        engine, built = ensure_engine(Path(cfg.bundle), artifact, cfg.engine_cache)
-        log.info("infer: TensorRT engine %s: %s", "built" if built else "reused", engine)
-        artifact = {**artifact, "engine_path": str(engine)}
+    if cfg.engine_cache is not None:
+        artifact = get_target(artifact.runtime).prepare(Path(cfg.bundle), artifact, cfg.engine_cache)
     return CheckpointSpec.from_manifest(manifest), manifest.get("input") or {}, artifact, why
 
 
@@ -261,7 +258,7 @@ def run_infer(cfg: InferConfig) -> dict:
     spec, layout, artifact, why = _open(cfg)
     clock = _Clock()
     t0 = time.perf_counter()
-    runner = _TimedRunner(get_target(artifact["runtime"]).load(Path(cfg.bundle), artifact, cfg.threads), clock)
+    runner = _TimedRunner(get_target(artifact.runtime).load(Path(cfg.bundle), artifact, cfg.threads), clock)
     load_seconds = time.perf_counter() - t0
     items, failed = _inputs(cfg, spec)
     run = _Run(cfg, spec, layout.get("image_dims"), trained_orientation(layout.get("axcodes")),
@@ -277,9 +274,9 @@ def run_infer(cfg: InferConfig) -> dict:
 
 def _summary(cfg, artifact, why, done, failed, clock: _Clock, load_seconds, start, swept) -> dict:
     wall = time.perf_counter() - start
-    return {"bundle": str(cfg.bundle), "artifact": artifact["name"], "runtime": artifact["runtime"],
+    return {"bundle": str(cfg.bundle), "artifact": artifact.name, "runtime": artifact.runtime,
             "swept": swept,
-            "precision": artifact["precision"], "backend_choice": why, "out": str(cfg.out),
+            "precision": artifact.precision, "backend_choice": why, "out": str(cfg.out),
             "cases": len(done), "done": done, "failed": failed, "load_seconds": round(load_seconds, 3),
             "wall_seconds": round(wall, 3), "cases_per_second": round(len(done) / wall, 2) if wall > 0 else None,
             "stages_seconds": {"read_preprocess": round(clock.read_preprocess, 3), "infer": round(clock.infer, 3),

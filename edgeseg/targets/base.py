@@ -9,12 +9,13 @@ only, so ``load``/``run`` work on a device that has nothing but that runtime ins
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from edgeseg.artifact import Artifact
 from edgeseg.errors import EdgesegError
 
 
@@ -40,38 +41,6 @@ class BuildRequest:
     def merged_options(self) -> dict:
         """The profile's ``[options]`` with this request's overrides on top."""
         return {**self.profile.options, **self.options}
-
-
-@dataclass
-class Artifact:
-    """One built artifact, as recorded in the bundle manifest (paths relative to the bundle)."""
-
-    name: str
-    runtime: str
-    precision: str
-    files: dict[str, str]              # role → relative path, e.g. {"model": "x.xml", "weights": "x.bin"}
-    profile: str
-    device: str = "cpu"
-    float_nodes: list[str] = field(default_factory=list)
-    details: dict = field(default_factory=dict)  # quantizer settings, build commands, notes
-    recorded: dict = field(default_factory=dict)  # what compress added: hashes, accuracy, latency, size_bytes, …
-
-    def to_dict(self) -> dict:
-        """The manifest form: the build's fields, then what was recorded beside them."""
-        core = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "recorded"}
-        return {**core, **self.recorded}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Artifact:
-        """The artifact of a manifest entry (``to_dict`` of the result gives ``data`` back)."""
-        if not isinstance(data, dict):
-            raise EdgesegError(f"an artifact must be a JSON object, got {type(data).__name__}")
-        names = [f.name for f in fields(cls) if f.name != "recorded"]
-        missing = [k for k in ("name", "runtime", "precision", "files", "profile") if k not in data]
-        if missing:
-            raise EdgesegError(f"artifact {data.get('name', '?')!r}: missing {', '.join(missing)}")
-        return cls(**{k: data[k] for k in names if k in data},
-                   recorded={k: v for k, v in data.items() if k not in names})
 
 
 class Predictor(Protocol):
@@ -110,15 +79,22 @@ class Target:
         """Build one artifact into ``request.out_dir``."""
         raise NotImplementedError
 
-    def load(self, bundle_dir: Path, artifact: dict, threads: int | None = None) -> Predictor:
-        """A predictor of a manifest artifact, from the verified bytes of its files."""
+    def load(self, bundle_dir: Path, artifact: Artifact, threads: int | None = None) -> Predictor:
+        """A predictor of a bundle's artifact, from the verified bytes of its files."""
         raise NotImplementedError
 
-    def not_ready(self, artifact: dict, engine_cache: bool = False) -> str | None:
-        """Why ``infer`` cannot use this built artifact yet though the runtime is here (e.g. no engine built)."""
+    def not_ready(self, artifact: Artifact, cache: bool = False) -> str | None:
+        """Why ``infer`` cannot use this built artifact yet though the runtime is here (e.g. no engine built);
+        ``cache``: a device cache folder is given to :meth:`prepare`."""
         return None
 
-    def stand_in(self, bundle_dir: Path, artifact: dict, threads: int | None, reason: str) -> tuple[Predictor, str] | None:
+    def prepare(self, bundle_dir: Path, artifact: Artifact, cache: Path) -> Artifact:
+        """Make what this device needs before :meth:`load` in ``cache`` (outside the possibly read-only bundle),
+        or reuse it, and return the artifact with it in ``prepared`` (``infer --engine-cache``: TensorRT builds
+        its engine on first use). The default needs nothing."""
+        return artifact
+
+    def stand_in(self, bundle_dir: Path, artifact: Artifact, threads: int | None, reason: str) -> tuple[Predictor, str] | None:
         """Where the runtime is missing (``reason``): ``(predictor, note)`` that checks the artifact's accuracy
         another way, or None (the artifact is not measured)."""
         return None

@@ -194,11 +194,11 @@ class OnnxRuntimeTarget(Target):
         return Artifact(name=profile.name, runtime=self.name, precision=profile.precision, files={"model": stem},
                         profile=profile.name, device=profile.device, float_nodes=names if profile.precision != "fp32" else [], details=details)
 
-    def load(self, bundle_dir: Path, artifact: dict, threads: int | None = None) -> OrtPredictor:
+    def load(self, bundle_dir: Path, artifact: Artifact, threads: int | None = None) -> OrtPredictor:
         from edgeseg.bundle.members import artifact_bytes
 
-        return OrtPredictor(artifact_bytes(bundle_dir, artifact, "model"), artifact["precision"],
-                            artifact.get("device", "cpu"), threads, name=artifact["files"]["model"])
+        return OrtPredictor(artifact_bytes(bundle_dir, artifact, "model"), artifact.precision, artifact.device, threads,
+                            name=artifact.files["model"])
 
     def workload_runner(self, path: Path, threads: int | None, rank: int) -> OrtPredictor:
         return OrtPredictor(path, "fp32", "cpu", threads)

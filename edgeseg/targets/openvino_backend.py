@@ -170,12 +170,12 @@ class OpenVinoTarget(Target):
                            "ignored_scope": names, "float_nodes_not_mapped": unmapped,
                            "fake_quantize_ops": ops.get("FakeQuantize", 0)}
 
-    def load(self, bundle_dir: Path, artifact: dict, threads: int | None = None) -> OvPredictor:
+    def load(self, bundle_dir: Path, artifact: Artifact, threads: int | None = None) -> OvPredictor:
         from edgeseg.bundle.members import artifact_bytes
 
         files = (artifact_bytes(bundle_dir, artifact, "model"), artifact_bytes(bundle_dir, artifact, "weights"))
-        return OvPredictor(files, artifact.get("device", "cpu"), threads,
-                           artifact.get("details", {}).get("inference_precision_hint"), name=artifact["files"]["model"])
+        return OvPredictor(files, artifact.device, threads, artifact.details.get("inference_precision_hint"),
+                           name=artifact.files["model"])
 
     def workload_runner(self, path: Path, threads: int | None, rank: int) -> OvPredictor:
         import openvino as ov

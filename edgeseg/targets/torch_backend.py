@@ -73,13 +73,12 @@ class TorchTarget(Target):
         return Artifact(name=request.profile.name, runtime=self.name, precision="fp32", files={"model": name},
                         profile=request.profile.name, device=request.profile.device)
 
-    def load(self, bundle_dir: Path, artifact: dict, threads: int | None = None) -> TorchPredictor:
+    def load(self, bundle_dir: Path, artifact: Artifact, threads: int | None = None) -> TorchPredictor:
         from edgeseg.bundle.members import artifact_bytes
 
-        details = artifact.get("details") or {}
-        return TorchPredictor.from_checkpoint(artifact_bytes(bundle_dir, artifact, "model"), threads,
-                                              artifact.get("device", "cpu"), compile=bool(details.get("compile")),
-                                              half=artifact["precision"] == "fp16")
+        return TorchPredictor.from_checkpoint(artifact_bytes(bundle_dir, artifact, "model"), threads, artifact.device,
+                                              compile=bool(artifact.details.get("compile")),
+                                              half=artifact.precision == "fp16")
 
     def workload_runner(self, path: Path, threads: int | None, rank: int):
         from edgeseg.benchmark.workload import TorchWorkload

@@ -1,1 +1,2 @@
-"""Training: the plan (plan.py: data, augmentation, schedule) and the trainer (trainer.py)."""
+"""Training: what a run depends on (config.py), its step plan and pace (plan.py), the loop (loop.py) and the runs
+that make or fine-tune a checkpoint (trainer.py)."""

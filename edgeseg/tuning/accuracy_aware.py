@@ -192,7 +192,7 @@ def _nncf_accuracy_control(trial, preset_plan: list[dict], scorer, limits, label
     problems = limits.check(score, labels)
     log.info("    NNCF accuracy control: ΔDice %s %s", _points(_summary(score)["delta_points"]),
              "over" if problems else "ok")
-    details = trial.last_artifact["details"]
+    details = trial.last_artifact.details
     return control, {"nncf-accuracy-control": {"met": not problems, "score": _summary(score), "problems": problems,
                                                "slack_points": round(limits.slack(score), 4),
                                                "fake_quantize_ops": details["fake_quantize_ops"],

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from edgeseg.artifact import Artifact
 from edgeseg.errors import EdgesegError
 
 
@@ -78,8 +79,8 @@ class TargetTrial:
         self.model_size, self.scorer, self.threads, self.work = model_size, scorer, threads, work
         self.cache = work / f"{profile.name}.calibration.json"  # ORT/TensorRT: calibrate once for all trials
 
-    def build(self, float_nodes: list[dict], options: dict | None = None, key: str = "trial") -> dict:
-        """The artifact (manifest entry, ``root`` = its own folder ``work/key``) for this float plan."""
+    def build(self, float_nodes: list[dict], options: dict | None = None, key: str = "trial") -> Artifact:
+        """The artifact (``root`` = its own folder ``work/key``) for this float plan."""
         from edgeseg.targets import get_target
         from edgeseg.targets.base import BuildRequest
 
@@ -89,16 +90,16 @@ class TargetTrial:
         request = BuildRequest(fp32_onnx=self.fp32_onnx, out_dir=out, profile=self.profile,
                                calibration=self.calibration, model_size=self.model_size, float_nodes=float_nodes,
                                metadata={}, options={"calibration_cache": self.cache, **(options or {})})
-        return {**get_target(self.profile.target).build(request).to_dict(), "root": str(out)}
+        return replace(get_target(self.profile.target).build(request), root=out)
 
     def __call__(self, float_nodes: list[dict], options: dict | None = None) -> dict:
         from edgeseg.benchmark.runners import load_runners
 
         artifact = self.last_artifact = self.build(float_nodes, options)
-        runners, others = load_runners([artifact], Path(artifact["root"]), {artifact["name"]: self.threads})
-        if artifact["name"] not in runners:
-            raise EdgesegError(f"{self.profile.name}: cannot run a trial here: {others[artifact['name']][1]}")
-        return self.scorer.score(runners[artifact["name"]])
+        runners, others = load_runners([artifact], artifact.root, {artifact.name: self.threads})
+        if artifact.name not in runners:
+            raise EdgesegError(f"{self.profile.name}: cannot run a trial here: {others[artifact.name][1]}")
+        return self.scorer.score(runners[artifact.name])
 
     def timing_unavailable(self) -> str | None:
         """Why this target's latency cannot be measured here (e.g. TensorRT absent), else None."""
@@ -111,10 +112,10 @@ class TargetTrial:
         in its own process, interleaved over two rounds (one run, one machine: compare them as ratios)."""
         from edgeseg.benchmark.isolated import measure_isolated
 
-        artifacts = [{**self.build(plan, options, f"latency-{i}"), "name": name}
+        artifacts = [replace(self.build(plan, options, f"latency-{i}"), name=name)
                      for i, (name, (plan, options)) in enumerate(variants.items())]
         sample = self.calibration[tuple(self.model_size)][:1]
-        return measure_isolated(self.work, artifacts, sample, {a["name"]: self.threads for a in artifacts},
+        return measure_isolated(self.work, artifacts, sample, {a.name: self.threads for a in artifacts},
                                 repeats=repeats, rounds=2)
 
 

@@ -6,17 +6,20 @@ TensorRT and a GPU are present (an RTX workstation, or the Jetson at deploy time
 """
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from pathlib import Path
 
 from edgeseg.errors import EdgesegError
 from edgeseg.targets.base import Artifact, BuildRequest, Predictor, Target, module_missing
-from edgeseg.targets.tensorrt.engine import build_engine, device_key, input_shapes, trtexec_command
-from edgeseg.targets.tensorrt.engine_cache import verified_copy
+from edgeseg.targets.tensorrt.engine import build_engine, device_key, engine_shapes, input_shapes, trtexec_command
+from edgeseg.targets.tensorrt.engine_cache import ensure_engine, verified_copy, workspace_mib
 from edgeseg.targets.tensorrt.runtime import TrtPredictor, gpu_missing
 
 # TensorRT fuses Q/DQ into the weighted layers; quantizing their inputs (and nothing else) is its recommended recipe
 QDQ_OP_TYPES = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
 ENGINE_ROLE = "engine:"
+log = logging.getLogger(__name__)
 
 
 class TensorRtTarget(Target):
@@ -76,39 +79,47 @@ class TensorRtTarget(Target):
         return Artifact(name=profile.name, runtime=self.name, precision=profile.precision, files=files,
                         profile=profile.name, device=profile.device, float_nodes=names, details=details)
 
-    def load(self, bundle_dir: Path, artifact: dict, threads: int | None = None) -> TrtPredictor:
+    def load(self, bundle_dir: Path, artifact: Artifact, threads: int | None = None) -> TrtPredictor:
         reason = gpu_missing()
         if reason:
-            raise EdgesegError(f"{artifact['name']}: TensorRT cannot run here ({reason})")
-        if artifact.get("engine_path"):  # built on this device into an engine cache (edgeseg infer --engine-cache)
-            return TrtPredictor(Path(artifact["engine_path"]), artifact["precision"])
+            raise EdgesegError(f"{artifact.name}: TensorRT cannot run here ({reason})")
+        role = ENGINE_ROLE + device_key()
+        if role in artifact.prepared:  # built on this device into an engine cache (:meth:`prepare`)
+            return TrtPredictor(Path(artifact.prepared[role]), artifact.precision)
         from edgeseg.bundle.members import artifact_bytes
 
-        role = ENGINE_ROLE + device_key()
-        if role not in artifact["files"]:
-            raise EdgesegError(f"{artifact['name']}: no engine for {role[len(ENGINE_ROLE):]} in the bundle; "
+        if role not in artifact.files:
+            raise EdgesegError(f"{artifact.name}: no engine for {role[len(ENGINE_ROLE):]} in the bundle; "
                                f"run `edgeseg build-engine {bundle_dir}`")
-        return TrtPredictor(artifact_bytes(bundle_dir, artifact, role), artifact["precision"], artifact["files"][role])
+        return TrtPredictor(artifact_bytes(bundle_dir, artifact, role), artifact.precision, artifact.files[role])
 
-    def not_ready(self, artifact: dict, engine_cache: bool = False) -> str | None:
-        if engine_cache or any(k.startswith(ENGINE_ROLE) for k in artifact["files"]):
+    def not_ready(self, artifact: Artifact, cache: bool = False) -> str | None:
+        if cache or any(k.startswith(ENGINE_ROLE) for k in artifact.files):
             return None
         return "no engine in the bundle (pass --engine-cache DIR or run `edgeseg build-engine`)"
 
-    def stand_in(self, bundle_dir: Path, artifact: dict, threads: int | None, reason: str) -> tuple[Predictor, str]:
+    def prepare(self, bundle_dir: Path, artifact: Artifact, cache: Path) -> Artifact:
+        """The engine for this device, built in ``cache`` from the verified ONNX on first use, reused after."""
+        engine, built = ensure_engine(Path(bundle_dir), artifact, cache)
+        log.info("TensorRT engine %s: %s", "built" if built else "reused", engine)
+        return replace(artifact, prepared={**artifact.prepared, ENGINE_ROLE + device_key(): engine})
+
+    def stand_in(self, bundle_dir: Path, artifact: Artifact, threads: int | None, reason: str) -> tuple[Predictor, str]:
         """The QDQ ONNX on ONNX Runtime's CPU kernels: its accuracy, not its latency."""
         from edgeseg.bundle.members import artifact_bytes
         from edgeseg.targets.onnxruntime_backend import OrtPredictor
 
-        predictor = OrtPredictor(artifact_bytes(bundle_dir, artifact, "model"), artifact["precision"], "cpu", threads,
-                                 name=artifact["files"]["model"])
+        predictor = OrtPredictor(artifact_bytes(bundle_dir, artifact, "model"), artifact.precision, "cpu", threads,
+                                 name=artifact.files["model"])
         return predictor, (f"QDQ ONNX on ONNX Runtime CPU (TensorRT: {reason}); latency not representative, "
                            "not measured")
 
 
-def tensorrt_artifacts(manifest: dict, bundle_dir: Path, only: str | None = None) -> list[dict]:
+def tensorrt_artifacts(manifest: dict, bundle_dir: Path, only: str | None = None) -> list[Artifact]:
     """The bundle's TensorRT artifacts (or the one named ``only``); an error when there is none."""
-    chosen = [a for a in manifest["artifacts"] if a["runtime"] == TensorRtTarget.name and only in (None, a["name"])]
+    from edgeseg.bundle import manifest_artifacts
+
+    chosen = [a for a in manifest_artifacts(manifest) if a.runtime == TensorRtTarget.name and only in (None, a.name)]
     if not chosen:
         raise EdgesegError(f"{bundle_dir}: no TensorRT artifact{f' named {only!r}' if only else ''}")
     return chosen
@@ -125,12 +136,10 @@ def build_bundle_engines(bundle_dir: str | Path, only: str | None = None) -> lis
     manifest = load_bundle(bundle_dir)
     built, key = [], device_key()
     for artifact in tensorrt_artifacts(manifest, bundle_dir, only):
-        details = artifact["details"]
-        engine = f"{artifact['name']}.{key}.engine"
-        shapes = {k: tuple(v) for k, v in details["shapes"].items()}
+        engine = f"{artifact.name}.{key}.engine"
         with verified_copy(bundle_dir, artifact) as onnx_path:
-            build_engine(onnx_path, bundle_dir / engine, shapes, artifact["precision"], artifact["float_nodes"],
-                         details.get("workspace_mib", 1024))
-        add_artifact_file(bundle_dir, artifact["name"], ENGINE_ROLE + key, engine)
-        built.append((artifact["name"], bundle_dir / engine))
+            build_engine(onnx_path, bundle_dir / engine, engine_shapes(artifact), artifact.precision,
+                         artifact.float_nodes, workspace_mib(artifact))
+        add_artifact_file(bundle_dir, artifact.name, ENGINE_ROLE + key, engine)
+        built.append((artifact.name, bundle_dir / engine))
     return built

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeseg.artifact import Artifact
 from edgeseg.errors import EdgesegError
 from edgeseg.targets.profiles import TargetProfile
 from edgeseg.util import slug
@@ -23,14 +24,14 @@ def input_shapes(profile: TargetProfile, channels: int, model_size: tuple[int, .
             "max": (hi, channels, *by_area[-1])}
 
 
-def engine_shapes(artifact: dict) -> dict[str, tuple[int, ...]]:
+def engine_shapes(artifact: Artifact) -> dict[str, tuple[int, ...]]:
     """The min/opt/max input shapes an artifact's engine is built for, checked (from its manifest details)."""
-    shapes = artifact.get("details", {}).get("shapes")
+    shapes = artifact.details.get("shapes")
     ok = isinstance(shapes, dict) and set(shapes) == {"min", "opt", "max"} and all(
         isinstance(v, list) and 3 <= len(v) <= 5 and all(isinstance(n, int) and 0 < n <= 65536 for n in v)
         for v in shapes.values())
     if not ok:
-        raise EdgesegError(f"{artifact['name']}: details.shapes must hold min/opt/max input shapes of positive integers")
+        raise EdgesegError(f"{artifact.name}: details.shapes must hold min/opt/max input shapes of positive integers")
     return {k: tuple(v) for k, v in shapes.items()}
 
 

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from edgeseg.artifact import Artifact
 from edgeseg.data.io import atomic_write
 from edgeseg.errors import EdgesegError
 from edgeseg.housekeeping import work_dir
@@ -24,13 +25,13 @@ from edgeseg.validation import expect_int
 TRTEXEC_PATHS = ("trtexec", "/usr/src/tensorrt/bin/trtexec")
 
 
-def cached_engine_path(cache: Path, artifact: dict) -> Path:
+def cached_engine_path(cache: Path, artifact: Artifact) -> Path:
     """Where this artifact's engine for this device lives in ``cache`` (keyed by the ONNX file's sha256)."""
-    return Path(cache) / f"{artifact['name']}-{artifact['hashes']['model']['sha256'][:12]}-{device_key()}.engine"
+    return Path(cache) / f"{artifact.name}-{artifact.hashes['model']['sha256'][:12]}-{device_key()}.engine"
 
 
 @contextlib.contextmanager
-def verified_copy(bundle_dir: Path, artifact: dict):
+def verified_copy(bundle_dir: Path, artifact: Artifact):
     """A private copy of the artifact's ONNX made from its verified bytes, for builders that need a path."""
     from edgeseg.bundle.members import artifact_bytes
 
@@ -41,7 +42,7 @@ def verified_copy(bundle_dir: Path, artifact: dict):
         yield path
 
 
-def _builder_command(artifact: dict, onnx_path: Path, engine_path: Path) -> list[str] | None:
+def _builder_command(artifact: Artifact, onnx_path: Path, engine_path: Path) -> list[str] | None:
     """The trtexec-style build command, or None to use the TensorRT Python API."""
     custom = os.environ.get("EDGESEG_TRT_BUILDER")
     trtexec = custom or next((p for p in TRTEXEC_PATHS if shutil.which(p)), None)
@@ -49,17 +50,17 @@ def _builder_command(artifact: dict, onnx_path: Path, engine_path: Path) -> list
         return None
     # rebuilt from the artifact's structured facts, never the recorded command line: a manifest string is not
     # something to execute (it could name a plugin library)
-    line = trtexec_command(str(onnx_path), str(engine_path), engine_shapes(artifact), artifact["precision"],
-                           artifact["float_nodes"], _workspace(artifact))
+    line = trtexec_command(str(onnx_path), str(engine_path), engine_shapes(artifact), artifact.precision,
+                           artifact.float_nodes, workspace_mib(artifact))
     return [*shlex.split(trtexec), *shlex.split(line)[1:]]
 
 
-def _workspace(artifact: dict) -> int:
-    details = artifact["details"]
-    return expect_int(details.get("workspace_mib", 1024), f"{artifact['name']}.details.workspace_mib", 16, 1 << 20)
+def workspace_mib(artifact: Artifact) -> int:
+    """The builder workspace (MiB) the artifact records, checked."""
+    return expect_int(artifact.details.get("workspace_mib", 1024), f"{artifact.name}.details.workspace_mib", 16, 1 << 20)
 
 
-def ensure_engine(bundle_dir: Path, artifact: dict, cache: Path) -> tuple[Path, bool]:
+def ensure_engine(bundle_dir: Path, artifact: Artifact, cache: Path) -> tuple[Path, bool]:
     """``(engine path, built now)``: reuse the cached engine for this device or build it (atomically) from
     the artifact's verified ONNX bytes."""
     engine = cached_engine_path(cache, artifact)
@@ -69,8 +70,8 @@ def ensure_engine(bundle_dir: Path, artifact: dict, cache: Path) -> tuple[Path, 
     with verified_copy(bundle_dir, artifact) as onnx_path:
         command = _builder_command(artifact, onnx_path, engine)
         if command is None:
-            build_engine(onnx_path, engine, engine_shapes(artifact), artifact["precision"], artifact["float_nodes"],
-                         artifact["details"].get("workspace_mib", 1024))
+            build_engine(onnx_path, engine, engine_shapes(artifact), artifact.precision, artifact.float_nodes,
+                         workspace_mib(artifact))
             return engine, True
 
         def build(tmp: Path) -> None:
