@@ -95,7 +95,7 @@ AllowMiss = Annotated[bool, _option("--allow-miss", panel=_TUNE, help="Exit 0 ev
 
 @app.command("compress")
 @user_errors
-def compress_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt)."),
+def compress_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt), or a MONAI bundle / smp folder (imported first: see `edgeseg import`)."),
                  out: Path = typer.Option(..., help="Bundle directory to create.", rich_help_panel=_OUTPUT),
                  int8: Int8 = False, precision: PrecisionOpt = Precision.int8,
                  targets: Targets = ["onnx,openvino,tensorrt"], target_profile: TargetProfile = [],

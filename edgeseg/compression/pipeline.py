@@ -126,15 +126,29 @@ def _manifest_head(cfg: CompressConfig, spec, source_sha: str, data: CompressDat
             "input": json.loads(artifact_metadata(spec, "")["edgeseg.input"]) | {"shape": list(shape)}
             | input_layout(spec, data),
             "macs": {"original": macs}, "params": {"original": params},
-            "calibration": data.calib.manifest if data.calib else None, "pruning": None, "artifacts": []}
+            "calibration": data.calib.manifest if data.calib else None, "pruning": None, "artifacts": [],
+            **({"imported": spec.training["imported"]} if "imported" in spec.training else {})}
+
+
+def _source_bytes(cfg: CompressConfig) -> bytes:
+    """The checkpoint's bytes; a model of another framework is imported first (:mod:`edgeseg.importers`), checked
+    on the evaluation (or calibration) data against the framework's own inference."""
+    from edgeseg.importers import import_model, is_foreign
+
+    if not is_foreign(cfg.checkpoint):
+        return read_checkpoint_bytes(cfg.checkpoint)
+    data = cfg.eval_data or (cfg.calib if cfg.calib is not None and Path(cfg.calib).is_dir() else None)
+    with work_dir("edgeseg-import") as tmp:
+        path, _ = import_model(cfg.checkpoint, Path(tmp) / f"{Path(cfg.checkpoint).name}.ckpt", data=data)
+        return read_checkpoint_bytes(path)
 
 
 def _record_build(run: CompressRun, manifest: dict, artifacts: list[Artifact], float_nodes: list[dict], builds: list,
                   start: float) -> None:
     """The manifest's record of what was built, how, where and in how long."""
     cfg = run.cfg
-    manifest.update(artifacts=[a.to_dict() for a in artifacts], float_nodes=float_nodes, preset=cfg.preset, keep_float=cfg.keep_float,
-                    quantize_ops=cfg.quantize_ops, targets=[p.name for p in run.profiles],
+    manifest.update(artifacts=[a.to_dict() for a in artifacts], float_nodes=float_nodes, preset=cfg.preset,
+                    keep_float=cfg.keep_float, quantize_ops=cfg.quantize_ops, targets=[p.name for p in run.profiles],
                     profiles={p.name: p.to_dict() for p in builds}, tool_versions=tool_versions(),
                     device=device_fingerprint(cfg.threads),
                     evaluation={"dataset": run.data.dataset.name if run.data.dataset else None,
@@ -156,7 +170,7 @@ def compress(cfg: CompressConfig) -> dict:
     from edgeseg.pruning import count_macs  # needs torch: the runtime-only install stops here, before any work
 
     start = time.perf_counter()
-    source = read_checkpoint_bytes(cfg.checkpoint)
+    source = _source_bytes(cfg)
     source_sha = hashlib.sha256(source).hexdigest()
     model, spec = load_checkpoint(source, str(cfg.checkpoint))  # the very bytes that were hashed
     profiles = resolve_profiles(cfg)

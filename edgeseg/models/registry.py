@@ -1,4 +1,8 @@
-"""Model registry: ``@register_model`` + ``create_model(name, in_channels, num_classes, **kwargs)``."""
+"""Model registry: ``@register_model`` + ``create_model(name, in_channels, num_classes, **kwargs)``.
+
+Networks of other frameworks are families: ``register_family("monai", factory)`` makes ``create_model("monai:UNet",
+…)`` call ``factory("UNet", in_channels, num_classes, **kwargs)``. The built-in families (MONAI,
+segmentation_models_pytorch) are in :mod:`edgeseg.models.families`."""
 from __future__ import annotations
 
 from typing import Callable
@@ -9,6 +13,7 @@ from edgeseg.errors import EdgesegError
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
+_FAMILIES: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_model(name: str, description: str = ""):
@@ -24,6 +29,14 @@ def register_model(name: str, description: str = ""):
     return wrap
 
 
+def register_family(prefix: str, factory: Callable[..., nn.Module], description: str = "") -> None:
+    """Register ``factory(name, in_channels, num_classes, **kwargs) -> nn.Module`` for the names ``prefix:<name>``."""
+    if not prefix.isidentifier() or prefix in _FAMILIES:
+        raise ValueError(f"model family {prefix!r}: not an identifier, or registered twice")
+    _FAMILIES[prefix] = factory
+    _DESCRIPTIONS[f"{prefix}:<name>"] = description or (factory.__doc__ or "").strip().splitlines()[0]
+
+
 def list_models() -> dict[str, str]:
     """Registered model names with a one-line description each."""
     return dict(sorted(_DESCRIPTIONS.items()))
@@ -31,11 +44,15 @@ def list_models() -> dict[str, str]:
 
 def create_model(name: str, in_channels: int, num_classes: int, **kwargs) -> nn.Module:
     """Build a registered model; unknown names and bad arguments raise ``EdgesegError``."""
-    if name not in _REGISTRY:
-        raise EdgesegError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    family = _FAMILIES.get(name.partition(":")[0]) if ":" in name else None
+    if name not in _REGISTRY and family is None:
+        families = ", ".join(f"{p}:<name>" for p in sorted(_FAMILIES))
+        raise EdgesegError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}, {families}")
     if in_channels < 1 or num_classes < 2:
         raise EdgesegError(f"{name}: need in_channels >= 1 and num_classes >= 2, got {in_channels}, {num_classes}")
     try:
+        if family is not None:
+            return family(name.partition(":")[2], in_channels=in_channels, num_classes=num_classes, **kwargs)
         return _REGISTRY[name](in_channels=in_channels, num_classes=num_classes, **kwargs)
     except (TypeError, ValueError, RuntimeError) as exc:  # unknown keyword, invalid value, impossible size
         raise EdgesegError(f"{name}: {exc}") from None
