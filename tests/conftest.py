@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision_cpu  # noqa: F401  (before anything imports torchvision: see its docstring)
 from gate_support import _gate, _scale
 
 from edgeseg.data import data_root, write_phantom_dataset

@@ -101,7 +101,7 @@ def test_a_wrong_mapping_is_caught_by_the_check_against_monai(monai_bundle, phan
 @pytest.mark.parametrize("change, message", [
     (lambda c: c["network_def"].update(channels="$[8, 16, 32]"), "Python expression or macro"),
     (lambda c: c["preprocessing"]["transforms"].append({"_target_": "CropForegroundd", "keys": "image"}),
-     "CropForeground has no edgeseg mapping"),
+     "CropForegroundd has no edgeseg mapping"),
     (lambda c: c["preprocessing"]["transforms"][2].update(mode="area"), "Resize\\(mode='area'\\) is not mapped"),
     (lambda c: c["network_def"].update(_target_="os.system"), "not a MONAI segmentation network"),
     (lambda c: c.update(network_def="@missing"), "reference @missing names nothing"),

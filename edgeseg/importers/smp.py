@@ -29,19 +29,43 @@ def _config(folder: Path) -> dict | None:
     return config if isinstance(config, dict) and any(k in config for k in MODEL_KEYS) else None
 
 
-def encoder_normalization(encoder: str, channels: int) -> tuple[list[float], list[float]]:
-    """The encoder's ImageNet mean/std for 0–255 pixel values (smp's ``get_preprocessing_params``, range 0–1)."""
-    from segmentation_models_pytorch.encoders import get_preprocessing_params
+IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])  # torchvision's ImageNet statistics, input range 0–1
 
+
+def _recorded_statistics(encoder: str) -> tuple[dict | None, str]:
+    """The encoder's mean/std as smp records them, read from disk only: timm's pretrained config for ``tu-``
+    encoders, else smp's hub config when already in the Hugging Face cache (edgeseg never downloads)."""
+    from segmentation_models_pytorch.encoders import encoders
+
+    if encoder.startswith("tu-"):
+        import timm
+
+        cfg = timm.models.get_pretrained_cfg(encoder[3:])
+        return ((cfg.__dict__ if cfg is not None and getattr(cfg, "mean", None) else None), "timm's pretrained config")
+    settings = (encoders.get(encoder) or {}).get("pretrained_settings", {}).get("imagenet") or {}
+    if "mean" in settings:
+        return settings, "smp's encoder settings"
     try:
-        params = get_preprocessing_params(encoder, pretrained="imagenet")
-    except (KeyError, ValueError):
-        raise EdgesegError(f"smp encoder {encoder}: no ImageNet statistics recorded; pass normalization") from None
-    scale = 255.0 if list(params.get("input_range", [0, 1]))[1] == 1 else 1.0
-    mean, std = [m * scale for m in params["mean"]], [s * scale for s in params["std"]]
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(settings["repo_id"], filename="config.json", revision=settings.get("revision"),
+                               local_files_only=True)
+        return json.loads(Path(path).read_text()), "smp's hub config (cached)"
+    except Exception:  # not cached, or no hub settings: the caller says what it assumed
+        return None, ""
+
+
+def encoder_normalization(encoder: str, channels: int) -> tuple[list[float], list[float], str]:
+    """The encoder's ImageNet mean/std scaled to 0–255 pixel values, and where they came from."""
+    stats, where = _recorded_statistics(encoder)
+    if stats is None:
+        stats, where = {"mean": IMAGENET[0], "std": IMAGENET[1], "input_range": [0, 1]}, (
+            "assumed: torchvision's ImageNet mean/std (smp's statistics for this encoder are not on disk)")
+    scale = 255.0 if list(stats.get("input_range", [0, 1]))[1] == 1 else 1.0
+    mean, std = [float(m) * scale for m in stats["mean"]], [float(s) * scale for s in stats["std"]]
     if len(mean) != channels:
         raise EdgesegError(f"smp encoder {encoder}: {len(mean)} ImageNet channels for a {channels}-channel input")
-    return mean, std
+    return mean, std, where
 
 
 @register_importer
@@ -77,9 +101,11 @@ class SmpImporter(Importer):
             notes.append(f"1-channel images repeated to the encoder's {net_channels} channels, in the graph")
         normalization = request.normalization or "imagenet"
         if normalization == "imagenet":
-            adapter["input_mean"], adapter["input_std"] = encoder_normalization(kwargs["encoder_name"], net_channels)
-            notes.append(f"input normalization: {kwargs['encoder_name']} ImageNet mean/std over 0–255 pixels (smp "
-                         "files do not record it; pass normalization to override), in the graph")
+            adapter["input_mean"], adapter["input_std"], where = encoder_normalization(kwargs["encoder_name"],
+                                                                                      net_channels)
+            notes.append(f"input normalization: {kwargs['encoder_name']}'s ImageNet mean/std over 0–255 pixels "
+                         f"({where}; smp files do not record the normalization: pass normalization to override), "
+                         "in the graph")
         if not request.size:
             raise EdgesegError(f"{source}: smp files do not record the input size; pass size")
         model = create_model(f"smp:{arch}", len(channels), num_classes, **kwargs, **adapter)
@@ -93,27 +119,27 @@ class SmpImporter(Importer):
                                   window=request.window))
         record = {"framework": "smp", "kind": "save_pretrained", "network": arch,
                   "files": source_files(source, [source / "config.json", weights])}
-        reference = _Reference(model, kwargs["encoder_name"], net_channels, spec.preprocessing.size) \
-            if normalization == "imagenet" else None
+        reference = _Reference(model, adapter["input_mean"], adapter["input_std"], net_channels,
+                               spec.preprocessing.size) if normalization == "imagenet" else None
         return Imported(model.eval(), spec, record, reference, notes)
 
 
 class _Reference:
-    """smp's own way in: the image (gray repeated to RGB) through ``get_preprocessing_fn(encoder, "imagenet")``,
-    resized bilinearly (PyTorch), the bare network, argmax."""
+    """smp's way in, as its README does it: the image (gray repeated to RGB) scaled to 0–1 and normalized with
+    the encoder's mean/std on the host, resized bilinearly (PyTorch), the bare network, argmax."""
 
-    def __init__(self, model, encoder: str, channels: int, size: tuple[int, ...]):
-        self.model, self.encoder, self.channels, self.size = model, encoder, channels, size
+    def __init__(self, model, mean: list[float], std: list[float], channels: int, size: tuple[int, ...]):
+        self.model, self.channels, self.size = model, channels, size
+        self.mean, self.std = np.asarray(mean) / 255.0, np.asarray(std) / 255.0
 
     def __call__(self, image_path: Path) -> np.ndarray:
         import torch
         import torch.nn.functional as F
         from PIL import Image
-        from segmentation_models_pytorch.encoders import get_preprocessing_fn
 
         with Image.open(image_path) as im:
             hwc = np.asarray(im.convert("RGB") if self.channels == 3 else im, dtype=np.float32) / 255.0
-        x = get_preprocessing_fn(self.encoder, pretrained="imagenet")(hwc)
+        x = (hwc.reshape(*hwc.shape[:2], -1) - self.mean) / self.std
         x = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32).permute(2, 0, 1)[None]
         x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
         net = getattr(self.model, "net", self.model)

@@ -18,6 +18,9 @@ def _library(module: str, arch: str):
         return importlib.import_module(module)
     except ImportError:
         raise EdgesegError(f"{arch}: needs {module.split('.')[0]} (pip install 'edgeseg[frameworks]')") from None
+    except RuntimeError as exc:  # e.g. a CUDA torchvision next to a CPU torch: "operator torchvision::nms does not exist"
+        raise EdgesegError(f"{arch}: {module.split('.')[0]} fails to import ({str(exc).splitlines()[0][:120]}); "
+                           "install torch and torchvision from the same index") from None
 
 
 def monai_network(name: str, in_channels: int, num_classes: int, **kwargs):

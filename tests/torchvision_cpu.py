@@ -1,0 +1,29 @@
+"""This test machine's torch is a CPU build from local disk, while PyPI's torchvision wheel is a CUDA build whose
+C++ ops library needs libtorch_cuda.so: ``import torchvision`` (timm, smp's encoders) then fails registering
+fake kernels for ``torchvision::nms``/``qnms``. Declaring those two op schemas lets its Python side import;
+no segmentation network calls them. A matching torch + torchvision install (same index) needs nothing of this."""
+import importlib.util
+import os
+
+import torch
+
+_KEEP = []
+
+
+def _ops_load() -> bool:
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or not spec.submodule_search_locations:
+        return True
+    folder = list(spec.submodule_search_locations)[0]
+    libs = [f for f in os.listdir(folder) if f.startswith("_C") and f.endswith(".so")]
+    try:
+        return bool(libs) and torch.ops.load_library(os.path.join(folder, libs[0])) is None
+    except (OSError, RuntimeError):
+        return False
+
+
+if not _ops_load():
+    library = torch.library.Library("torchvision", "DEF")
+    for op in ("nms", "qnms"):
+        library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    _KEEP.append(library)
