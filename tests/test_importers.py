@@ -188,7 +188,33 @@ def test_the_import_command_reports_its_check_and_refuses_a_non_model(monai_bund
                              str(phantom_demo), "--parity-cases", "4"])
     assert ok.exit_code == 0, ok.output
     assert "against monai's own inference on 4 cases: pixel agreement" in ok.output
+    listed = runner.invoke(app, ["import", str(monai_bundle), "--out", str(tmp_path / "m.ckpt"), "--data",
+                                 str(phantom_demo), "--parity-cases", "2", "--force", "--json"])
+    record = json.loads(listed.stdout)
+    assert record["checkpoint"] == str(tmp_path / "m.ckpt") and record["parity"]["cases"] == 2
     (tmp_path / "empty").mkdir()
     bad = runner.invoke(app, ["import", str(tmp_path / "empty"), "--out", str(tmp_path / "x.ckpt")])
     assert bad.exit_code == 2 and "not a model edgeseg can import" in bad.output
     assert len(bad.output.strip().splitlines()) == 1
+
+
+FOREIGN = __import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks" / "foreign"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("folder, options, dice", [
+    ("monai_chest_bundle", {}, 0.9544),            # MONAI's own pipeline: 0.9544 (benchmarks/foreign/README.md)
+    ("smp_chest", {"size": (128, 128)}, 0.9535),   # smp's own pipeline: 0.9535
+])
+def test_committed_foreign_models_keep_their_own_dice_on_real_chest_xrays(shared_data, tmp_path, folder, options,
+                                                                         dice):
+    """Models trained by MONAI's and smp's own loops (not edgeseg) on the chest X-ray train split: imported,
+    they reproduce their framework's masks and its validation Dice."""
+    import edgeseg
+    from edgeseg.importers import import_model
+
+    chest = shared_data / "Dataset002_ChestXrayLungs"
+    path, record = import_model(FOREIGN / folder, tmp_path / "m.ckpt", data=chest, parity_cases=8, **options)
+    assert record["parity"]["pixel_agreement"]["min"] >= 0.999, record["parity"]
+    scores = edgeseg.evaluate(path, chest, split="val")
+    assert len(scores.result["cases"]) == 65 and abs(scores.dice["lung"] - dice) < 0.003, scores.dice

@@ -53,7 +53,7 @@ def import_model(source: str | Path, out: str | Path, *, framework: str | None =
                            f"{parity['cases']} cases (allow_mismatch writes it anyway)")
     imported.spec.training = {**imported.spec.training, "imported": record}
     save_checkpoint(out, imported.model, imported.spec)
-    log.info("imported %s (%s) → %s", source, importer.name, out)
+    log.debug("imported %s (%s) → %s", source, importer.name, out)
     return out, record
 
 

@@ -14,8 +14,11 @@ MONAI_NETWORKS = ("UNet", "BasicUNet", "AttentionUnet", "SegResNet", "UNETR", "S
 def _library(module: str, arch: str):
     import importlib
 
+    from edgeseg.progress import silenced
+
     try:
-        return importlib.import_module(module)
+        with silenced("monai.data.nvimgcodec_pydicom_plugin", "nvImageCodec is not available"):  # a GPU decoder
+            return importlib.import_module(module)
     except ImportError:
         raise EdgesegError(f"{arch}: needs {module.split('.')[0]} (pip install 'edgeseg[frameworks]')") from None
     except RuntimeError as exc:  # e.g. a CUDA torchvision next to a CPU torch: "operator torchvision::nms does not exist"
