@@ -7,11 +7,10 @@ import os
 import random
 import time
 
+import monai
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-import monai
 from monai.bundle import ConfigParser
 from monai.data import CacheDataset, DataLoader
 from monai.losses import DiceCELoss

@@ -12,6 +12,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never touch the network (no weights, no configs)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests"))
+# isort: off
 import torchvision_cpu  # noqa: F401,E402  (CPU torch + PyPI CUDA torchvision here: see its docstring)
 
 import numpy as np  # noqa: E402
@@ -20,6 +21,7 @@ import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import segmentation_models_pytorch as smp  # noqa: E402
+# isort: on
 
 TIME_LIMIT_S = float(os.environ.get("TIME_LIMIT_S", 8 * 60 - 15))  # training loop <= 8 minutes
 DATA = os.path.join(os.environ.get("EDGESEG_DATA", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "datasets")),
