@@ -59,9 +59,9 @@ def compress_summary(manifest: dict) -> list:
     names = short_names(a["name"] for a in artifacts)
     reference = artifacts[0]
     macs, params = manifest["macs"], manifest["params"]
-    heading = (f"{manifest['source_checkpoint']['name']} · MACs {macs['final'] / 1e9:.2f} G (was "
-               f"{macs['original'] / 1e9:.2f} G) · params {params['final'] / 1e6:.2f} M (was "
-               f"{params['original'] / 1e6:.2f} M)")
+    heading = (f"{manifest['source_checkpoint']['name']} · MACs {_count(macs['final'], 1e9, 'G')} (was "
+               f"{_count(macs['original'], 1e9, 'G')}) · params {_count(params['final'], 1e6, 'M')} (was "
+               f"{_count(params['original'], 1e6, 'M')})")
     if manifest.get("pruning"):
         heading += f" · pruned {manifest['pruning'].get('summary', '')}"
     label = next((_headline_label(a["accuracy"]["dice"]) for a in artifacts if a.get("accuracy")), None)
@@ -119,3 +119,7 @@ def print_compress_summary(manifest: dict, console: Console | None = None) -> No
     """:func:`compress_summary` on ``console`` (default: stdout's)."""
     for item in compress_summary(manifest):
         (console or _STDOUT).print(item)
+
+
+def _count(value, scale: float, unit: str) -> str:
+    return "n/a" if value is None else f"{value / scale:.2f} {unit}"

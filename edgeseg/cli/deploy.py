@@ -95,7 +95,8 @@ AllowMiss = Annotated[bool, _option("--allow-miss", panel=_TUNE, help="Exit 0 ev
 
 @app.command("compress")
 @user_errors
-def compress_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt), or a MONAI bundle / smp folder (imported first: see `edgeseg import`)."),
+def compress_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt); a MONAI bundle or smp folder (imported first: see `edgeseg import`); or an FP32 .onnx with --spec."),
+                 spec_file: Optional[Path] = typer.Option(None, "--spec", help="For an ONNX model without edgeseg metadata: its labels and preprocessing (TOML or JSON, docs/import.md).", rich_help_panel=_OUTPUT),
                  out: Path = typer.Option(..., help="Bundle directory to create.", rich_help_panel=_OUTPUT),
                  int8: Int8 = False, precision: PrecisionOpt = Precision.int8,
                  targets: Targets = ["onnx,openvino,tensorrt"], target_profile: TargetProfile = [],
@@ -111,7 +112,10 @@ def compress_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt)
                  force: bool = typer.Option(False, "--force", help="Replace an existing bundle.", rich_help_panel=_OUTPUT)):
     """Prune → calibrate → INT8/FP16 per target → verified bundle; prints size, MACs, Dice drift and latency."""
     cfg = compress_config(**locals())
-    import torch  # noqa: F401  (the full install: on the runtime-only one, say so before reading anything)
+    from edgeseg.compression.onnx_source import is_onnx
+
+    if not is_onnx(checkpoint):
+        import torch  # noqa: F401  (the full install: on the runtime-only one, say so before reading anything)
 
     from edgeseg.compression.pipeline import compress
     from edgeseg.report import print_compress_summary

@@ -22,6 +22,7 @@ from edgeseg.bundle import check_replaceable, staging_dir, tool_versions, write_
 from edgeseg.calibration import CalibrationSet, bundle_calibration
 from edgeseg.checkpoint import load_checkpoint, read_checkpoint_bytes
 from edgeseg.compression.data import CompressData, input_layout, load_data
+from edgeseg.compression.onnx_source import is_onnx, onnx_counts, read_onnx_model
 from edgeseg.compression.stages import (
     CompressRun,
     artifact_metadata,
@@ -33,7 +34,7 @@ from edgeseg.compression.stages import (
     prune_stage,
 )
 from edgeseg.data.nnunet import NnUNetDataset
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, UsageError
 from edgeseg.housekeeping import work_dir
 from edgeseg.targets import default_targets, get_target, load_profile
 from edgeseg.validation import paths_as_path
@@ -71,6 +72,7 @@ class CompressConfig:
     latency_repeats: int = 30
     seed: int = 0
     force: bool = False
+    spec_file: Path | None = None                        # an ONNX model's spec, when its metadata has none
 
     def __post_init__(self):
         paths_as_path(self)  # str paths from Python work as well as Path
@@ -130,6 +132,24 @@ def _manifest_head(cfg: CompressConfig, spec, source_sha: str, data: CompressDat
             **({"imported": spec.training["imported"]} if "imported" in spec.training else {})}
 
 
+def _load_source(cfg: CompressConfig) -> tuple[object | None, object, bytes]:
+    """``(model, spec, the bytes hashed as the source)``: a checkpoint (a foreign model imported first), or an
+    FP32 ONNX file with no torch module (``model`` None: no pruning, ONNX Runtime FP32 is the reference)."""
+    if is_onnx(cfg.checkpoint):
+        for asked, what in ((cfg.prune or cfg.prune_macs, "--prune"), (cfg.accuracy_aware, "--max-dice-drop"),
+                            (cfg.baseline_checkpoint, "--baseline-checkpoint")):
+            if asked:
+                raise UsageError(f"{what} needs the PyTorch model; {cfg.checkpoint.name} is ONNX (import the model it "
+                                 "was exported from instead: docs/import.md)")
+        data, spec = read_onnx_model(cfg.checkpoint, cfg.spec_file)
+        return None, spec, data
+    if cfg.spec_file is not None:
+        raise UsageError("--spec describes an ONNX model; a checkpoint carries its own spec")
+    source = _source_bytes(cfg)
+    model, spec = load_checkpoint(source, str(cfg.checkpoint))  # the very bytes that were hashed
+    return model, spec, source
+
+
 def _source_bytes(cfg: CompressConfig) -> bytes:
     """The checkpoint's bytes; a model of another framework is imported first (:mod:`edgeseg.importers`), checked
     on the evaluation (or calibration) data against the framework's own inference."""
@@ -166,33 +186,34 @@ def write_stage(run: CompressRun, manifest: dict) -> dict:
 def compress(cfg: CompressConfig) -> dict:
     """Run the whole pipeline — data → prune → export → build → measure → write, one function per stage — in a
     staging folder that replaces ``cfg.out`` at the end; returns the manifest written there."""
-    from edgeseg.onnx_export import onnx_parity
-    from edgeseg.pruning import count_macs  # needs torch: the runtime-only install stops here, before any work
-
     start = time.perf_counter()
-    source = _source_bytes(cfg)
+    model, spec, source = _load_source(cfg)
+    if model is not None:
+        from edgeseg.onnx_export import onnx_parity
+        from edgeseg.pruning import count_macs
     source_sha = hashlib.sha256(source).hexdigest()
-    model, spec = load_checkpoint(source, str(cfg.checkpoint))  # the very bytes that were hashed
     profiles = resolve_profiles(cfg)
     sizes = deployment_sizes(profiles, spec.preprocessing.size)
     check_replaceable(cfg.out, cfg.force)  # before any work: a folder edgeseg did not write is never replaced
     _stage(1, "data: evaluation cases and calibration set")
     data = load_data(cfg, spec, sizes)
     shape = (1, spec.in_channels, *spec.preprocessing.size)
-    manifest = _manifest_head(cfg, spec, source_sha, data, shape, count_macs(model, shape))
+    counts = count_macs(model, shape) if model is not None else onnx_counts(source)
+    manifest = _manifest_head(cfg, spec, source_sha, data, shape, counts)
     with staging_dir(cfg.out, cfg.force) as stage, work_dir("edgeseg-work") as work:
-        run = CompressRun(cfg, model, spec, source_sha, profiles, data, stage, Path(work))
+        run = CompressRun(cfg, model, spec, source_sha, profiles, data, stage, Path(work),
+                          onnx_source=source if model is None else None)
         _stage(2, "prune" if (cfg.prune or cfg.prune_macs) else "prune: skipped (no --prune)")
         prune_stage(run, manifest)
-        _stage(3, "export FP32 ONNX and check parity with PyTorch")
+        _stage(3, "export FP32 ONNX and check parity with PyTorch" if model is not None else "the FP32 ONNX given")
         fp32_onnx, parity_inputs = export_stage(run)
         float_nodes, plans, tuning = float_plans(run, fp32_onnx)
         if tuning is not None:
             manifest["accuracy_aware"] = tuning
-        builds = build_profiles(profiles)
+        builds = build_profiles(profiles, torch_reference=model is not None)
         _stage(4, f"build {len(builds)} artifacts: {', '.join(p.name for p in builds)}")
         artifacts = build_stage(run, builds, fp32_onnx, float_nodes, plans)
-        if parity_inputs is not None:
+        if parity_inputs is not None and model is not None:
             artifacts[1].recorded["parity_vs_torch"] = onnx_parity(model, stage / artifacts[1].files["model"],
                                                                    parity_inputs)
         _stage(5, f"measure drift on {len(data.eval_ids)} held-back validation cases and latency")

@@ -41,6 +41,7 @@ class CompressRun:
     data: CompressData
     stage: Path
     work: Path
+    onnx_source: bytes | None = None   # the FP32 ONNX given instead of a checkpoint (``model`` is None then)
 
     @property
     def size(self) -> tuple[int, ...]:
@@ -53,9 +54,10 @@ class CompressRun:
         return (1, self.spec.in_channels, *self.size)
 
     @property
-    def reference_checkpoint(self) -> Path:
-        """The (pruned) model as an edgeseg checkpoint, written by stage 2: the PyTorch reference's source."""
-        return self.work / "reference.ckpt"
+    def reference_checkpoint(self) -> Path | None:
+        """The (pruned) model as an edgeseg checkpoint, written by stage 2: the PyTorch reference's source (None
+        for an ONNX model)."""
+        return self.work / "reference.ckpt" if self.model is not None else None
 
     def metadata(self) -> dict[str, str]:
         """:func:`artifact_metadata` of this model."""
@@ -75,10 +77,13 @@ def prune_stage(run: CompressRun, manifest: dict) -> None:
     """Stage 2: with ``--prune``/``--prune-macs``, prune and recover the model in place (the report goes into
     ``manifest["pruning"]`` and the spec); the final MACs and parameters into the manifest either way; the model
     saved as :attr:`CompressRun.reference_checkpoint`."""
-    from edgeseg.pruning import count_macs
-
     cfg, data = run.cfg, run.data
     macs, params = manifest["macs"]["original"], manifest["params"]["original"]
+    if run.model is None:  # an ONNX model: nothing to prune (refused before any work) or to save
+        manifest["macs"]["final"], manifest["params"]["final"] = macs, params
+        return
+    from edgeseg.pruning import count_macs
+
     if cfg.prune or cfg.prune_macs:
         from edgeseg.pruning.pipeline import PruneSettings, prune_and_recover
 
@@ -98,13 +103,29 @@ def export_stage(run: CompressRun) -> tuple[Path, np.ndarray | None]:
     parity with PyTorch is checked on (calibration samples, else the first evaluated cases; None without either)."""
     from edgeseg.onnx_export import export_onnx
 
-    fp32_onnx = export_onnx(run.model, run.work / "model.fp32.onnx", (2, *run.shape[1:]), metadata=run.metadata())
+    if run.model is None:
+        fp32_onnx = _given_onnx(run)
+    else:
+        fp32_onnx = export_onnx(run.model, run.work / "model.fp32.onnx", (2, *run.shape[1:]), metadata=run.metadata())
     calib, data = run.data.calib, run.data
     if calib:
         return fp32_onnx, calib.inputs[run.size][:4]
     if data.eval_ids:
         return fp32_onnx, np.concatenate([case_model_input(run.spec, data.dataset, c) for c in data.eval_ids[:4]])
     return fp32_onnx, None
+
+
+def _given_onnx(run: CompressRun) -> Path:
+    """The ONNX model given, with this bundle's metadata written into it (what every artifact carries)."""
+    import onnx
+
+    from edgeseg.targets.onnxruntime_backend import write_metadata
+
+    model = onnx.load_model_from_string(run.onnx_source)
+    write_metadata(model, run.metadata())
+    path = run.work / "model.fp32.onnx"
+    onnx.save(model, str(path))
+    return path
 
 
 def float_plans(run: CompressRun, fp32_onnx: Path) -> tuple[list[dict], dict[str, dict], dict | None]:
@@ -130,9 +151,11 @@ def float_plans(run: CompressRun, fp32_onnx: Path) -> tuple[list[dict], dict[str
     return float_nodes, *tune_float_plans(cfg.accuracy_aware, run.profiles, inputs)
 
 
-def build_profiles(profiles: list) -> list:
-    """Every profile built: the FP32 PyTorch reference and the plain FP32 ONNX first, then ``profiles``."""
-    return [load_profile(name) for name in ALWAYS_BUILT] + [p for p in profiles if p.name not in ALWAYS_BUILT]
+def build_profiles(profiles: list, torch_reference: bool = True) -> list:
+    """Every profile built: the FP32 PyTorch reference (not for an ONNX model) and the plain FP32 ONNX first,
+    then ``profiles``."""
+    first = [name for name in ALWAYS_BUILT if torch_reference or name != ALWAYS_BUILT[0]]
+    return [load_profile(name) for name in first] + [p for p in profiles if p.name not in ALWAYS_BUILT]
 
 
 def build_stage(run: CompressRun, builds: list, fp32_onnx: Path, float_nodes: list[dict],
@@ -159,19 +182,22 @@ def build_stage(run: CompressRun, builds: list, fp32_onnx: Path, float_nodes: li
 
 
 def measure_artifacts(run: CompressRun, artifacts: list[Artifact], sample: np.ndarray) -> None:
-    """Stage 5: drift vs the FP32 PyTorch reference on the evaluated cases and batch-1 latency of ``sample``,
-    recorded into each artifact (with its executed precision and size)."""
-    import torch
-
-    reference = artifacts[0].name
+    """Stage 5: drift vs the FP32 reference (PyTorch; ONNX Runtime for an ONNX model) on the evaluated cases and
+    batch-1 latency of ``sample``, recorded into each artifact (with its executed precision and size)."""
+    reference = artifacts[0].name  # PyTorch FP32, or ONNX Runtime FP32 for an ONNX model
     threads = {a.name: latency_threads(run.cfg.threads) for a in artifacts}  # as bench: one count for all
-    runners, others = load_runners(artifacts, run.stage, threads, skip={reference})
+    runners, others = load_runners(artifacts, run.stage, threads, skip={reference} if run.model is not None else ())
     for artifact in artifacts:
         if artifact.name in others:
             status, reason = others[artifact.name]
             artifact.recorded["measured_with" if status == "accuracy_only" else "not_measured"] = reason
-    torch.set_num_threads(threads[reference] or torch.get_num_threads())
-    runners = {reference: torch_predictor(run.model), **runners}
+    if run.model is not None:
+        import torch
+
+        torch.set_num_threads(threads[reference] or torch.get_num_threads())
+        runners = {reference: torch_predictor(run.model), **runners}
+    elif reference not in runners:
+        raise EdgesegError(f"the reference {reference} cannot run here: {others[reference][1]}")
     if run.data.dataset is not None and run.data.eval_ids:
         _record_drift(run, artifacts, runners, reference)
     _record_latency(run, artifacts, runners, threads, sample)
