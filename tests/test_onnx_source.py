@@ -87,7 +87,7 @@ def test_a_spec_that_does_not_fit_the_onnx_model_is_refused_in_one_line(bare_onn
 def test_pruning_an_onnx_model_is_refused_in_one_line(bundle, phantom_demo, tmp_path):
     result = CliRunner().invoke(app, ["compress", str(bundle / "x86-onnxruntime-fp32.onnx"), "--out",
                                       str(tmp_path / "b"), "--int8", "--calib", str(phantom_demo), "--prune", "0.3"])
-    assert result.exit_code == 64 and "--prune needs the PyTorch model" in result.output
+    assert result.exit_code == 64 and "--prune needs an edgeseg model" in result.output
 
 
 def test_the_onnx_path_runs_without_torch(bare_onnx, phantom_demo, tmp_path):
@@ -113,3 +113,33 @@ def test_the_onnx_path_runs_without_torch(bare_onnx, phantom_demo, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().endswith("ok 3")
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory):
+    """The bundled phantom model as a TorchScript (traced) and an ExportedProgram file."""
+    import torch
+
+    from edgeseg.checkpoint import load_checkpoint
+    from edgeseg.demo import default_checkpoint
+
+    model, spec = load_checkpoint(default_checkpoint())
+    folder = tmp_path_factory.mktemp("programs")
+    example = torch.zeros(1, 1, *spec.preprocessing.size)
+    torch.jit.save(torch.jit.trace(model.eval(), example), str(folder / "model.ts.pt"))
+    torch.export.save(torch.export.export(model.eval(), (example,)), str(folder / "model.pt2"))
+    (folder / "spec.toml").write_text(SPEC)
+    return folder
+
+
+@pytest.mark.parametrize("name, kind", [("model.ts.pt", "TorchScript"), ("model.pt2", "ExportedProgram")])
+def test_a_torchscript_or_exported_program_compresses_only_when_trusted(programs, phantom_demo, tmp_path, name, kind):
+    options = dict(calibration=phantom_demo, targets="onnxruntime", eval_data=phantom_demo, out=tmp_path / "b",
+                   calib_size=8, eval_cases=2, latency_repeats=3, threads=1, spec_file=programs / "spec.toml")
+    with pytest.raises(EdgesegError, match=f"a {kind} file runs code when it is loaded") as err:
+        edgeseg.compress(programs / name, **options)
+    assert "\n" not in str(err.value) and not (tmp_path / "b").exists()
+    out = edgeseg.compress(programs / name, trust_code=True, **options)
+    fp32 = next(a for a in out.manifest["artifacts"] if a["name"] == "x86-onnxruntime-fp32")
+    assert fp32["parity_vs_torch"]["mask_agreement"] == 1.0 and fp32["parity_vs_torch"]["max_abs_diff"] < 1e-3
+    assert out.manifest["source_checkpoint"]["name"] == name and out.manifest["model"]["arch"] == "onnx"

@@ -96,7 +96,8 @@ AllowMiss = Annotated[bool, _option("--allow-miss", panel=_TUNE, help="Exit 0 ev
 @app.command("compress")
 @user_errors
 def compress_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt); a MONAI bundle or smp folder (imported first: see `edgeseg import`); or an FP32 .onnx with --spec."),
-                 spec_file: Optional[Path] = typer.Option(None, "--spec", help="For an ONNX model without edgeseg metadata: its labels and preprocessing (TOML or JSON, docs/import.md).", rich_help_panel=_OUTPUT),
+                 spec_file: Optional[Path] = typer.Option(None, "--spec", help="For an ONNX model without edgeseg metadata, a TorchScript or an ExportedProgram: its labels and preprocessing (TOML or JSON, docs/import.md).", rich_help_panel=_OUTPUT),
+                 trust_code: bool = typer.Option(False, "--trust-code", help="Load a TorchScript / ExportedProgram file: loading one runs the code its author put in it.", rich_help_panel=_OUTPUT),
                  out: Path = typer.Option(..., help="Bundle directory to create.", rich_help_panel=_OUTPUT),
                  int8: Int8 = False, precision: PrecisionOpt = Precision.int8,
                  targets: Targets = ["onnx,openvino,tensorrt"], target_profile: TargetProfile = [],

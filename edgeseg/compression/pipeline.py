@@ -24,6 +24,7 @@ from edgeseg.checkpoint import load_checkpoint, read_checkpoint_bytes
 from edgeseg.compression.data import CompressData, input_layout, load_data
 from edgeseg.compression.onnx_source import is_onnx, onnx_counts, read_onnx_model
 from edgeseg.compression.stages import (
+    ALWAYS_BUILT,
     CompressRun,
     artifact_metadata,
     build_profiles,
@@ -73,6 +74,7 @@ class CompressConfig:
     seed: int = 0
     force: bool = False
     spec_file: Path | None = None                        # an ONNX model's spec, when its metadata has none
+    trust_code: bool = False                             # load TorchScript / ExportedProgram files (they run code)
 
     def __post_init__(self):
         paths_as_path(self)  # str paths from Python work as well as Path
@@ -132,22 +134,57 @@ def _manifest_head(cfg: CompressConfig, spec, source_sha: str, data: CompressDat
             **({"imported": spec.training["imported"]} if "imported" in spec.training else {})}
 
 
-def _load_source(cfg: CompressConfig) -> tuple[object | None, object, bytes]:
-    """``(model, spec, the bytes hashed as the source)``: a checkpoint (a foreign model imported first), or an
-    FP32 ONNX file with no torch module (``model`` None: no pruning, ONNX Runtime FP32 is the reference)."""
-    if is_onnx(cfg.checkpoint):
-        for asked, what in ((cfg.prune or cfg.prune_macs, "--prune"), (cfg.accuracy_aware, "--max-dice-drop"),
-                            (cfg.baseline_checkpoint, "--baseline-checkpoint")):
-            if asked:
-                raise UsageError(f"{what} needs the PyTorch model; {cfg.checkpoint.name} is ONNX (import the model it "
-                                 "was exported from instead: docs/import.md)")
+@dataclass
+class Source:
+    """What compress starts from: an edgeseg ``model`` with its ``spec`` — or, for an ONNX file or a TorchScript /
+    ExportedProgram (``kind``), no model and the FP32 ``onnx`` bytes (the ``program`` kept for parity) — and
+    ``data``, the bytes hashed as the source."""
+
+    model: object | None
+    spec: object
+    data: bytes
+    onnx: bytes | None = None
+    program: object | None = None
+    kind: str = "checkpoint"
+
+
+def _load_source(cfg: CompressConfig) -> Source:
+    """A checkpoint (a foreign model imported first); an FP32 ONNX file or a trusted TorchScript / ExportedProgram
+    with a spec (no torch module: no pruning, ONNX Runtime FP32 is the reference)."""
+    from edgeseg.compression.torch_program import program_kind
+
+    kind = "ONNX" if is_onnx(cfg.checkpoint) else program_kind(cfg.checkpoint)
+    if kind is None:
+        if cfg.spec_file is not None:
+            raise UsageError("--spec describes an ONNX, TorchScript or ExportedProgram model; a checkpoint carries "
+                             "its own spec")
+        source = _source_bytes(cfg)
+        model, spec = load_checkpoint(source, str(cfg.checkpoint))  # the very bytes that were hashed
+        return Source(model, spec, source)
+    for asked, what in ((cfg.prune or cfg.prune_macs, "--prune"), (cfg.accuracy_aware, "--max-dice-drop"),
+                        (cfg.baseline_checkpoint, "--baseline-checkpoint")):
+        if asked:
+            raise UsageError(f"{what} needs an edgeseg model; {cfg.checkpoint.name} is {kind} (import the PyTorch "
+                             "weights instead: docs/import.md)")
+    if kind == "ONNX":
         data, spec = read_onnx_model(cfg.checkpoint, cfg.spec_file)
-        return None, spec, data
-    if cfg.spec_file is not None:
-        raise UsageError("--spec describes an ONNX model; a checkpoint carries its own spec")
-    source = _source_bytes(cfg)
-    model, spec = load_checkpoint(source, str(cfg.checkpoint))  # the very bytes that were hashed
-    return model, spec, source
+        return Source(None, spec, data, data, kind=kind)
+    return _program_source(cfg, kind)
+
+
+def _program_source(cfg: CompressConfig, kind: str) -> Source:
+    from edgeseg.compression.onnx_source import check_onnx, spec_from_file
+    from edgeseg.compression.torch_program import load_program, program_onnx
+
+    if cfg.spec_file is None:
+        raise UsageError(f"{cfg.checkpoint.name} is {kind}: pass --spec FILE with its labels and preprocessing "
+                         "(docs/import.md)")
+    spec = spec_from_file(cfg.spec_file)
+    program = load_program(cfg.checkpoint, kind, cfg.trust_code)
+    with work_dir("edgeseg-program") as tmp:
+        onnx_bytes = program_onnx(program, kind, spec, Path(tmp))
+    check_onnx(onnx_bytes, spec, cfg.checkpoint.name)
+    return Source(None, spec, cfg.checkpoint.read_bytes(), onnx_bytes, program, kind)
 
 
 def _source_bytes(cfg: CompressConfig) -> bytes:
@@ -187,9 +224,9 @@ def compress(cfg: CompressConfig) -> dict:
     """Run the whole pipeline — data → prune → export → build → measure → write, one function per stage — in a
     staging folder that replaces ``cfg.out`` at the end; returns the manifest written there."""
     start = time.perf_counter()
-    model, spec, source = _load_source(cfg)
+    src = _load_source(cfg)
+    model, spec, source = src.model, src.spec, src.data
     if model is not None:
-        from edgeseg.onnx_export import onnx_parity
         from edgeseg.pruning import count_macs
     source_sha = hashlib.sha256(source).hexdigest()
     profiles = resolve_profiles(cfg)
@@ -198,14 +235,15 @@ def compress(cfg: CompressConfig) -> dict:
     _stage(1, "data: evaluation cases and calibration set")
     data = load_data(cfg, spec, sizes)
     shape = (1, spec.in_channels, *spec.preprocessing.size)
-    counts = count_macs(model, shape) if model is not None else onnx_counts(source)
+    counts = count_macs(model, shape) if model is not None else onnx_counts(src.onnx)
     manifest = _manifest_head(cfg, spec, source_sha, data, shape, counts)
     with staging_dir(cfg.out, cfg.force) as stage, work_dir("edgeseg-work") as work:
         run = CompressRun(cfg, model, spec, source_sha, profiles, data, stage, Path(work),
-                          onnx_source=source if model is None else None)
+                          onnx_source=src.onnx)
         _stage(2, "prune" if (cfg.prune or cfg.prune_macs) else "prune: skipped (no --prune)")
         prune_stage(run, manifest)
-        _stage(3, "export FP32 ONNX and check parity with PyTorch" if model is not None else "the FP32 ONNX given")
+        _stage(3, "export FP32 ONNX and check parity with PyTorch" if model is not None else
+               f"the FP32 ONNX {'given' if src.program is None else 'of the ' + src.kind}")
         fp32_onnx, parity_inputs = export_stage(run)
         float_nodes, plans, tuning = float_plans(run, fp32_onnx)
         if tuning is not None:
@@ -213,9 +251,17 @@ def compress(cfg: CompressConfig) -> dict:
         builds = build_profiles(profiles, torch_reference=model is not None)
         _stage(4, f"build {len(builds)} artifacts: {', '.join(p.name for p in builds)}")
         artifacts = build_stage(run, builds, fp32_onnx, float_nodes, plans)
-        if parity_inputs is not None and model is not None:
-            artifacts[1].recorded["parity_vs_torch"] = onnx_parity(model, stage / artifacts[1].files["model"],
-                                                                   parity_inputs)
+        if parity_inputs is not None and (model or src.program) is not None:
+            from edgeseg.onnx_export import onnx_parity
+
+            fp32 = next(a for a in artifacts if a.name == ALWAYS_BUILT[1])  # the plain FP32 ONNX
+            if model is not None:
+                fp32.recorded["parity_vs_torch"] = onnx_parity(model, stage / fp32.files["model"], parity_inputs)
+            else:  # a program may be specialized to batch 1: one sample at a time
+                each = [onnx_parity(src.program, stage / fp32.files["model"], x[None]) for x in parity_inputs]
+                fp32.recorded["parity_vs_torch"] = {"max_abs_diff": max(e["max_abs_diff"] for e in each),
+                                                    "mask_agreement": float(np.mean([e["mask_agreement"]
+                                                                                     for e in each]))}
         _stage(5, f"measure drift on {len(data.eval_ids)} held-back validation cases and latency")
         sample = parity_inputs[:1] if parity_inputs is not None else np.zeros(run.shape, np.float32)
         measure_artifacts(run, artifacts, sample)

@@ -18,6 +18,7 @@ from edgeseg.benchmark.runners import load_runners
 from edgeseg.bundle import hash_files
 from edgeseg.checkpoint import save_checkpoint
 from edgeseg.compression.data import CompressData
+from edgeseg.errors import EdgesegError
 from edgeseg.evaluation import compare_predictors
 from edgeseg.inference import torch_predictor
 from edgeseg.targets import get_target, load_profile
@@ -119,9 +120,11 @@ def _given_onnx(run: CompressRun) -> Path:
     """The ONNX model given, with this bundle's metadata written into it (what every artifact carries)."""
     import onnx
 
+    from edgeseg.compression.onnx_source import with_standard_names
     from edgeseg.targets.onnxruntime_backend import write_metadata
 
     model = onnx.load_model_from_string(run.onnx_source)
+    with_standard_names(model)
     write_metadata(model, run.metadata())
     path = run.work / "model.fp32.onnx"
     onnx.save(model, str(path))
