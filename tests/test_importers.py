@@ -105,6 +105,8 @@ def test_a_wrong_mapping_is_caught_by_the_check_against_monai(monai_bundle, phan
     (lambda c: c["preprocessing"]["transforms"][2].update(mode="area"), "Resize\\(mode='area'\\) is not mapped"),
     (lambda c: c["network_def"].update(_target_="os.system"), "not a MONAI segmentation network"),
     (lambda c: c.update(network_def="@missing"), "reference @missing names nothing"),
+    (lambda c: c["preprocessing"]["transforms"][0].update(reader="os.path.join"), r"LoadImage\(reader=…\) is not mapped"),
+    (lambda c: c["preprocessing"]["transforms"][2].update(size_mode="longest"), r"Resize\(size_mode=…\) is not mapped"),
 ])
 def test_what_a_monai_config_cannot_map_is_refused_in_one_line(monai_bundle, tmp_path, change, message):
     import shutil

@@ -10,6 +10,29 @@ IGNORED = {"EnsureType", "ToTensor", "CastToType", "EnsureChannelFirst", "AddCha
            "CopyItems", "DeleteItems", "Identity", "ToNumpy", "ToDevice"}
 INTENSITY = {"ScaleIntensityRange", "NormalizeIntensity", "ScaleIntensity"}
 MAPPED = {"LoadImage", "Resize", "Activations", "AsDiscrete", *INTENSITY, *IGNORED}
+# the arguments each mapped transform may carry (beyond keys): any other one could change what it does (Resize's
+# size_mode) or what it loads (LoadImage's reader names a class to import), so it is refused by name
+_COMMON = {"_target_", "keys", "allow_missing_keys", "dtype"}
+ARGS = {"LoadImage": {"image_only", "reverse_indexing", "ensure_channel_first", "simple_keys"},
+        "Resize": {"spatial_size", "mode", "align_corners", "anti_aliasing"},
+        "ScaleIntensityRange": {"a_min", "a_max", "b_min", "b_max", "clip"},
+        "NormalizeIntensity": {"subtrahend", "divisor", "nonzero", "channel_wise"},
+        "ScaleIntensity": {"minv", "maxv", "factor", "channel_wise"},
+        "Activations": {"softmax", "sigmoid", "other"}, "AsDiscrete": {"argmax", "to_onehot", "threshold", "rounding"},
+        "EnsureType": {"data_type", "track_meta", "device", "wrap_sequence"}, "EnsureChannelFirst": {"channel_dim"},
+        "CastToType": set(), "ToTensor": {"track_meta"}}
+
+
+def check_args(spec: dict, name: str, where: str) -> None:
+    """Refuse an argument the mapping of ``name`` does not read (one line naming it)."""
+    allowed = _COMMON | ARGS.get(name, set())
+    unknown = sorted(k for k in spec if k not in allowed)
+    if unknown and name not in ("SaveImage", "Invert", "CopyItems", "DeleteItems", "Identity", "ToNumpy", "ToDevice",
+                                "AddChannel"):
+        raise EdgesegError(f"{where}: {name}({', '.join(f'{k}=…' for k in unknown)}) is not mapped; edgeseg maps "
+                           f"{name} with {', '.join(sorted(ARGS.get(name, set()))) or 'no arguments'}")
+    if name == "Activations" and spec.get("other") is not None:
+        raise EdgesegError(f"{where}: Activations(other=…) runs a callable; not mapped")
 
 
 @dataclass
@@ -95,6 +118,7 @@ def map_preprocessing(transforms: list[dict], dims: int, in_channels: int, where
     intensity = []
     for i, spec in enumerate(transforms):
         here, name = f"{where}[{i}]", transform_name(spec, f"{where}[{i}]")
+        check_args(spec, name, here)
         if name == "LoadImage":
             # MONAI's PIL and ITK readers index a 2D image (x, y): the network saw PNGs transposed
             m.reverse_axes = dims == 2 and spec.get("reverse_indexing", True) is not False
@@ -136,6 +160,7 @@ def check_postprocessing(transforms: list[dict], where: str) -> None:
     """Softmax + argmax (or either alone) is what edgeseg's label map does; anything else is refused."""
     for i, spec in enumerate(transforms):
         here, name = f"{where}[{i}]", transform_name(spec, f"{where}[{i}]")
+        check_args(spec, name, here)
         if name == "Activations" and spec.get("sigmoid"):
             raise EdgesegError(f"{here}: sigmoid outputs (one channel per overlapping label) are not mapped; edgeseg "
                                "label maps are softmax/argmax")
