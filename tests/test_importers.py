@@ -107,6 +107,7 @@ def test_a_wrong_mapping_is_caught_by_the_check_against_monai(monai_bundle, phan
     (lambda c: c.update(network_def="@missing"), "reference @missing names nothing"),
     (lambda c: c["preprocessing"]["transforms"][0].update(reader="os.path.join"), r"LoadImage\(reader=…\) is not mapped"),
     (lambda c: c["preprocessing"]["transforms"][2].update(size_mode="longest"), r"Resize\(size_mode=…\) is not mapped"),
+    (lambda c: c["preprocessing"]["transforms"][3].update(dtype="os.system"), r"dtype='os.system'\) is not mapped"),
 ])
 def test_what_a_monai_config_cannot_map_is_refused_in_one_line(monai_bundle, tmp_path, change, message):
     import shutil
@@ -159,6 +160,26 @@ def test_an_smp_folder_imports_gray_images_into_an_rgb_encoder(phantom_demo, tmp
     reference = net.eval()((x.repeat(1, 3, 1, 1) / 255 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
                            / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
     assert torch.allclose(model(x), reference, atol=1e-4)
+
+
+def test_an_smp_state_dict_gets_its_encoder_statistics_in_the_graph(phantom_demo, tmp_path):
+    from edgeseg.checkpoint import load_checkpoint
+    from edgeseg.importers import import_model
+
+    torch.manual_seed(0)
+    net = smp.Unet("resnet18", encoder_weights=None, in_channels=3, classes=3, encoder_depth=3,
+                   decoder_channels=(32, 16, 8))
+    torch.save(net.state_dict(), tmp_path / "w.pth")
+    path, record = import_model(tmp_path / "w.pth", tmp_path / "s.ckpt", data=phantom_demo, arch="smp:Unet",
+                                arch_kwargs={"encoder_name": "resnet18", "encoder_depth": 3,
+                                             "decoder_channels": [32, 16, 8], "input_repeat": 3}, size=(64, 64))
+    assert any("ImageNet mean/std" in note for note in record["notes"])
+    model, spec = load_checkpoint(path)
+    assert spec.preprocessing.normalization == "none"
+    x = torch.rand(1, 1, 64, 64) * 255
+    expected = net.eval()((x.repeat(1, 3, 1, 1) / 255 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+                          / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+    assert torch.allclose(model(x), expected, atol=1e-4)
 
 
 def test_a_state_dict_with_a_monai_arch_compresses_and_benches(phantom_demo, tmp_path):

@@ -13,6 +13,7 @@ MAPPED = {"LoadImage", "Resize", "Activations", "AsDiscrete", *INTENSITY, *IGNOR
 # the arguments each mapped transform may carry (beyond keys): any other one could change what it does (Resize's
 # size_mode) or what it loads (LoadImage's reader names a class to import), so it is refused by name
 _COMMON = {"_target_", "keys", "allow_missing_keys", "dtype"}
+DTYPES = ("float32", "float16", "float64", "uint8", "int16", "int32", "int64")
 ARGS = {"LoadImage": {"image_only", "reverse_indexing", "ensure_channel_first", "simple_keys"},
         "Resize": {"spatial_size", "mode", "align_corners", "anti_aliasing"},
         "ScaleIntensityRange": {"a_min", "a_max", "b_min", "b_max", "clip"},
@@ -31,6 +32,9 @@ def check_args(spec: dict, name: str, where: str) -> None:
                                 "AddChannel"):
         raise EdgesegError(f"{where}: {name}({', '.join(f'{k}=…' for k in unknown)}) is not mapped; edgeseg maps "
                            f"{name} with {', '.join(sorted(ARGS.get(name, set()))) or 'no arguments'}")
+    dtype = spec.get("dtype")
+    if dtype is not None and str(dtype).removeprefix("torch.").removeprefix("np.") not in DTYPES:
+        raise EdgesegError(f"{where}: {name}(dtype={str(dtype)[:40]!r}) is not mapped (one of {', '.join(DTYPES)})")
     if name == "Activations" and spec.get("other") is not None:
         raise EdgesegError(f"{where}: Activations(other=…) runs a callable; not mapped")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeseg.errors import EdgesegError
 from edgeseg.importers.base import Imported
 
 
@@ -16,7 +17,11 @@ def check_parity(imported: Imported, dataset, case_ids: list[str]) -> dict:
     pixels = []
     for case_id in case_ids:
         files = dataset.cases[case_id].image_files
-        theirs = imported.reference(files[0] if len(files) == 1 else files)
+        try:
+            theirs = imported.reference(files[0] if len(files) == 1 else files)
+        except Exception as exc:  # the framework's own pipeline: its failure is a finding, reported in one line
+            raise EdgesegError(f"{imported.source['framework']}'s own pipeline failed on {case_id}: "
+                               f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}") from None
         image, _ = dataset.load_image(case_id)
         with torch.inference_mode():
             x = torch.from_numpy(spec.preprocessing(image)[None])

@@ -36,15 +36,32 @@ class StateDictImporter(Importer):
         kwargs = dict(request.arch_kwargs)
         if request.arch.startswith("monai:"):
             kwargs.setdefault("spatial_dims", dims)
+        normalization, notes = request.normalization or "zscore", []
+        if request.arch.startswith("smp:") and not request.normalization and "input_mean" not in kwargs:
+            normalization, note = "none", _smp_statistics(kwargs, len(channels), source)
+            notes.append(note)
         model = create_model(request.arch, len(channels), len(request.labels), **kwargs)
         load_into(model, read_state_dict(source), source)
         spec = CheckpointSpec(arch=request.arch, arch_kwargs=kwargs, in_channels=len(channels),
                               num_classes=len(request.labels),
                               label_names=need_labels(request, len(request.labels), str(source)), spatial_dims=dims,
                               preprocessing=PreprocessSpec(tuple(request.size), list(channels),
-                                                           normalization=request.normalization or "zscore",
-                                                           window=request.window))
+                                                           normalization=normalization, window=request.window,
+                                                           clip_percentiles=None if normalization == "none"
+                                                           else (0.5, 99.5)))
         record = {"framework": request.arch.partition(":")[0] if ":" in request.arch else "edgeseg",
                   "kind": "state_dict", "network": request.arch, "files": source_files(source.parent, [source])}
         return Imported(model.eval(), spec, record, None,
-                        [f"preprocessing as given: {spec.preprocessing.normalization}, size {list(request.size)}"])
+                        [f"preprocessing: {spec.preprocessing.normalization}, size {list(request.size)}", *notes])
+
+
+def _smp_statistics(kwargs: dict, channels: int, source: Path) -> str:
+    """An smp encoder's ImageNet mean/std put in the graph (what the smp folder import assumes too); the note."""
+    from edgeseg.importers.smp import encoder_normalization
+
+    if "encoder_name" not in kwargs:
+        raise EdgesegError(f"{source}: an smp network needs --arch-arg encoder_name=…")
+    kwargs["input_mean"], kwargs["input_std"], where = encoder_normalization(kwargs["encoder_name"],
+                                                                            kwargs.get("input_repeat") or channels)
+    return (f"input normalization: {kwargs['encoder_name']}'s ImageNet mean/std over 0–255 pixels ({where}), in the "
+            "graph; pass normalization to override")
