@@ -141,6 +141,12 @@ def test_a_pickle_that_would_run_code_is_refused_in_a_monai_bundle(monai_bundle,
     assert not (tmp_path / "pwned").exists()
 
 
+def _smp_by_hand(net, gray):
+    """What an smp user feeds ``net``: the gray image repeated to RGB, /255, torchvision's ImageNet mean/std."""
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    return net.eval()((gray.repeat(1, 3, 1, 1) / 255 - mean) / std)
+
+
 def test_an_smp_folder_imports_gray_images_into_an_rgb_encoder(phantom_demo, tmp_path):
     from edgeseg.checkpoint import load_checkpoint
     from edgeseg.importers import import_model
@@ -157,9 +163,7 @@ def test_an_smp_folder_imports_gray_images_into_an_rgb_encoder(phantom_demo, tmp
     assert spec.arch_kwargs["input_repeat"] == 3 and len(spec.arch_kwargs["input_mean"]) == 3
     assert spec.preprocessing.normalization == "none"
     x = torch.rand(1, 1, 64, 64) * 255
-    reference = net.eval()((x.repeat(1, 3, 1, 1) / 255 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-                           / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
-    assert torch.allclose(model(x), reference, atol=1e-4)
+    assert torch.allclose(model(x), _smp_by_hand(net, x), atol=1e-4)
 
 
 def test_an_smp_state_dict_gets_its_encoder_statistics_in_the_graph(phantom_demo, tmp_path):
@@ -177,9 +181,7 @@ def test_an_smp_state_dict_gets_its_encoder_statistics_in_the_graph(phantom_demo
     model, spec = load_checkpoint(path)
     assert spec.preprocessing.normalization == "none"
     x = torch.rand(1, 1, 64, 64) * 255
-    expected = net.eval()((x.repeat(1, 3, 1, 1) / 255 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-                          / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
-    assert torch.allclose(model(x), expected, atol=1e-4)
+    assert torch.allclose(model(x), _smp_by_hand(net, x), atol=1e-4)
 
 
 def test_a_state_dict_with_a_monai_arch_compresses_and_benches(phantom_demo, tmp_path):
