@@ -79,9 +79,10 @@ def check_model_fields(d: dict, field: str, preprocessing_field: str | None = No
     expect_str_list(d["label_names"], f"{field}.label_names", num_classes, num_classes)
     dims = expect_choice(d.get("spatial_dims", 2), f"{field}.spatial_dims", (2, 3))
     kwargs = expect_dict(d.get("arch_kwargs", {}), f"{field}.arch_kwargs")
-    for key, value in kwargs.items():
-        if not isinstance(value, (str, int, float, bool, type(None), list)):
-            fail(f"{field}.arch_kwargs.{key}", f"expected a JSON scalar or list, got {type(value).__name__}")
+    plain = (str, int, float, bool, type(None), list)
+    for key, value in kwargs.items():  # nested objects: one level of plain values (nnU-Net's norm_op_kwargs)
+        if not isinstance(value, plain) and not (isinstance(value, dict) and all(isinstance(v, plain) for v in value.values())):
+            fail(f"{field}.arch_kwargs.{key}", f"expected a JSON scalar, list or object of those, got {type(value).__name__}")
     for key in ("data", "metrics", "training", "pruning"):
         expect_dict(d.get(key, {}), f"{field}.{key}")
     pre = PreprocessSpec.from_dict(d["preprocessing"], pre_field)
@@ -102,7 +103,8 @@ def save_checkpoint(path: str | Path, model, spec: CheckpointSpec) -> Path:
     from safetensors.torch import save_file
 
     path = Path(path)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    aliases = shared_names(model)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in aliases}
     d = spec.to_dict()
     d["pruning"] = {k: v for k, v in spec.pruning.items() if k != "structure"}
     structure = pruned_structure(model, spec.build_model())
@@ -212,7 +214,8 @@ def _check_shapes(spec: CheckpointSpec, shapes: dict, source) -> None:
             except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
                 raise EdgesegError(f"{source}: malformed pruned structure in the spec ({type(exc).__name__}: "
                                    f"{str(exc)[:120]})") from None
-    expected = {k: list(v.shape) for k, v in model.state_dict().items()}
+    aliases = shared_names(model)
+    expected = {k: list(v.shape) for k, v in model.state_dict().items() if k not in aliases}
     wrong = sorted(k for k in expected if k in shapes and shapes[k] != expected[k])
     missing, unexpected = sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected))
     if wrong or missing or unexpected:
@@ -268,7 +271,19 @@ def apply_structure(model, structure: dict, state: dict) -> None:
         owner._parameters[key] = torch.nn.Parameter(torch.empty(shape))
 
 
+def shared_names(model) -> dict[str, str]:
+    """State-dict names that reach a tensor already named earlier (a module registered under two names, as
+    nnU-Net's decoder holds its encoder) → that first name; saved once, loaded into both."""
+    first: dict[int, str] = {}
+    aliases = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        aliases.update({name: first[id(tensor)]} if id(tensor) in first else {})
+        first.setdefault(id(tensor), name)
+    return aliases
+
+
 def _load_state(model, state: dict, path) -> None:
+    state = {**state, **{k: state[f] for k, f in shared_names(model).items() if f in state and k not in state}}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise EdgesegError(f"{path}: weights do not fit the architecture "

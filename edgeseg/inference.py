@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeseg.data.native import gaussian_weights, native_pair, nonzero_box, resample, to_spacing, window_starts
 from edgeseg.data.preprocessing import PreprocessSpec
 from edgeseg.errors import EdgesegError
 from edgeseg.targets.base import Predictor  # a float32 batch (B, C, *size) → logits (B, classes, *size); any runtime
@@ -23,6 +24,8 @@ def predict_logits(predict: Predictor, image: np.ndarray, spec: PreprocessSpec, 
     A 2D model on a 3D volume runs slice by slice along the last axis (after normalising the whole volume).
     """
     image_dims = image.ndim - 1
+    if spec.resize == "sliding" and image_dims == model_dims:
+        return native_logits(predict, image, spec, batch_size)
     if image_dims == model_dims == 3 and spec.resize == "pad" and any(s > r for s, r in zip(image.shape[1:], spec.size)):
         # trained on native-resolution patches: cover the whole volume instead of its centre crop
         return sliding_window_logits(predict, spec.normalize(image), spec.size, batch_size=max(1, batch_size // 4))
@@ -76,21 +79,25 @@ def _starts(size: int, window: int, step: int) -> list[int]:
 
 
 def sliding_window_logits(predict: Predictor, volume: np.ndarray, window: tuple[int, ...], overlap: float = 0.5,
-                          batch_size: int = 2) -> np.ndarray:
+                          batch_size: int = 2, *, pad_value: float | None = None, starts=None,
+                          weight: np.ndarray | None = None) -> np.ndarray:
     """Logits ``(classes, *spatial)`` of a normalised ``(C, *spatial)`` volume from overlapping ``window``-sized
-    patches, Gaussian-blended; a volume smaller than the window is padded with each channel's minimum."""
+    patches, Gaussian-blended; a volume smaller than the window is padded with ``pad_value`` (default: each
+    channel's minimum). ``starts(size, window, overlap)`` places the windows along an axis and ``weight`` blends
+    them (defaults: a step of ``window × (1 - overlap)`` and :func:`gaussian_importance`)."""
     import itertools
 
     spatial = volume.shape[1:]
     padded_shape = tuple(max(s, w) for s, w in zip(spatial, window))
     if padded_shape != spatial:
         pads = [(0, 0)] + [((p - s) // 2, p - s - (p - s) // 2) for s, p in zip(spatial, padded_shape)]
-        volume = np.stack([np.pad(ch, pads[1:], constant_values=float(ch.min())) for ch in volume])
+        volume = np.stack([np.pad(ch, pads[1:], constant_values=float(ch.min() if pad_value is None else pad_value))
+                           for ch in volume])
     else:
         pads = [(0, 0)] * volume.ndim
-    steps = [max(1, int(w * (1 - overlap))) for w in window]
-    corners = list(itertools.product(*[_starts(p, w, st) for p, w, st in zip(padded_shape, window, steps)]))
-    weight = gaussian_importance(window)
+    starts = starts or (lambda size, w, ov: _starts(size, w, max(1, int(w * (1 - ov)))))
+    corners = list(itertools.product(*[starts(p, w, overlap) for p, w in zip(padded_shape, window)]))
+    weight = gaussian_importance(window) if weight is None else weight
     out = norm = None
     for i in range(0, len(corners), batch_size):
         chunk = corners[i : i + batch_size]
@@ -105,3 +112,38 @@ def sliding_window_logits(predict: Predictor, volume: np.ndarray, window: tuple[
             norm[region] += weight
     out /= norm
     return out[(slice(None), *[slice(b, b + s) for (b, _), s in zip(pads[1:], spatial)])]
+
+
+def mirrored(predict: Predictor, axes: tuple[int, ...]) -> Predictor:
+    """``predict`` averaged over the batch and its mirror images along every combination of the spatial ``axes``
+    (nnU-Net's mirroring test-time augmentation): one call with all the mirrored copies stacked."""
+    import itertools
+
+    combos = [tuple(a + 2 for a in c) for n in range(1, len(axes) + 1) for c in itertools.combinations(axes, n)]
+
+    def predict_mirrored(batch: np.ndarray) -> np.ndarray:
+        copies = np.concatenate([batch] + [np.flip(batch, c) for c in combos])
+        logits = predict(np.ascontiguousarray(copies))
+        n = len(batch)
+        return sum([logits[:n]] + [np.flip(logits[(i + 1) * n:(i + 2) * n], c) for i, c in enumerate(combos)]) / (
+            len(combos) + 1)
+
+    return predict_mirrored
+
+
+def native_logits(predict, image: np.ndarray, spec, batch_size: int = 4) -> np.ndarray:
+    """Logits ``(classes, *spatial)`` of a raw ``(C, *spatial)`` image, in its own geometry (nnU-Net's path)."""
+    box = nonzero_box(image) if spec.crop_nonzero else tuple(slice(0, s) for s in image.shape[1:])
+    normalized, _ = native_pair(spec, image)
+    if spec.mirror_axes:  # each window goes 2^axes times through the model: fewer windows per call
+        predict, batch_size = mirrored(predict, spec.mirror_axes), max(1, batch_size >> len(spec.mirror_axes))
+    logits = sliding_window_logits(predict, to_spacing(normalized, spec, order=3), spec.size, overlap=spec.overlap,
+                                   batch_size=batch_size, pad_value=0.0, starts=window_starts,
+                                   weight=gaussian_weights(spec.size))
+    logits = resample(logits, normalized.shape[1:], order=1)
+    if all(b.start == 0 and b.stop == s for b, s in zip(box, image.shape[1:])):
+        return logits
+    out = np.zeros((logits.shape[0], *image.shape[1:]), np.float32)
+    out[0] = np.abs(logits).max() + 1.0  # outside the non-zero box: background, as nnU-Net exports it
+    out[(slice(None), *box)] = logits
+    return out

@@ -236,3 +236,15 @@ def test_bundled_pruned_chest_checkpoint_keeps_its_dice(shared_data):
     assert count_macs(model, (1, 1, 256, 256))[0] == spec.pruning["report"]["macs_after"]
     dice = evaluate_checkpoint(model, spec, shared_data / "Dataset002_ChestXrayLungs")["mean"]["lung"]["dice"]
     assert dice >= 0.9659 - 0.01 and dice == pytest.approx(spec.metrics["val"]["mean"]["lung"]["dice"], abs=1e-4)
+
+
+def test_a_network_torch_pruning_cannot_follow_is_refused_in_one_line_and_left_whole():
+    pytest.importorskip("monai")
+    from edgeseg.models import create_model
+
+    model = create_model("monai:UNet", 1, 2, spatial_dims=2, channels=(8, 16, 32), strides=(2, 2), num_res_units=1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(EdgesegError, match="UNet cannot be pruned structurally: .*compress it without --prune") as err:
+        prune_model(model, (1, 1, 64, 64), ratio=0.4)
+    assert "\n" not in str(err.value)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

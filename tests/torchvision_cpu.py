@@ -22,7 +22,15 @@ def _ops_load() -> bool:
         return False
 
 
-if not _ops_load():
+def _declared() -> bool:  # already declared in this process (e.g. by a sitecustomize loading this file)
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key("torchvision::nms", "CPU") or \
+            bool(torch._C._jit_get_schemas_for_operator("torchvision::nms"))
+    except RuntimeError:
+        return False
+
+
+if not _declared() and not _ops_load():
     library = torch.library.Library("torchvision", "DEF")
     for op in ("nms", "qnms"):
         library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")

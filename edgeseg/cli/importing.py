@@ -1,4 +1,4 @@
-"""Command ``edgeseg import``: a model trained elsewhere (MONAI bundle, smp folder, a state dict + --arch) into an
+"""Command ``edgeseg import``: a model trained elsewhere (nnU-Net folder, MONAI bundle, smp folder, a state dict + --arch) into an
 edgeseg checkpoint, checked against the framework's own inference (a thin layer over
 :func:`edgeseg.importers.import_model`)."""
 from __future__ import annotations
@@ -39,10 +39,11 @@ def _size(text: Optional[str]) -> Optional[tuple[int, ...]]:
 
 @app.command("import")
 @user_errors
-def import_cmd(source: Path = typer.Argument(..., help="MONAI bundle folder, smp save_pretrained folder, or a state "
-                                                      "dict (.pt/.pth/.safetensors) with --arch."),
+def import_cmd(source: Path = typer.Argument(..., help="nnU-Net v2 trained model folder, MONAI bundle folder, smp "
+                                                      "save_pretrained folder, or a state dict (.pt/.pth/.safetensors) "
+                                                      "with --arch."),
                out: Path = typer.Option(..., help="Checkpoint to write (.ckpt)."),
-               framework: Optional[str] = typer.Option(None, help="monai, smp or state-dict (default: detected)."),
+               framework: Optional[str] = typer.Option(None, help="nnunet, monai, smp or state-dict (default: detected)."),
                data: Optional[Path] = typer.Option(None, help="Dataset (nnU-Net layout): channel and label names, and "
                                                               "the cases the import is checked on."),
                split: Split = typer.Option(Split.val, help="Split whose first cases check the import."),
@@ -58,15 +59,20 @@ def import_cmd(source: Path = typer.Argument(..., help="MONAI bundle folder, smp
                size: Optional[str] = typer.Option(None, help="Model input size, e.g. 128x128 (smp, state dict)."),
                normalization: Optional[Normalization] = typer.Option(None, help="For a state dict or smp: the "
                                                                                 "training's normalization."),
+               fold: Optional[str] = typer.Option(None, help="nnU-Net: the fold to import (0-4, all)."),
+               mirroring: bool = typer.Option(False, "--mirroring", help="nnU-Net: mirroring test-time augmentation "
+                                                                         "on (as nnUNetv2_predict without "
+                                                                         "--disable_tta; 4× the windows in 2D)."),
                force: bool = force_option("Replace an earlier edgeseg checkpoint at --out."),
                json_out: JsonFlag = False):
-    """Import a model trained with MONAI, segmentation_models_pytorch or plain PyTorch, checked against its own
+    """Import a model trained with nnU-Net v2, MONAI, segmentation_models_pytorch or plain PyTorch, checked against its own
     framework's inference on real images."""
     from edgeseg.importers import import_model
 
     options = {"arch": arch, "arch_kwargs": parse_kwargs(arch_arg), "labels": split_list([labels]) if labels else None,
                "channel_names": split_list([channels]) if channels else None, "size": _size(size),
-               "normalization": value(normalization)}
+               "normalization": value(normalization), "fold": fold,
+               "mirroring": mirroring}
     path, record = import_model(source, out, framework=framework, data=data, split=value(split),
                                 parity_cases=parity_cases, min_agreement=min_agreement, allow_mismatch=allow_mismatch,
                                 force=force, **options)

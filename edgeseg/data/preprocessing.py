@@ -12,8 +12,12 @@ import numpy as np
 
 from edgeseg.errors import EdgesegError
 
-NORMALIZATIONS = ("zscore", "minmax", "ct_window", "none")
-RESIZE_MODES = ("resize", "pad")
+NORMALIZATIONS = ("zscore", "minmax", "ct_window", "fixed", "none")
+RESIZE_MODES = ("resize", "pad", "sliding")
+# Fields added after version 1's hashes were recorded: left out of to_dict() at their defaults, so every spec
+# written before them keeps its sha256.
+_NATIVE_DEFAULTS = {"crop_nonzero": False, "mask_nonzero": False, "spacing": None, "overlap": 0.5, "stats": None,
+                    "mirror_axes": None}
 MAX_SIDE = 4096  # model input side in pixels/voxels: far above any segmentation network's input
 
 
@@ -63,7 +67,15 @@ def _pad_or_crop(arr: np.ndarray, shape: tuple[int, ...], fill: float) -> np.nda
 
 @dataclass
 class PreprocessSpec:
-    """How raw channel-first images become model input, and how outputs go back to the input geometry."""
+    """How raw channel-first images become model input, and how outputs go back to the input geometry.
+
+    ``resize``: ``resize`` (to ``size``), ``pad`` (centre pad/crop to ``size``) or ``sliding`` — nnU-Net's way:
+    the image keeps its own geometry (cropped to its non-zero box with ``crop_nonzero``, resampled to ``spacing``,
+    a pixel of a 2D image counting as 1), ``size``-sized windows at ``overlap`` are blended with a Gaussian and the
+    logits go back to the input's size (:mod:`edgeseg.data.native`); ``mirror_axes``: each window also predicted
+    mirrored along every combination of these spatial axes, the logits averaged (nnU-Net's mirroring TTA). Normalization ``fixed``: clip to ``window``
+    (when given), then ``(x - stats[0]) / stats[1]``; ``mask_nonzero``: z-score inside the non-zero region only.
+    """
 
     size: tuple[int, ...]
     channel_names: list[str]
@@ -72,24 +84,51 @@ class PreprocessSpec:
     window: tuple[float, float] | None = None
     clip_percentiles: tuple[float, float] | None = (0.5, 99.5)
     version: int = field(default=1)
+    crop_nonzero: bool = False
+    mask_nonzero: bool = False
+    spacing: tuple[float, ...] | None = None
+    overlap: float = 0.5
+    stats: tuple[float, float] | None = None
+    mirror_axes: tuple[int, ...] | None = None
 
     def __post_init__(self):
         self.size = tuple(int(s) for s in self.size)
         self.window = tuple(float(v) for v in self.window) if self.window else None
         self.clip_percentiles = tuple(float(v) for v in self.clip_percentiles) if self.clip_percentiles else None
+        self.spacing = tuple(float(v) for v in self.spacing) if self.spacing else None
+        self.stats = tuple(float(v) for v in self.stats) if self.stats else None
+        self.mirror_axes = tuple(int(a) for a in self.mirror_axes) if self.mirror_axes else None
+        self.overlap = float(self.overlap)
         if self.resize not in RESIZE_MODES:
             raise EdgesegError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
         if self.normalization not in NORMALIZATIONS:
             raise EdgesegError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
         if self.normalization == "ct_window" and not self.window:
             raise EdgesegError("normalization 'ct_window' needs window=(low, high)")
+        if (self.normalization == "fixed") != bool(self.stats) or (self.stats and self.stats[1] <= 0):
+            raise EdgesegError("normalization 'fixed' needs stats=(mean, std > 0), and only it takes stats")
+        native = any(getattr(self, k) != v for k, v in _NATIVE_DEFAULTS.items() if k not in ("overlap", "stats"))
+        if native and self.resize != "sliding":
+            raise EdgesegError("crop_nonzero, mask_nonzero and spacing belong to resize 'sliding'")
+        if self.spacing and (len(self.spacing) != len(self.size) or len(self.size) != 2 or min(self.spacing) <= 0):
+            raise EdgesegError(f"spacing {self.spacing}: one positive value per axis of a 2D model's size "
+                               "(resampling volumes to a spacing is not supported yet)")
+        if self.mirror_axes and (self.resize != "sliding" or len(set(self.mirror_axes)) != len(self.mirror_axes)
+                                 or not all(0 <= a < len(self.size) for a in self.mirror_axes)):
+            raise EdgesegError(f"mirror_axes {self.mirror_axes}: distinct spatial axes (0..{len(self.size) - 1}) of "
+                               "resize 'sliding'")
+        if self.mask_nonzero and self.normalization != "zscore":
+            raise EdgesegError("mask_nonzero is for normalization 'zscore'")
+        if not 0.0 <= self.overlap < 1.0:
+            raise EdgesegError(f"overlap {self.overlap}: must be in [0, 1)")
 
     @property
     def in_channels(self) -> int:
         return len(self.channel_names)
 
     def to_dict(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))
+        d = json.loads(json.dumps(asdict(self)))
+        return {k: v for k, v in d.items() if k not in _NATIVE_DEFAULTS or v != _NATIVE_DEFAULTS[k]}
 
     @classmethod
     def from_dict(cls, d: dict, field: str = "preprocessing") -> "PreprocessSpec":
@@ -116,20 +155,33 @@ class PreprocessSpec:
         expect_str_list(d["channel_names"], f"{field}.channel_names", 1, 64)
         expect_choice(d.get("resize", "resize"), f"{field}.resize", RESIZE_MODES)
         expect_choice(d.get("normalization", "zscore"), f"{field}.normalization", NORMALIZATIONS)
-        for key, lo, hi in (("window", -1e9, 1e9), ("clip_percentiles", 0.0, 100.0)):
+        for key in ("crop_nonzero", "mask_nonzero"):
+            if not isinstance(d.get(key, False), bool):
+                fail(f"{field}.{key}", f"expected true or false, got {type(d[key]).__name__}")
+        if d.get("spacing") is not None:
+            for i, v in enumerate(expect_list(d["spacing"], f"{field}.spacing", 1, 3)):
+                expect_number(v, f"{field}.spacing[{i}]", 1e-6, 1e6)
+        expect_number(d.get("overlap", 0.5), f"{field}.overlap", 0.0, 0.95)
+        for i, a in enumerate(expect_list(d.get("mirror_axes") or [], f"{field}.mirror_axes", 0, 3)):
+            expect_int(a, f"{field}.mirror_axes[{i}]", 0, 2)
+        for key, lo, hi in (("window", -1e9, 1e9), ("clip_percentiles", 0.0, 100.0), ("stats", -1e9, 1e9)):
             if d.get(key) is not None:
                 pair = [expect_number(v, f"{field}.{key}[{i}]", lo, hi)
                         for i, v in enumerate(expect_list(d[key], f"{field}.{key}", 2, 2))]
-                if pair[0] >= pair[1]:
+                if pair[0] >= pair[1] and key != "stats":
                     fail(f"{field}.{key}", f"low {pair[0]} must be below high {pair[1]}")
         expect_int(d.get("version", 1), f"{field}.version", 1, 1)
-        return cls(**d)
+        try:
+            return cls(**d)
+        except EdgesegError as exc:
+            fail(field, str(exc))
 
     def sha256(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
-    def normalize(self, image: np.ndarray) -> np.ndarray:
-        """Intensity normalisation per channel over the whole image/volume (before any slicing)."""
+    def normalize(self, image: np.ndarray, region: np.ndarray | None = None) -> np.ndarray:
+        """Intensity normalisation per channel over the whole image/volume (before any slicing); with ``region``
+        (a boolean mask, ``mask_nonzero``) z-scored inside it and 0 outside, as nnU-Net does."""
         if image.shape[0] != self.in_channels:
             raise EdgesegError(f"expected {self.in_channels} channels ({', '.join(self.channel_names)}), got {image.shape[0]}")
         x = image.astype(np.float32)
@@ -138,6 +190,10 @@ class PreprocessSpec:
         out = np.empty_like(x)
         for c in range(x.shape[0]):
             ch = x[c]
+            if region is not None:
+                inside = ch[region]
+                out[c] = np.where(region, (ch - inside.mean()) / max(float(inside.std()), 1e-8), 0.0)
+                continue
             if self.clip_percentiles and self.normalization in ("zscore", "minmax"):
                 lo, hi = np.percentile(ch, self.clip_percentiles)
                 ch = np.clip(ch, lo, hi)
@@ -149,6 +205,8 @@ class PreprocessSpec:
             elif self.normalization == "ct_window":
                 lo, hi = self.window
                 ch = (np.clip(ch, lo, hi) - lo) / (hi - lo)
+            elif self.normalization == "fixed":
+                ch = ((np.clip(ch, *self.window) if self.window else ch) - self.stats[0]) / self.stats[1]
             out[c] = ch
         return out
 
@@ -158,23 +216,46 @@ class PreprocessSpec:
             raise EdgesegError(f"expected a {len(self.size)}D image, got {image.ndim - 1}D")
         if self.resize == "resize":
             return resize_linear(image, self.size)
+        if self.resize == "sliding":  # the window at the image's centre, after resampling to the spacing
+            from edgeseg.data.native import to_spacing
+
+            return _pad_or_crop(to_spacing(image, self, order=3), self.size, fill=0.0)
         # pad each channel with its own minimum: the background of z-scored or raw images is rarely 0
         return np.stack([_pad_or_crop(ch, self.size, fill=float(ch.min())) for ch in image])
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """Full preprocessing of one raw image: normalise, then fit to size. Returns float32."""
-        return self.fit(self.normalize(image)).astype(np.float32)
+        return self.pair(image)[0]
+
+    def pair(self, image: np.ndarray, label: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """One raw image (and its label map) as a model input (and target) of ``size``: the label follows every
+        geometric step of the image (the crop to the non-zero box included)."""
+        if self.resize == "sliding":
+            from edgeseg.data.native import native_pair
+
+            image, label = native_pair(self, image, label)
+            return self.fit(image).astype(np.float32), None if label is None else self.fit_label(label)
+        return self.fit(self.normalize(image)).astype(np.float32), None if label is None else self.fit_label(label)
 
     def fit_label(self, label: np.ndarray) -> np.ndarray:
         """Bring a label map to the model size, as :meth:`fit` does for the image."""
         if self.resize == "resize":
             return resize_nearest(label, self.size)
+        if self.resize == "sliding":
+            from edgeseg.data.native import to_spacing
+
+            label = to_spacing(label[None], self, order=0)[0]
         return _pad_or_crop(label, self.size, fill=0)
 
     def restore(self, logits: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         """Map ``(classes, *size)`` logits back to the original spatial ``shape`` (inverse of :meth:`fit`)."""
         if self.resize == "resize":
             return resize_linear(logits, tuple(shape))
+        if self.resize == "sliding":  # whole images go through predict_logits; this undoes fit() for one window
+            from edgeseg.data.native import resample, spacing_shape
+
+            resampled = spacing_shape(tuple(shape), self)
+            return resample(_pad_or_crop(logits, resampled, fill=0.0), tuple(shape), order=1)
         out = _pad_or_crop(logits, tuple(shape), fill=0.0)
         if any(s > t for s, t in zip(shape, self.size)):  # regions cropped away at input: call them background
             inside = _pad_or_crop(np.ones(self.size, bool), tuple(shape), fill=False)

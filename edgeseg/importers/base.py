@@ -26,20 +26,22 @@ class ImportRequest:
     normalization: str | None = None   # for a network by name: how its training normalized (edgeseg's names)
     window: tuple[float, float] | None = None
     fold: str | None = None            # nnU-Net: the fold to import
+    mirroring: bool = False            # nnU-Net: mirroring test-time augmentation on (every window 2^axes times)
 
 
 @dataclass
 class Imported:
     """A foreign model made into an edgeseg model: ``model`` (eval mode) with ``spec``; ``source`` records the
     framework, what was read and each file's sha256; ``reference(path)`` runs the framework's own pipeline on one
-    image file and returns its label map at the model's input size (None: the framework has no pipeline to
-    compare with); ``notes`` say what was mapped how."""
+    image file and returns its label map at the model's input size — at the image's own size when ``native``
+    (None: the framework has no pipeline to compare with); ``notes`` say what was mapped how."""
 
     model: object
     spec: object
     source: dict
     reference: Callable[[Path], np.ndarray] | None = None
     notes: list[str] = field(default_factory=list)
+    native: bool = False
 
 
 class Importer:
@@ -49,13 +51,14 @@ class Importer:
     name: str = ""
     description: str = ""
     requires: tuple[str, ...] = ()     # Python modules it needs (``missing`` names the first one absent)
+    extra: str = "frameworks"          # the edgeseg extra that installs them
 
     def missing(self) -> str | None:
         """Why this importer cannot run here (its framework is not installed), or None."""
         import importlib.util
 
         absent = [m for m in self.requires if importlib.util.find_spec(m) is None]
-        return (f"needs {', '.join(absent)} (pip install 'edgeseg[frameworks]')" if absent else None)
+        return (f"needs {', '.join(absent)} (pip install 'edgeseg[{self.extra}]')" if absent else None)
 
     def detect(self, source: Path, request: ImportRequest) -> bool:
         """Whether ``source`` (with ``request``) is this framework's saved model."""

@@ -45,6 +45,7 @@ class MonaiBundleImporter(Importer):
     name = "monai"
     description = "MONAI bundle folder: configs/inference.json|yaml + models/model.pt"
     requires = ("monai",)
+    extra = "monai"
 
     def detect(self, source: Path, request: ImportRequest) -> bool:
         return source.is_dir() and _bundle_config(source) is not None

@@ -7,10 +7,14 @@ import numpy as np
 from edgeseg.errors import EdgesegError
 from edgeseg.importers.base import Imported
 
+_WHERE = {False: "the model's input size", True: "the image's own size (the whole inference path)"}
+
 
 def check_parity(imported: Imported, dataset, case_ids: list[str]) -> dict:
     """Per-label Dice agreement and pixel agreement of the two paths on ``case_ids`` (mean and worst case)."""
     import torch
+
+    from edgeseg.inference import predict_mask, torch_predictor
 
     spec, labels = imported.spec, imported.spec.label_names
     dice: dict[str, list[float]] = {name: [] for name in labels[1:]}
@@ -23,9 +27,12 @@ def check_parity(imported: Imported, dataset, case_ids: list[str]) -> dict:
             raise EdgesegError(f"{imported.source['framework']}'s own pipeline failed on {case_id}: "
                                f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}") from None
         image, _ = dataset.load_image(case_id)
-        with torch.inference_mode():
-            x = torch.from_numpy(spec.preprocessing(image)[None])
-            ours = imported.model(x).argmax(1)[0].numpy().astype(np.uint8)
+        if imported.native:  # the whole inference path, in the image's own geometry
+            ours = predict_mask(torch_predictor(imported.model), image, spec.preprocessing, spec.spatial_dims)
+        else:
+            with torch.inference_mode():
+                x = torch.from_numpy(spec.preprocessing(image)[None])
+                ours = imported.model(x).argmax(1)[0].numpy().astype(np.uint8)
         if ours.shape != theirs.shape:
             return {"cases": 0, "error": f"shapes differ: edgeseg {ours.shape}, framework {theirs.shape}"}
         pixels.append(float((ours == theirs).mean()))
@@ -34,6 +41,6 @@ def check_parity(imported: Imported, dataset, case_ids: list[str]) -> dict:
             total = a.sum() + b.sum()
             dice[name].append(1.0 if total == 0 else float(2 * (a & b).sum() / total))
     return {"cases": len(case_ids), "definition": "Dice of each label between edgeseg's and the framework's label "
-            "maps at the model's input size; pixel: share of pixels with the same label",
+            f"maps at {_WHERE[imported.native]}; pixel: share of pixels with the same label",
             "pixel_agreement": {"mean": float(np.mean(pixels)), "min": float(np.min(pixels))},
             "dice": {k: {"mean": float(np.mean(v)), "min": float(np.min(v))} for k, v in dice.items()}}

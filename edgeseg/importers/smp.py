@@ -73,6 +73,7 @@ class SmpImporter(Importer):
     name = "smp"
     description = "segmentation_models_pytorch save_pretrained folder: config.json + model.safetensors"
     requires = ("segmentation_models_pytorch",)
+    extra = "smp"
 
     def detect(self, source: Path, request: ImportRequest) -> bool:
         return source.is_dir() and _config(source) is not None

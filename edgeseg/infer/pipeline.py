@@ -120,7 +120,8 @@ class _Run:
         image, geometry = read_item(item)
         check_dims(image, spec, self.image_dims, item.source)
         model_image, orientation = to_model_orientation(image, geometry, self.trained)
-        whole = image.ndim - 1 == spec.spatial_dims == 2  # 2D images batch; volumes go window/slice-wise
+        # 2D images batch; volumes and images kept in their own geometry (sliding) go window/slice-wise
+        whole = image.ndim - 1 == spec.spatial_dims == 2 and spec.preprocessing.resize != "sliding"
         prepared = _Prepared(item, image, geometry, paths, spec.preprocessing(model_image) if whole else None,
                              model_image, orientation)
         self.clock.read_preprocess += time.perf_counter() - t0

@@ -89,7 +89,7 @@ def _prune_width(model: nn.Module, example: torch.Tensor, ratio: float, importan
         graph = build_graph(model, example)
     scorer = make_importance(importance)
     plans = []
-    for root, channels in prunable_groups(graph, model):
+    for root, channels in prunable_groups(graph, model, example):
         n_prune = channels - channels_to_keep(channels, ratio, round_to)
         if n_prune <= 0:
             continue
@@ -109,6 +109,25 @@ def _prune_width(model: nn.Module, example: torch.Tensor, ratio: float, importan
     if attention:
         for attn in attention_modules(model):
             prune_heads(attn, heads_to_keep(attn.num_heads, ratio), stats)
+
+
+@torch.no_grad()
+def _check_prunable(model: nn.Module, example: torch.Tensor, ratio: float, round_to: int | None,
+                    attention: bool) -> None:
+    """Prune a copy first: a network whose structure torch-pruning's dependency graph does not follow (it breaks,
+    or the pruned copy no longer runs or changes its output) is refused in one line, the model left untouched."""
+    trial = copy.deepcopy(model)
+    name = type(getattr(model, "net", model)).__name__
+    try:
+        _prune_width(trial, example, ratio, "magnitude", None, round_to, attention)
+        shapes = tuple(trial(example).shape), tuple(model(example).shape)
+    except Exception as exc:  # torch-pruning's or the network's own error: the finding, in one line
+        first = (str(exc).strip().splitlines() or [""])[0][:140]
+        raise EdgesegError(f"{name} cannot be pruned structurally: torch-pruning's dependency graph does not follow "
+                           f"this network ({type(exc).__name__}: {first}); compress it without --prune") from None
+    if shapes[0] != shapes[1]:
+        raise EdgesegError(f"{name} cannot be pruned structurally: the pruned copy outputs {shapes[0]}, not "
+                           f"{shapes[1]}; compress it without --prune")
 
 
 def _ratio_for_macs(model: nn.Module, example: torch.Tensor, target: int, round_to: int | None,
@@ -155,6 +174,7 @@ def prune_model(model: nn.Module, example_shape: tuple[int, ...], ratio: float |
     model.eval()
     example = torch.randn(example_shape, device=next(model.parameters()).device)
     macs0, params0 = count_macs(model, example_shape)
+    _check_prunable(model, example, ratio if ratio is not None else max_ratio / 2, round_to, prune_attention)
     target = None
     if target_macs is not None:
         target = int(target_macs * macs0) if target_macs <= 1 else int(target_macs)

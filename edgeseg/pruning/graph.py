@@ -31,10 +31,33 @@ def output_head(model: nn.Module) -> nn.Module | None:
     return getattr(decoder, "head", None)
 
 
-def ignored_layers(model: nn.Module) -> list[nn.Module]:
-    """Layers whose output channels DepGraph must keep: the class head and the attention projections."""
+@torch.no_grad()
+def class_heads(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
+    """The layers that make the model's classes, whatever their names: the last conv/linear layer run whose output
+    has as many channels as the model's output (nnU-Net's ``seg_layers[-1]``, MONAI's last convolution), plus
+    every layer of a ``seg_layers`` list (nnU-Net's deep-supervision heads, unused at inference, kept whole)."""
+    ran: list[tuple[nn.Module, int]] = []
+    hooks = [m.register_forward_hook(lambda mod, _, out: ran.append((mod, out.shape[1])))
+             for m in model.modules() if isinstance(m, PRUNABLE)]
+    training = model.training
+    try:
+        out = model.eval()(example)  # eval: no batch-norm statistics move
+    finally:
+        model.train(training)
+        for hook in hooks:
+            hook.remove()
+    out = out[0] if isinstance(out, (list, tuple)) else out
+    last = next((m for m, width in reversed(ran) if width == out.shape[1]), None)
+    supervision = [m for name, seg in model.named_modules() if name.endswith("seg_layers") for m in seg.modules()
+                   if isinstance(m, PRUNABLE)]
+    return ([last] if last is not None else []) + supervision
+
+
+def ignored_layers(model: nn.Module, example: torch.Tensor | None = None) -> list[nn.Module]:
+    """Layers whose output channels DepGraph must keep: the class head(s) and the attention projections."""
     head = output_head(model)
-    return ([head] if head is not None else []) + [lin for a in attention_modules(model) for lin in (a.q, a.kv)]
+    heads = ([head] if head is not None else []) + (class_heads(model, example) if example is not None else [])
+    return heads + [lin for a in attention_modules(model) for lin in (a.q, a.kv)]
 
 
 def unwrapped_parameters(model: nn.Module) -> list[tuple[nn.Parameter, int]]:
@@ -87,9 +110,9 @@ def _cut_broadcast_edges(graph: tp.DependencyGraph) -> int:
     return cut
 
 
-def prunable_groups(graph: tp.DependencyGraph, model: nn.Module):
+def prunable_groups(graph: tp.DependencyGraph, model: nn.Module, example: torch.Tensor | None = None):
     """Yield ``(root_layer, channels)`` for every group DepGraph may shrink (full-index groups)."""
-    ignored = ignored_layers(model)
+    ignored = ignored_layers(model, example)
     for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=PRUNABLE):
         root = group[0].dep.target.module
         channels = graph.get_out_channels(root)

@@ -44,8 +44,9 @@ def build_samples(dataset: NnUNetDataset, case_ids: list[str], spec: PreprocessS
     for i, cid in enumerate(track(case_ids, description)):
         case = dataset.load(cid)
         if case.spatial_dims == model_dims:
-            images.append(spec(case.image))
-            labels.append(spec.fit_label(case.label).astype(np.uint8))
+            image, label = spec.pair(case.image, case.label)
+            images.append(image)
+            labels.append(label.astype(np.uint8))
             owner.append(i)
         elif model_dims == 2 and case.spatial_dims == 3:
             volume = spec.normalize(case.image)

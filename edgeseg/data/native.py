@@ -1,0 +1,84 @@
+"""Images in their own geometry, as nnU-Net v2 predicts them (:class:`PreprocessSpec` with ``resize='sliding'``):
+crop to the box of non-zero pixels, normalise, resample to the model's spacing (cubic spline, clipped to the
+input's range), overlapping windows placed and weighted for a Gaussian blend, the logits resampled back (linear)
+and put into the uncropped image (background outside the box; the whole path: ``edgeseg.inference.native_logits``). Each step is nnU-Net's own arithmetic (``crop_to_nonzero``,
+``compute_new_shape``, skimage ``resize(mode='edge', anti_aliasing=False)``, ``compute_steps_for_sliding_window``,
+``compute_gaussian``), written with numpy and scipy so a device install needs neither torch nor nnU-Net."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from scipy import ndimage
+
+from edgeseg.errors import EdgesegError
+
+
+def nonzero_box(image: np.ndarray) -> tuple[slice, ...]:
+    """The bounding box of the pixels where any channel is non-zero (the whole image when none is)."""
+    mask = np.any(image != 0, axis=0)
+    if not mask.any():
+        return tuple(slice(0, s) for s in mask.shape)
+    return tuple(slice(int(idx.min()), int(idx.max()) + 1) for idx in np.nonzero(mask))
+
+
+def spacing_shape(shape: tuple[int, ...], spec) -> tuple[int, ...]:
+    """The shape of an image of ``shape`` (spacing 1 per axis) at the spec's spacing (nnU-Net's rounding)."""
+    if not spec.spacing:
+        return tuple(shape)
+    return tuple(int(round(1.0 / new * old)) for old, new in zip(shape, spec.spacing))
+
+
+def resample(arr: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarray:
+    """``(C, *spatial)`` to ``(C, *shape)``, each channel with a spline of ``order`` (edge pixels repeated) and
+    clipped to its own input range (order 0: nearest, for label maps)."""
+    if tuple(arr.shape[1:]) == tuple(shape):
+        return arr
+    if min(shape) < 1:
+        raise EdgesegError(f"image of {arr.shape[1:]} pixels is too small to resample to the model's spacing")
+    out = np.empty((arr.shape[0], *shape), arr.dtype if order == 0 else np.float32)
+    for c, channel in enumerate(arr):
+        zoom = [new / old for new, old in zip(shape, channel.shape)]
+        if order == 0:
+            out[c] = ndimage.zoom(channel, zoom, order=0, mode="nearest", grid_mode=True)
+            continue
+        resized = ndimage.zoom(channel.astype(np.float64), zoom, order=order, mode="nearest", grid_mode=True)
+        out[c] = np.clip(resized, channel.min(), channel.max())
+    return out
+
+
+def to_spacing(image: np.ndarray, spec, order: int) -> np.ndarray:
+    """``(C, *spatial)`` resampled to the spec's spacing (unchanged without one)."""
+    return resample(image, spacing_shape(image.shape[1:], spec), order)
+
+
+def native_pair(spec, image: np.ndarray, label: np.ndarray | None = None):
+    """The image cropped to its non-zero box (``crop_nonzero``) and normalised there (``mask_nonzero``: inside
+    the filled non-zero region only), and the label map cropped alike; both still at the image's spacing."""
+    if image.ndim - 1 != len(spec.size):
+        raise EdgesegError(f"expected a {len(spec.size)}D image, got {image.ndim - 1}D")
+    box = nonzero_box(image) if spec.crop_nonzero else tuple(slice(0, s) for s in image.shape[1:])
+    cropped = image[(slice(None), *box)]
+    region = ndimage.binary_fill_holes(np.any(cropped != 0, axis=0)) if spec.mask_nonzero else None
+    return spec.normalize(cropped, region), None if label is None else label[box]
+
+
+def window_starts(size: int, window: int, overlap: float) -> list[int]:
+    """Window corners along one axis, evenly spread, at most ``window × (1 - overlap)`` apart (nnU-Net's)."""
+    steps = int(np.ceil((size - window) / (window * (1 - overlap)))) + 1
+    stride = (size - window) / (steps - 1) if steps > 1 else 0.0
+    return [int(np.round(stride * i)) for i in range(steps)]
+
+
+@lru_cache(maxsize=4)
+def gaussian_weights(window: tuple[int, ...], sigma_scale: float = 0.125) -> np.ndarray:
+    """nnU-Net's blending weights: a delta at the window's centre (``side // 2``) smoothed by a Gaussian of
+    sigma ``side × sigma_scale`` (truncated at 4 sigma), scaled to max 1; zeros raised to the smallest weight."""
+    delta = np.zeros(window)
+    delta[tuple(s // 2 for s in window)] = 1
+    weight = ndimage.gaussian_filter(delta, [s * sigma_scale for s in window], 0, mode="constant", cval=0)
+    weight /= weight.max()
+    weight[weight == 0] = weight[weight > 0].min()
+    weight = weight.astype(np.float32)
+    weight.flags.writeable = False
+    return weight
