@@ -185,3 +185,36 @@ def test_pruning_keeps_nnunet_s_class_and_deep_supervision_heads_whole(nnunet_mo
     reloaded, _ = load_checkpoint(save_checkpoint(tmp_path / "p.ckpt", model, spec))  # the shared encoder once
     x = torch.randn(1, 1, 48, 48)
     assert torch.equal(reloaded(x), model.eval()(x))
+
+
+def test_without_nnunet_installed_the_import_names_the_extra(nnunet_model, tmp_path, monkeypatch):
+    import importlib.util
+
+    from edgeseg.importers import import_model
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "dynamic_network_architectures" else real(name, *a))
+    with pytest.raises(EdgesegError, match=r"a nnunet model; importing it needs dynamic_network_architectures "
+                                           r"\(pip install 'edgeseg\[nnunet\]'\)"):
+        import_model(nnunet_model[1], tmp_path / "m.ckpt")
+
+
+@pytest.mark.slow
+def test_the_committed_nnunet_model_keeps_nnunet_s_masks_and_dice_on_real_chest_xrays(shared_data, tmp_path):
+    """A model trained by nnU-Net's own commands (benchmarks/foreign/nnunet_chest_2d): imported, it reproduces
+    nnUNetPredictor's masks on every val case, and nnU-Net's val Dice."""
+    from pathlib import Path
+
+    import edgeseg
+    from edgeseg.importers import import_model
+
+    folder = Path(__file__).parents[1] / "benchmarks" / "foreign" / "nnunet_chest_2d"
+    chest = shared_data / "Dataset002_ChestXrayLungs"
+    path, record = import_model(folder, tmp_path / "m.ckpt", data=chest, parity_cases=65)
+    assert record["parity"]["cases"] == 65 and record["parity"]["dice"]["lung"]["min"] >= 0.999, record["parity"]
+    scores = edgeseg.evaluate(path, chest, split="val")
+    assert abs(scores.dice["lung"] - NNUNET_CHEST_VAL_DICE) < 0.002, scores.dice
+
+
+NNUNET_CHEST_VAL_DICE = None  # nnUNetv2_predict --disable_tta on the 65 val cases (benchmarks/foreign/README.md)

@@ -54,6 +54,7 @@ class BenchConfig:
     baseline_checkpoint: Path | None = None  # e.g. the unpruned model, PyTorch eager
     command: str | None = None
     limits: dict = field(default_factory=dict)  # the verdict's Dice limits: max_dice_drop_points, per_label_points
+    profile: bool = False                 # per-layer times from each runtime's profiler (edgeseg.benchmark.profile)
 
     def __post_init__(self):
         paths_as_path(self)  # str paths from Python work as well as Path
@@ -237,11 +238,24 @@ def run_bench(cfg: BenchConfig) -> dict:
         candidates = [a for a in run.artifacts + baselines if a.name not in run.refused]
         measured = measure(run, candidates, Path(work))
         entries = _entries(run, run.artifacts + baselines + skipped, skipped, measured)
+        profile = _profile(run, measured) if cfg.profile else None
     noise = run_noise(workload_record(measured.latency))
     add_ratios(entries, run.reference.name, noise["relative"])
     result = _result(run, entries, measured, {s.name for s in skipped if s.recorded.get("optional")}, start)
     result["verdict"] = bench_verdict(result, cfg.limits, noise)
+    if profile is not None:
+        result["profile"] = profile
     return jsonable(result)
+
+
+def _profile(run: BenchRun, measured: Measured) -> dict:
+    """The bundle's own artifacts that ran, layer by layer (baselines live outside the bundle)."""
+    from edgeseg.benchmark.inputs import case_model_input
+    from edgeseg.benchmark.profile import profile_artifacts
+
+    sample = case_model_input(run.spec, run.dataset, run.case_ids[0])
+    return profile_artifacts(run.bundle, [a for a in run.artifacts if a.name in measured.runners], sample,
+                             run.threads)
 
 
 def _baselines(run: BenchRun, work: Path) -> tuple[list[Artifact], list[Artifact]]:

@@ -21,6 +21,7 @@ from edgeseg.benchmark.cells import (
     verdict_of,
 )
 from edgeseg.benchmark.cells import pareto_front as pareto_front  # re-exported: this module was its home
+from edgeseg.benchmark.profile import profile_section
 from edgeseg.benchmark.ratios import signed
 from edgeseg.data.io import atomic_write
 
@@ -155,6 +156,7 @@ def markdown_report(result: dict) -> str:
              "", "## Per label", "", *_per_label_section(result),
              "", "## Against what users would pick instead", "", *_baseline_section(result),
              "", "## Structure changes", "", *_changes_section(result),
+             "", *profile_section(result),
              "", "## Notes", "",
              *([f"- {note}" for note in result.get("notes") or []]
                + [f"- `{a['name']}`: {note}" for a in artifacts for note in a.get("notes") or []] or ["None."]),

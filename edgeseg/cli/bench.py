@@ -36,6 +36,7 @@ def bench_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (from `e
               batch_size: int = typer.Option(8, help="The larger batch for throughput (0 or 1: batch 1 only)."),
               e2e_cases: int = typer.Option(8, help="Cases timed end to end (read → preprocess → infer → postprocess → write)."),
               no_latency: bool = typer.Option(False, "--no-latency", help="Accuracy only."),
+              profile: bool = typer.Option(False, "--profile", help="Also time every layer with each runtime's own profiler (OpenVINO performance counters, ONNX Runtime trace): where the time goes, in the JSON and the Markdown."),
               compare_baselines: bool = typer.Option(False, "--compare-baselines", help="Also build and measure what users would pick instead (torch.compile, OpenVINO f32/default, ORT/NNCF INT8 defaults)."),
               baseline_checkpoint: Optional[Path] = typer.Option(None, help="Also measure this checkpoint in PyTorch eager (e.g. the unpruned model)."),
               max_dice_drop: float = typer.Option(0.5, help="Verdict: largest mean Dice drop per label against the FP32 reference, in points (0.01 Dice)."),
@@ -63,7 +64,8 @@ def bench_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (from `e
                       backends=split_list(backends), threads=threads, repeats=repeats, rounds=rounds, warmup=warmup,
                       batch_size=batch_size, e2e_cases=e2e_cases, latency=not no_latency,
                       compare_baselines=compare_baselines, baseline_checkpoint=baseline_checkpoint,
-                      command=command_line(), limits=DiceLimits.parse(max_dice_drop, per_label).to_dict())
+                      command=command_line(), limits=DiceLimits.parse(max_dice_drop, per_label).to_dict(),
+                      profile=profile)
     result = run_bench(cfg)
     print_bench_summary(result, result_console(json_out))
     paths = write_reports(result, out)

@@ -99,6 +99,12 @@ class Target:
         another way, or None (the artifact is not measured)."""
         return None
 
+    def layer_profile(self, bundle_dir: Path, artifact: Artifact, sample: np.ndarray, threads: int | None,
+                      runs: int) -> list[dict]:
+        """Where one batch's time goes: a row per executed layer ``{"layer", "op", "exec", "ms"}`` (median over
+        ``runs`` runs after a warm-up), from the runtime's own profiler. Runtimes without one say so."""
+        raise EdgesegError(f"{self.name}: no per-layer profiler in edgeseg for this runtime")
+
     def tool_versions(self) -> dict[str, str]:
         """``{distribution: version}`` of this runtime's installed tools (recorded in the bundle manifest)."""
         return dist_versions(*self.tool_dists)

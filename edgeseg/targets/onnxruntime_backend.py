@@ -126,10 +126,12 @@ class OrtPredictor:
     ``providers``: the execution providers, in order (default: those of ``device``)."""
 
     def __init__(self, model: Path | bytes, precision: str, device: str = "cpu", threads: int | None = None,
-                 name: str | None = None, providers: list[str] | None = None):
+                 name: str | None = None, providers: list[str] | None = None, profile_prefix: str | None = None):
         import onnxruntime as ort
 
         options = session_options(threads)
+        if profile_prefix:  # ONNX Runtime's profiler: a JSON trace of every node's kernel time
+            options.enable_profiling, options.profile_file_prefix = True, profile_prefix
         providers = list(providers) if providers else providers_for(device)
         try:
             if isinstance(model, bytes):
@@ -151,6 +153,21 @@ class OrtPredictor:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+
+def ort_layer_times(trace: list[dict], warmup: int) -> list[dict]:
+    """Per-node kernel times (median over the runs after ``warmup``) from an ONNX Runtime profile trace."""
+    import collections
+
+    runs = sorted(e["ts"] for e in trace if e.get("cat") == "Session" and e.get("name") == "model_run")
+    start = runs[warmup] if len(runs) > warmup else 0
+    times: dict[tuple, list[float]] = collections.defaultdict(list)
+    for event in trace:
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time") and event["ts"] >= start:
+            args = event.get("args") or {}
+            key = (event["name"].removesuffix("_kernel_time"), args.get("op_name", "?"), args.get("provider", "?"))
+            times[key].append(event["dur"] / 1e3)
+    return [{"layer": k[0], "op": k[1], "exec": k[2], "ms": float(np.median(v))} for k, v in times.items()]
 
 
 @register_target
@@ -199,6 +216,21 @@ class OnnxRuntimeTarget(Target):
 
         return OrtPredictor(artifact_bytes(bundle_dir, artifact, "model"), artifact.precision, artifact.device, threads,
                             name=artifact.files["model"])
+
+    def layer_profile(self, bundle_dir: Path, artifact: Artifact, sample: np.ndarray, threads: int | None,
+                      runs: int) -> list[dict]:
+        """ONNX Runtime's profiler: each node's kernel time (``exec``: its execution provider)."""
+        import json
+
+        from edgeseg.bundle.members import artifact_bytes
+
+        with work_dir("edgeseg-ort-profile") as tmp:
+            predictor = OrtPredictor(artifact_bytes(bundle_dir, artifact, "model"), artifact.precision, artifact.device,
+                                     threads, name=artifact.files["model"], profile_prefix=str(Path(tmp) / "ort"))
+            for _ in range(runs + 3):
+                predictor(sample)
+            trace = json.loads(Path(predictor.session.end_profiling()).read_text())
+        return ort_layer_times(trace, warmup=3)
 
     def workload_runner(self, path: Path, threads: int | None, rank: int) -> OrtPredictor:
         return OrtPredictor(path, "fp32", "cpu", threads)

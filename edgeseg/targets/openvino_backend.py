@@ -68,7 +68,7 @@ class OvPredictor:
     """A compiled OpenVINO model; records the precision its execution graph really uses."""
 
     def __init__(self, xml, device: str = "CPU", threads: int | None = None, hint: str | None = None,
-                 name: str | None = None):
+                 name: str | None = None, profiling: bool = False):
         """``xml``: an IR/ONNX path, an ``openvino.Model`` already in memory, or ``(xml bytes, weights bytes)``
         (the verified files of a bundle)."""
         import openvino as ov
@@ -78,6 +78,8 @@ class OvPredictor:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         if hint:
             config["INFERENCE_PRECISION_HINT"] = _HINTS.get(hint, hint)
+        if profiling:
+            config["PERF_COUNT"] = True
         core = ov.Core()
         try:
             if isinstance(xml, tuple):
@@ -176,6 +178,25 @@ class OpenVinoTarget(Target):
         files = (artifact_bytes(bundle_dir, artifact, "model"), artifact_bytes(bundle_dir, artifact, "weights"))
         return OvPredictor(files, artifact.device, threads, artifact.details.get("inference_precision_hint"),
                            name=artifact.files["model"])
+
+    def layer_profile(self, bundle_dir: Path, artifact: Artifact, sample: np.ndarray, threads: int | None,
+                      runs: int) -> list[dict]:
+        """OpenVINO's performance counters per executed node (``exec``: the kernel it chose, e.g.
+        ``brgconv_avx512_amx_I8``), median over the runs."""
+        from edgeseg.bundle.members import artifact_bytes
+
+        files = (artifact_bytes(bundle_dir, artifact, "model"), artifact_bytes(bundle_dir, artifact, "weights"))
+        predictor = OvPredictor(files, artifact.device, threads, artifact.details.get("inference_precision_hint"),
+                                name=artifact.files["model"], profiling=True)
+        times: dict[tuple, list[float]] = collections.defaultdict(list)
+        for i in range(runs + 3):
+            predictor(sample)
+            if i >= 3:  # after a warm-up; OpenVINO reports the last inference
+                for info in predictor.request.get_profiling_info():
+                    if str(info.status).endswith("EXECUTED") and "NOT_RUN" not in str(info.status):
+                        times[(info.node_name, info.node_type, info.exec_type)].append(
+                            info.real_time.total_seconds() * 1e3)
+        return [{"layer": k[0], "op": k[1], "exec": k[2], "ms": float(np.median(v))} for k, v in times.items()]
 
     def workload_runner(self, path: Path, threads: int | None, rank: int) -> OvPredictor:
         import openvino as ov
