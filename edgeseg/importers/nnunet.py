@@ -127,6 +127,14 @@ def _check_plan(plans: dict, config: dict, where: str) -> None:
                                f"nnU-Net's default ({name} {kwargs}), which is the one edgeseg reproduces")
 
 
+def _configuration_name(folder: Path, plans: dict, checkpoint: dict) -> str:
+    """The configuration the fold was trained with: the folder's ``Trainer__Plans__<configuration>`` name, else the
+    one nnU-Net's trainer recorded in the checkpoint (a renamed folder)."""
+    named = folder.name.rsplit("__", 1)[-1]
+    recorded = (checkpoint.get("init_args") or {}).get("configuration")
+    return named if named in (plans.get("configurations") or {}) or not isinstance(recorded, str) else recorded
+
+
 def _labels(dataset: dict, where: str) -> list[str]:
     labels = dataset.get("labels") or {}
     if any(not isinstance(v, int) for v in labels.values()):
@@ -158,7 +166,8 @@ class NnUNetImporter(Importer):
                                "fold_N/checkpoint_final.pth)")
         fold, weights = self._fold(folder, source, request)
         plans, dataset = _read_json(folder / "plans.json"), _read_json(folder / "dataset.json")
-        config_name = folder.name.rsplit("__", 1)[-1]
+        checkpoint = read_checkpoint(weights)
+        config_name = _configuration_name(folder, plans, checkpoint)
         where = f"{folder.name} ({config_name})"
         config = configuration(plans, config_name, where)
         _check_plan(plans, config, where)
@@ -167,7 +176,6 @@ class NnUNetImporter(Importer):
         arch = config["architecture"]
         network = str(arch["network_class_name"]).rsplit(".", 1)[-1]
         model = create_model(f"nnunet:{network}", len(channels), len(labels), **arch["arch_kwargs"])
-        checkpoint = read_checkpoint(weights)
         load_into(model, {k.removeprefix("module."): v for k, v in checkpoint["network_weights"].items()}, weights)
         spacing = [float(s) for s in config["spacing"]]
         mirroring = list(checkpoint.get("inference_allowed_mirroring_axes") or [])

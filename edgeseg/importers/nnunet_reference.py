@@ -4,7 +4,9 @@ would unpickle the checkpoint with ``weights_only=False``), the image read by th
 imported, on the CPU. It returns nnU-Net's label map in the image's own geometry."""
 from __future__ import annotations
 
+import contextlib
 import copy
+import sys
 
 import numpy as np
 
@@ -16,9 +18,10 @@ class NnUNetReference:
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
         plans_manager = PlansManager(copy.deepcopy(plans))
-        self.predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=mirroring,
-                                         perform_everything_on_device=False, device=torch.device("cpu"),
-                                         allow_tqdm=False)
+        with _prints_to_stderr():
+            self.predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=mirroring,
+                                             perform_everything_on_device=False, device=torch.device("cpu"),
+                                             allow_tqdm=False)
         self.predictor.manual_initialization(
             copy.deepcopy(model), plans_manager, plans_manager.get_configuration(config_name),
             [checkpoint["network_weights"]], dataset, str(checkpoint.get("trainer_name", "nnUNetTrainer")),
@@ -28,5 +31,11 @@ class NnUNetReference:
     def __call__(self, image_path) -> np.ndarray:
         paths = [str(p) for p in (image_path if isinstance(image_path, list) else [image_path])]
         data, properties = self.reader.read_images(paths)
-        segmentation = self.predictor.predict_single_npy_array(data, properties, None, None, False)
+        with _prints_to_stderr():
+            segmentation = self.predictor.predict_single_npy_array(data, properties, None, None, False)
         return np.asarray(segmentation)[0].astype(np.uint8)  # (1, H, W): nnU-Net's 2D images are one-slice volumes
+
+
+def _prints_to_stderr():
+    """nnU-Net prints to stdout (e.g. a CUDA remark on every CPU predictor): keep stdout for edgeseg's --json."""
+    return contextlib.redirect_stdout(sys.stderr)
