@@ -165,11 +165,11 @@ def test_choices_are_listed_in_help_and_checked():
 def test_choices_are_the_library_s():
     from edgeseg.calibration import STRATEGIES
     from edgeseg.cli.app import GateMode, Normalization, Resize, SensitivityMode, Strategy
-    from edgeseg.data.preprocessing import NORMALIZATIONS, RESIZE_MODES
+    from edgeseg.data.preprocessing import FLAG_NORMALIZATIONS, FLAG_RESIZE_MODES
     from edgeseg.gating.baseline import MODES
     from edgeseg.tuning.sensitivity import MODES as SENSITIVITY_MODES
 
-    for enum, values in ((Normalization, NORMALIZATIONS), (Resize, RESIZE_MODES), (Strategy, STRATEGIES),
+    for enum, values in ((Normalization, FLAG_NORMALIZATIONS), (Resize, FLAG_RESIZE_MODES), (Strategy, STRATEGIES),
                          (GateMode, ("auto", *MODES)), (SensitivityMode, SENSITIVITY_MODES)):
         assert {e.value for e in enum} == set(values), enum
 
@@ -182,15 +182,15 @@ def test_python_m_edgeseg_cli_still_runs():
 
 def test_choice_enums_mirror_the_library_constants():
     from edgeseg.calibration import STRATEGIES
-    from edgeseg.data.preprocessing import NORMALIZATIONS, RESIZE_MODES
+    from edgeseg.data.preprocessing import FLAG_NORMALIZATIONS, FLAG_RESIZE_MODES
     from edgeseg.gating.baseline import MODES
     from edgeseg.targets.onnxruntime_backend import CALIBRATION_METHODS
     from edgeseg.targets.profiles import PRECISIONS
     from edgeseg.tuning.sensitivity import MODES as SENSITIVITY_MODES
 
     mod = sys.modules["edgeseg.cli.app"]
-    for enum_type, constant in ((mod.Strategy, STRATEGIES), (mod.Normalization, NORMALIZATIONS),
-                                (mod.Resize, RESIZE_MODES), (mod.CalibMethod, CALIBRATION_METHODS),
+    for enum_type, constant in ((mod.Strategy, STRATEGIES), (mod.Normalization, FLAG_NORMALIZATIONS),
+                                (mod.Resize, FLAG_RESIZE_MODES), (mod.CalibMethod, CALIBRATION_METHODS),
                                 (mod.Precision, PRECISIONS), (mod.GateMode, ("auto", *MODES)),
                                 (mod.SensitivityMode, SENSITIVITY_MODES)):
         assert {m.value for m in enum_type} == set(constant), enum_type

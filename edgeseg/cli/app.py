@@ -146,8 +146,8 @@ def choices(name: str, values: tuple[str, ...]) -> type[enum.Enum]:
 
 Split = choices("Split", ("train", "val", "all", "test"))
 Strategy = choices("Strategy", ("stratified", "random"))                            # calibration.STRATEGIES
-Normalization = choices("Normalization", ("zscore", "minmax", "ct_window", "none"))  # preprocessing.NORMALIZATIONS
-Resize = choices("Resize", ("resize", "pad"))                                       # preprocessing.RESIZE_MODES
+Normalization = choices("Normalization", ("zscore", "minmax", "ct_window", "none"))  # preprocessing.FLAG_NORMALIZATIONS
+Resize = choices("Resize", ("resize", "pad"))                                       # preprocessing.FLAG_RESIZE_MODES
 Flip = choices("Flip", ("x", "y", "xy", "none"))
 Amp = choices("Amp", ("auto", "bf16", "off"))
 Precision = choices("Precision", ("int8", "fp16", "fp32"))                          # targets.profiles.PRECISIONS

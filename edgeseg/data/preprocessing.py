@@ -14,6 +14,10 @@ from edgeseg.errors import EdgesegError
 
 NORMALIZATIONS = ("zscore", "minmax", "ct_window", "fixed", "none")
 RESIZE_MODES = ("resize", "pad", "sliding")
+# What a command-line flag can choose: 'fixed' needs stats and 'sliding' its own fields, which come from an import
+# (nnU-Net) or a spec file, never from one flag
+FLAG_NORMALIZATIONS = tuple(n for n in NORMALIZATIONS if n != "fixed")
+FLAG_RESIZE_MODES = ("resize", "pad")
 # Fields added after version 1's hashes were recorded: left out of to_dict() at their defaults, so every spec
 # written before them keeps its sha256.
 _NATIVE_DEFAULTS = {"crop_nonzero": False, "mask_nonzero": False, "spacing": None, "overlap": 0.5, "stats": None,
