@@ -114,7 +114,6 @@ def test_a_plan_edgeseg_cannot_reproduce_is_refused_in_one_line(nnunet_model, tm
 
 
 def test_several_folds_need_a_choice(nnunet_model, tmp_path):
-    from edgeseg.importers import import_model
 
     copy = _edited(nnunet_model[1], tmp_path, lambda p: None)
     shutil.copytree(copy / "fold_0", copy / "fold_1")
