@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeseg.data.native import gaussian_weights, native_pair, nonzero_box, resample, to_spacing, window_starts
+from edgeseg.data.native import crop_box, gaussian_weights, native_pair, resample, to_spacing, window_starts
 from edgeseg.data.preprocessing import PreprocessSpec
 from edgeseg.errors import EdgesegError
 from edgeseg.targets.base import Predictor  # a float32 batch (B, C, *size) → logits (B, classes, *size); any runtime
@@ -133,8 +133,8 @@ def mirrored(predict: Predictor, axes: tuple[int, ...]) -> Predictor:
 
 def native_logits(predict, image: np.ndarray, spec, batch_size: int = 4) -> np.ndarray:
     """Logits ``(classes, *spatial)`` of a raw ``(C, *spatial)`` image, in its own geometry (nnU-Net's path)."""
-    box = nonzero_box(image) if spec.crop_nonzero else tuple(slice(0, s) for s in image.shape[1:])
-    normalized, _ = native_pair(spec, image)
+    box = crop_box(spec, image)
+    normalized, _ = native_pair(spec, image, box=box)
     if spec.mirror_axes:  # each window goes 2^axes times through the model: fewer windows per call
         predict, batch_size = mirrored(predict, spec.mirror_axes), max(1, batch_size >> len(spec.mirror_axes))
     logits = sliding_window_logits(predict, to_spacing(normalized, spec, order=3), spec.size, overlap=spec.overlap,

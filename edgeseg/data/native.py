@@ -52,12 +52,18 @@ def to_spacing(image: np.ndarray, spec, order: int) -> np.ndarray:
     return resample(image, spacing_shape(image.shape[1:], spec), order)
 
 
-def native_pair(spec, image: np.ndarray, label: np.ndarray | None = None):
-    """The image cropped to its non-zero box (``crop_nonzero``) and normalised there (``mask_nonzero``: inside
-    the filled non-zero region only), and the label map cropped alike; both still at the image's spacing."""
+def crop_box(spec, image: np.ndarray) -> tuple[slice, ...]:
+    """The region of ``image`` the model sees: its non-zero box with ``crop_nonzero``, else all of it."""
+    return nonzero_box(image) if spec.crop_nonzero else tuple(slice(0, s) for s in image.shape[1:])
+
+
+def native_pair(spec, image: np.ndarray, label: np.ndarray | None = None, box: tuple[slice, ...] | None = None):
+    """The image cropped to its non-zero box (``crop_nonzero``; ``box`` when already known) and normalised there
+    (``mask_nonzero``: inside the filled non-zero region only), and the label map cropped alike; both still at the
+    image's spacing."""
     if image.ndim - 1 != len(spec.size):
         raise EdgesegError(f"expected a {len(spec.size)}D image, got {image.ndim - 1}D")
-    box = nonzero_box(image) if spec.crop_nonzero else tuple(slice(0, s) for s in image.shape[1:])
+    box = crop_box(spec, image) if box is None else box
     cropped = image[(slice(None), *box)]
     region = ndimage.binary_fill_holes(np.any(cropped != 0, axis=0)) if spec.mask_nonzero else None
     return spec.normalize(cropped, region), None if label is None else label[box]
