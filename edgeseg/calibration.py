@@ -104,13 +104,14 @@ def build_calibration_set(data_dir: str | Path, preprocessing: PreprocessSpec, m
     specs = [dataclasses.replace(preprocessing, size=spatial) for spatial in sizes]
     batches: list[list[np.ndarray]] = [[] for _ in sizes]
     for cid in track(sorted({c for c, _, _ in chosen}), "preprocess calibration cases"):
-        image = dataset.load(cid).image
+        case = dataset.load(cid)
+        image, spacing = case.image, case.geometry.spacing
         volume = None
         for _, z, _ in (u for u in chosen if u[0] == cid):
             if z is not None and volume is None:
                 volume = preprocessing.normalize(image)
             for spec, batch in zip(specs, batches):
-                batch.append(spec(image) if z is None else spec.fit(volume[..., z]).astype(np.float32))
+                batch.append(spec(image, spacing) if z is None else spec.fit(volume[..., z]).astype(np.float32))
     inputs = {spatial: np.stack(batch).astype(np.float32) for spatial, batch in zip(sizes, batches)}
     cases = sorted({c for c, _, _ in chosen})
     manifest = {"format": FORMAT, "version": VERSION, "dataset": dataset.name, "split": split,

@@ -197,17 +197,30 @@ def load_checkpoint(source: str | Path | bytes, name: str | None = None):
     return model.eval(), spec
 
 
+def _shape_model(spec: CheckpointSpec, source):
+    """The spec's model without memory for its weights (on torch's meta device), or on the CPU when its constructor
+    computes with tensors (MONAI's SwinUNETR calls ``.item()``, which a meta tensor cannot): ``(model, device)``."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            return spec.build_model(), "meta"
+    except (EdgesegError, RuntimeError, NotImplementedError):  # the CPU build says whether the spec is at fault
+        pass
+    try:
+        return spec.build_model(), "cpu"
+    except EdgesegError as exc:  # e.g. a negative width in arch_kwargs
+        raise EdgesegError(f"{source}: the spec does not build a model ({exc})") from None
+
+
 def _check_shapes(spec: CheckpointSpec, shapes: dict, source) -> None:
     """Refuse a spec whose model's state does not match the tensor shapes stored in the file."""
     import torch
 
-    with torch.device("meta"):
-        try:
-            model = spec.build_model()
-        except EdgesegError as exc:  # e.g. a negative width in arch_kwargs
-            raise EdgesegError(f"{source}: the spec does not build a model ({exc})") from None
+    model, device = _shape_model(spec, source)
+    with torch.device(device):
         if spec.pruning.get("structure"):
-            meta_state = {k: torch.empty(s, device="meta") for k, s in shapes.items()
+            meta_state = {k: torch.empty(s) for k, s in shapes.items()
                           if isinstance(s, list) and all(isinstance(n, int) and n >= 0 for n in s)}
             try:
                 apply_structure(model, spec.pruning["structure"], meta_state)

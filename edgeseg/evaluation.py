@@ -50,7 +50,7 @@ def naming_case_file(dataset: NnUNetDataset, case_id: str):
 def predict_case(predict: Predictor, spec, dataset: NnUNetDataset, case) -> np.ndarray:
     """The label map of a loaded case; an error names the case's file."""
     with naming_case_file(dataset, case.case_id):
-        return predict_mask(predict, case.image, spec.preprocessing, spec.spatial_dims)
+        return predict_mask(predict, case.image, spec.preprocessing, spec.spatial_dims, spacing=case.geometry.spacing)
 
 
 def is_training_dataset(spec, dataset: NnUNetDataset) -> bool:

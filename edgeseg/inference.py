@@ -3,7 +3,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeseg.data.native import crop_box, gaussian_weights, native_pair, resample, to_spacing, window_starts
+from edgeseg.data.native import (
+    crop_box,
+    gaussian_weights,
+    native_pair,
+    resample,
+    separate_axis,
+    to_spacing,
+    window_starts,
+)
 from edgeseg.data.preprocessing import PreprocessSpec
 from edgeseg.errors import EdgesegError
 from edgeseg.targets.base import Predictor  # a float32 batch (B, C, *size) → logits (B, classes, *size); any runtime
@@ -18,14 +26,15 @@ def torch_predictor(model) -> Predictor:
 
 
 def predict_logits(predict: Predictor, image: np.ndarray, spec: PreprocessSpec, model_dims: int,
-                   batch_size: int = 8) -> np.ndarray:
-    """Logits ``(classes, *spatial)`` in the geometry of the raw ``(C, *spatial)`` image.
+                   batch_size: int = 8, spacing: tuple[float, ...] | None = None) -> np.ndarray:
+    """Logits ``(classes, *spatial)`` in the geometry of the raw ``(C, *spatial)`` image, whose pixel ``spacing``
+    (1 per axis when None) only a spec with a spacing of its own uses.
 
     A 2D model on a 3D volume runs slice by slice along the last axis (after normalising the whole volume).
     """
     image_dims = image.ndim - 1
     if spec.resize == "sliding" and image_dims == model_dims:
-        return native_logits(predict, image, spec, batch_size)
+        return native_logits(predict, image, spec, batch_size, spacing)
     if image_dims == model_dims == 3 and spec.resize == "pad" and any(s > r for s, r in zip(image.shape[1:], spec.size)):
         # trained on native-resolution patches: cover the whole volume instead of its centre crop
         return sliding_window_logits(predict, spec.normalize(image), spec.size, batch_size=max(1, batch_size // 4))
@@ -46,9 +55,9 @@ def predict_logits(predict: Predictor, image: np.ndarray, spec: PreprocessSpec, 
 
 
 def predict_mask(predict: Predictor, image: np.ndarray, spec: PreprocessSpec, model_dims: int,
-                 batch_size: int = 8) -> np.ndarray:
+                 batch_size: int = 8, spacing: tuple[float, ...] | None = None) -> np.ndarray:
     """Label map ``(*spatial)`` (uint8) in the geometry of the raw image."""
-    return label_map(predict_logits(predict, image, spec, model_dims, batch_size))
+    return label_map(predict_logits(predict, image, spec, model_dims, batch_size, spacing))
 
 
 def label_map(logits: np.ndarray) -> np.ndarray:
@@ -84,7 +93,8 @@ def sliding_window_logits(predict: Predictor, volume: np.ndarray, window: tuple[
     """Logits ``(classes, *spatial)`` of a normalised ``(C, *spatial)`` volume from overlapping ``window``-sized
     patches, Gaussian-blended; a volume smaller than the window is padded with ``pad_value`` (default: each
     channel's minimum). ``starts(size, window, overlap)`` places the windows along an axis and ``weight`` blends
-    them (defaults: a step of ``window × (1 - overlap)`` and :func:`gaussian_importance`)."""
+    them (defaults: a step of ``window × (1 - overlap)`` and :func:`gaussian_importance`). A float16 ``weight``
+    accumulates in float16, each sum rounded as nnU-Net's predictor rounds it (its logits and weights are half)."""
     import itertools
 
     spatial = volume.shape[1:]
@@ -98,19 +108,21 @@ def sliding_window_logits(predict: Predictor, volume: np.ndarray, window: tuple[
     starts = starts or (lambda size, w, ov: _starts(size, w, max(1, int(w * (1 - ov)))))
     corners = list(itertools.product(*[starts(p, w, overlap) for p, w in zip(padded_shape, window)]))
     weight = gaussian_importance(window) if weight is None else weight
+    weight32 = weight.astype(np.float32, copy=False)
     out = norm = None
     for i in range(0, len(corners), batch_size):
         chunk = corners[i : i + batch_size]
         patches = np.stack([volume[(slice(None), *[slice(c, c + w) for c, w in zip(corner, window)])] for corner in chunk])
         logits = predict(np.ascontiguousarray(patches, dtype=np.float32))
         if out is None:
-            out = np.zeros((logits.shape[1], *padded_shape), np.float32)
-            norm = np.zeros(padded_shape, np.float32)
+            out = np.zeros((logits.shape[1], *padded_shape), weight.dtype)
+            norm = np.zeros(padded_shape, weight.dtype)
         for corner, patch in zip(chunk, logits):
             region = tuple(slice(c, c + w) for c, w in zip(corner, window))
-            out[(slice(None), *region)] += patch * weight
-            norm[region] += weight
-    out /= norm
+            where = (slice(None), *region)
+            out[where] = out[where] + patch * weight32  # (rounded back to float16 when half)
+            norm[region] = norm[region] + weight32
+    out = (out.astype(np.float32) / norm.astype(np.float32)).astype(weight.dtype).astype(np.float32, copy=False)
     return out[(slice(None), *[slice(b, b + s) for (b, _), s in zip(pads[1:], spatial)])]
 
 
@@ -131,16 +143,19 @@ def mirrored(predict: Predictor, axes: tuple[int, ...]) -> Predictor:
     return predict_mirrored
 
 
-def native_logits(predict, image: np.ndarray, spec, batch_size: int = 4) -> np.ndarray:
-    """Logits ``(classes, *spatial)`` of a raw ``(C, *spatial)`` image, in its own geometry (nnU-Net's path)."""
+def native_logits(predict, image: np.ndarray, spec, batch_size: int = 4,
+                  spacing: tuple[float, ...] | None = None) -> np.ndarray:
+    """Logits ``(classes, *spatial)`` of a raw ``(C, *spatial)`` image of pixel ``spacing``, in its own geometry
+    (nnU-Net's path)."""
     box = crop_box(spec, image)
     normalized, _ = native_pair(spec, image, box=box)
     if spec.mirror_axes:  # each window goes 2^axes times through the model: fewer windows per call
         predict, batch_size = mirrored(predict, spec.mirror_axes), max(1, batch_size >> len(spec.mirror_axes))
-    logits = sliding_window_logits(predict, to_spacing(normalized, spec, order=3), spec.size, overlap=spec.overlap,
-                                   batch_size=batch_size, pad_value=0.0, starts=window_starts,
+    logits = sliding_window_logits(predict, to_spacing(normalized, spec, order=3, spacing=spacing), spec.size,
+                                   overlap=spec.overlap, batch_size=batch_size, pad_value=0.0, starts=window_starts,
                                    weight=gaussian_weights(spec.size))
-    logits = resample(logits, normalized.shape[1:], order=1)
+    back = separate_axis(spec.spacing, spacing) if spec.spacing else None
+    logits = resample(logits, normalized.shape[1:], order=1, separate=back)
     if all(b.start == 0 and b.stop == s for b, s in zip(box, image.shape[1:])):
         return logits
     out = np.zeros((logits.shape[0], *image.shape[1:]), np.float32)

@@ -55,6 +55,50 @@ def write_dataset(root: Path, cases: int = 10, seed: int = 5) -> Path:
     return root
 
 
+ARCH_3D = {"network_class_name": ARCH["network_class_name"], "_kw_requires_import": ARCH["_kw_requires_import"],
+           "arch_kwargs": {**ARCH["arch_kwargs"], "conv_op": "torch.nn.modules.conv.Conv3d",
+                           "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+                           "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3]],
+                           "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2]]}}
+
+
+def write_volumes(root: Path, cases: int = 8, seed: int = 7, spacing=(0.9, 0.9, 3.0)) -> Path:
+    """Two-channel phantom volumes (x, y, z) of uneven sizes, anisotropic ``spacing`` (the slices 3.3× thicker
+    than the pixels: nnU-Net resamples them slice by slice), a zero border on two sides, as NIfTI."""
+    rng = np.random.default_rng(seed)
+    ids = []
+    for i in range(cases):
+        shape = (int(rng.integers(36, 50)), int(rng.integers(36, 50)), int(rng.integers(13, 19)))
+        image, label = phantom_case(rng, shape, 2)
+        image = np.maximum(image, 1)
+        pad = [(0, 0), (int(rng.integers(2, 6)), 0), (0, int(rng.integers(2, 6))), (0, 0)]
+        image, label = np.pad(image, pad), np.pad(label, pad[1:])
+        cid = f"vol_{i:03d}"
+        ids.append(cid)
+        for c in range(2):
+            write_array(root / "imagesTr" / f"{cid}_{c:04d}.nii.gz", image[c].astype(np.float32), Geometry(spacing))
+        write_array(root / "labelsTr" / f"{cid}.nii.gz", label, Geometry(spacing))
+    meta = {"channel_names": {"0": "FLAIR", "1": "T1c"}, "labels": LABELS, "numTraining": cases,
+            "file_ending": ".nii.gz"}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    (root / "splits.json").write_text(json.dumps({"train": ids[3:], "val": ids[:3]}))
+    return root
+
+
+def plans_3d(transpose=(0, 2, 1), spacing=(2.5, 1.2, 1.2), patch=(16, 32, 32)) -> dict:
+    """A plan with one ``3d_fullres`` configuration of NIfTI volumes (SimpleITKIO), z-scored inside the non-zero
+    region, with ``transpose`` (spacing and patch are on the transposed axes, as nnU-Net writes them)."""
+    plan = plans(spacing=spacing, patch=patch)
+    config = plan["configurations"].pop("2d")
+    config.update(data_identifier="nnUNetPlans_3d_fullres", architecture=copy.deepcopy(ARCH_3D),
+                  normalization_schemes=["ZScoreNormalization"] * 2, use_mask_for_norm=[True, True],
+                  median_image_size_in_voxels=[16.0, 40.0, 40.0])
+    plan["foreground_intensity_properties_per_channel"]["1"] = plan["foreground_intensity_properties_per_channel"]["0"]
+    return {**plan, "image_reader_writer": "SimpleITKIO", "transpose_forward": list(transpose),
+            "transpose_backward": [list(transpose).index(a) for a in range(3)],
+            "original_median_spacing_after_transp": [3.0, 0.9, 0.9], "configurations": {"3d_fullres": config}}
+
+
 def plans(normalization: str = "ZScoreNormalization", spacing=(2.0, 2.0), patch=(48, 48)) -> dict:
     """A plan in nnU-Net's format with one ``2d`` configuration."""
     config = {"data_identifier": "nnUNetPlans_2d", "preprocessor_name": "DefaultPreprocessor", "batch_size": 4,
@@ -71,19 +115,22 @@ def plans(normalization: str = "ZScoreNormalization", spacing=(2.0, 2.0), patch=
                 "percentile_99_5": 230.0, "std": 50.0}}}
 
 
-def _train(network, dataset: Path, plan: dict, steps: int) -> None:
-    """A few steps of training on the spec's centre windows (the weights only need to mean something)."""
+def _train(network, dataset: Path, plan: dict, configuration: str, steps: int) -> None:
+    """A few steps of training on the spec's centre windows (the weights only need to mean something), on the
+    network's axes."""
     from edgeseg.data import NnUNetDataset
-    from edgeseg.data.preprocessing import PreprocessSpec
-    from edgeseg.importers.nnunet import _normalization
+    from edgeseg.importers.nnunet import _model_axes, _preprocessing
 
-    config = plan["configurations"]["2d"]
-    spec = PreprocessSpec(tuple(config["patch_size"]), ["phantom"], resize="sliding", crop_nonzero=True,
-                          spacing=tuple(config["spacing"]), **_normalization(plan, config, 1, "test"))
+    config = plan["configurations"][configuration]
+    axes = _model_axes(plan, len(config["patch_size"]))
+    spec = _preprocessing(plan, config, [f"c{i}" for i in range(len(config["normalization_schemes"]))], axes, None,
+                          "test")
     data = NnUNetDataset(dataset)
-    pairs = [spec.pair(*(lambda c: (c.image, c.label))(data.load(cid))) for cid in data.split("train")]
+    pairs = [spec.pair(c.image, c.label, c.geometry.spacing) for c in map(data.load, data.split("train"))]
     x = torch.from_numpy(np.stack([p[0] for p in pairs]))
     y = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))
+    if axes:
+        x, y = x.permute(0, 1, *[2 + a for a in axes]), y.permute(0, *[1 + a for a in axes])
     optimizer = torch.optim.Adam(network.parameters(), lr=3e-3)
     network.train()
     for _ in range(steps):
@@ -105,19 +152,21 @@ def write_model(results: Path, dataset: Path, plan: dict | None = None, folds=(0
     dataset_json = json.loads((dataset / "dataset.json").read_text())
     (folder / "plans.json").write_text(json.dumps(plan, indent=1))
     (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=1))
-    arch = plan["configurations"]["2d"]["architecture"]
+    config = plan["configurations"][configuration]
+    arch = config["architecture"]
     torch.manual_seed(0)
     network = get_network_from_plans(arch["network_class_name"], arch["arch_kwargs"], arch["_kw_requires_import"],
-                                     1, len(LABELS), deep_supervision=False)
-    _train(network, dataset, plan, steps)
+                                     len(config["normalization_schemes"]), len(LABELS), deep_supervision=False)
+    _train(network, dataset, plan, configuration, steps)
     optimizer = torch.optim.SGD(network.parameters(), lr=0.01, momentum=0.99, nesterov=True)
     for fold in folds:
         (folder / f"fold_{fold}").mkdir()
-        torch.save(checkpoint(network, optimizer, plan, dataset_json, fold), folder / f"fold_{fold}" / "checkpoint_final.pth")
+        torch.save(checkpoint(network, optimizer, plan, dataset_json, fold, configuration),
+                   folder / f"fold_{fold}" / "checkpoint_final.pth")
     return folder
 
 
-def checkpoint(network, optimizer, plan: dict, dataset_json: dict, fold) -> dict:
+def checkpoint(network, optimizer, plan: dict, dataset_json: dict, fold, configuration: str = "2d") -> dict:
     """What ``nnUNetTrainer.save_checkpoint`` writes."""
     floats = [np.float64(0.5), np.float64(0.6)]
     return {"network_weights": network.state_dict(), "optimizer_state": optimizer.state_dict(),
@@ -126,6 +175,7 @@ def checkpoint(network, optimizer, plan: dict, dataset_json: dict, fold) -> dict
                         "train_losses": floats, "val_losses": floats, "lrs": [0.01, 0.009],
                         "epoch_start_timestamps": [1.0, 2.0], "epoch_end_timestamps": [1.5, 2.5]},
             "_best_ema": np.float64(0.6), "current_epoch": 2,
-            "init_args": {"plans": plan, "configuration": "2d", "fold": fold, "dataset_json": dataset_json,
+            "init_args": {"plans": plan, "configuration": configuration, "fold": fold, "dataset_json": dataset_json,
                           "device": torch.device("cpu")},
-            "trainer_name": "nnUNetTrainer", "inference_allowed_mirroring_axes": (0, 1)}
+            "trainer_name": "nnUNetTrainer",
+            "inference_allowed_mirroring_axes": tuple(range(len(plan["configurations"][configuration]["patch_size"])))}

@@ -205,6 +205,24 @@ def test_a_state_dict_with_a_monai_arch_compresses_and_benches(phantom_demo, tmp
     assert mask.shape == (64, 64)
 
 
+def test_a_swinunetr_whose_constructor_computes_imports_and_loads(phantom_demo, tmp_path):
+    """MONAI's SwinUNETR computes with tensors while it is built (``.item()``, which torch's meta device cannot):
+    its checkpoint still loads (the shape check builds it on the CPU) and gives the network's own logits."""
+    from edgeseg.checkpoint import load_checkpoint
+    from edgeseg.importers import import_model
+
+    torch.manual_seed(0)
+    kwargs = {"spatial_dims": 2, "feature_size": 12, "depths": [1, 1, 1, 1]}
+    net = monai.networks.nets.SwinUNETR(in_channels=1, out_channels=3, **kwargs).eval()
+    torch.save(net.state_dict(), tmp_path / "w.pth")
+    ckpt, _ = import_model(tmp_path / "w.pth", tmp_path / "s.ckpt", data=phantom_demo, arch="monai:SwinUNETR",
+                           arch_kwargs=kwargs, size=(64, 64))
+    model = load_checkpoint(ckpt)[0]
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model(x), net(x), atol=1e-5)
+
+
 def test_the_import_command_reports_its_check_and_refuses_a_non_model(monai_bundle, phantom_demo, tmp_path):
     from edgeseg.cli import app
 
@@ -230,6 +248,7 @@ FOREIGN = __import__("pathlib").Path(__file__).resolve().parents[1] / "benchmark
 @pytest.mark.parametrize("folder, options, dice", [
     ("monai_chest_bundle", {}, 0.9544),            # MONAI's own pipeline: 0.9544 (benchmarks/foreign/README.md)
     ("smp_chest", {"size": (128, 128)}, 0.9535),   # smp's own pipeline: 0.9535
+    ("monai_chest_swinunetr_bundle", {}, 0.9561),  # MONAI's own pipeline: 0.9561 (the CNN + Transformer hybrid)
 ])
 def test_committed_foreign_models_keep_their_own_dice_on_real_chest_xrays(shared_data, tmp_path, folder, options,
                                                                          dice):

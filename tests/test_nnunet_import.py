@@ -26,16 +26,17 @@ def nnunet_model(tmp_path_factory):
     return dataset, nnunet_support.write_model(root / "results", dataset)
 
 
-def _nnunet_predict_from_files(folder, images, out):
-    """nnU-Net's own predictor on the files, as `nnUNetv2_predict --disable_tta -device cpu` runs it."""
+def _nnunet_predict_from_files(folder, cases, out):
+    """nnU-Net's own predictor on the files (one list of channel files per case), as `nnUNetv2_predict
+    --disable_tta -device cpu` runs it."""
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     predictor = nnUNetPredictor(use_mirroring=False, perform_everything_on_device=False, device=torch.device("cpu"),
                                 allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(folder), use_folds=(0,), checkpoint_name="checkpoint_final.pth")
-    predictor.predict_from_files([[str(p)] for p in images], str(out), save_probabilities=False, overwrite=True,
-                                 num_processes_preprocessing=1, num_processes_segmentation_export=1)
+    predictor.predict_from_files([[str(p) for p in files] for files in cases], str(out), save_probabilities=False,
+                                 overwrite=True, num_processes_preprocessing=1, num_processes_segmentation_export=1)
 
 
 def _dice(a, b, value):
@@ -59,7 +60,7 @@ def test_the_import_and_edgeseg_infer_give_nnunet_s_own_masks(nnunet_model, tmp_
     res = CliRunner().invoke(app, ["infer", str(tmp_path / "b.bundle"), *map(str, images), "-o", str(tmp_path / "ours"),
                                    "--backend", "onnxruntime"])
     assert res.exit_code == 0, res.output
-    _nnunet_predict_from_files(folder, images, tmp_path / "theirs")
+    _nnunet_predict_from_files(folder, [[p] for p in images], tmp_path / "theirs")
     for cid in val:
         theirs, _ = read_label(tmp_path / "theirs" / f"{cid}.png")
         ours, _ = read_label(next((tmp_path / "ours").glob(f"{cid}*.png")))
@@ -102,7 +103,8 @@ def _edited(folder, tmp_path, edit, name=None):
      "normalization scheme 'MyNormalization' is not mapped"),
     (lambda p: p["configurations"]["2d"]["resampling_fn_data_kwargs"].update(order=1),
      "differs from nnU-Net's default"),
-    (lambda p: p["configurations"]["2d"].update(patch_size=[32, 48, 48]), "only 2D configurations"),
+    (lambda p: p["configurations"]["2d"].update(patch_size=[32, 48, 48]), "2D configurations of 2D image datasets"),
+    (lambda p: p["configurations"]["2d"].update(previous_stage="3d_lowres"), "a cascade stage"),
 ])
 def test_a_plan_edgeseg_cannot_reproduce_is_refused_in_one_line(nnunet_model, tmp_path, edit, message):
     from edgeseg.importers import import_model

@@ -18,6 +18,7 @@ from edgeseg.infer.inputs import (
     as_channel_first,
     check_dims,
     from_model_orientation,
+    model_spacing,
     to_model_orientation,
     trained_orientation,
 )
@@ -69,9 +70,11 @@ class Predictor:
 
     def _image_logits(self, image, affine) -> np.ndarray:
         image = self._checked(image, self._image_dims)
-        geometry = Geometry((1.0,) * (image.ndim - 1), _affine(affine, image.ndim - 1))
+        matrix = _affine(affine, image.ndim - 1)
+        geometry = Geometry(_spacing(matrix, image.ndim - 1), matrix)
         model_image, orientation = to_model_orientation(image, geometry, self._trained)
-        logits = predict_logits(self._runner, model_image, self.spec.preprocessing, self.spec.spatial_dims)
+        logits = predict_logits(self._runner, model_image, self.spec.preprocessing, self.spec.spatial_dims,
+                                spacing=model_spacing(geometry.spacing, orientation))
         return from_model_orientation(logits, orientation)
 
     def preprocess(self, image) -> np.ndarray:
@@ -108,6 +111,13 @@ def _affine(affine, dims: int) -> list[list[float]] | None:
         raise EdgesegError(f"affine: expected a finite, invertible 4×4 voxel-to-world matrix (nibabel's img.affine), "
                            f"got shape {matrix.shape}")
     return matrix.tolist()
+
+
+def _spacing(affine, dims: int) -> tuple[float, ...]:
+    """The voxel sizes an affine gives (the lengths of its first three columns); 1 per axis without one."""
+    if affine is None or dims != 3:
+        return (1.0,) * dims
+    return tuple(float(v) for v in np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0))
 
 
 class Bundle:

@@ -11,15 +11,16 @@ from edgeseg.evaluation import naming_case_file
 from edgeseg.inference import predict_logits
 
 
-def first_model_input(spec, image: np.ndarray) -> np.ndarray:
-    """The first batch the inference path feeds the model for ``image``, cut to one sample: the latency input."""
+def first_model_input(spec, image: np.ndarray, spacing: tuple[float, ...] | None = None) -> np.ndarray:
+    """The first batch the inference path feeds the model for ``image`` (of pixel ``spacing``), cut to one sample:
+    the latency input."""
     captured = []
 
     def capture(batch: np.ndarray) -> np.ndarray:
         captured.append(np.array(batch[:1]))
         return np.zeros((batch.shape[0], spec.num_classes, *batch.shape[2:]), np.float32)
 
-    predict_logits(capture, image, spec.preprocessing, spec.spatial_dims)
+    predict_logits(capture, image, spec.preprocessing, spec.spatial_dims, spacing=spacing)
     return captured[0]
 
 
@@ -27,7 +28,8 @@ def case_model_input(spec, dataset, case_id: str) -> np.ndarray:
     """:func:`first_model_input` of a dataset case (a volume's first slice for a 2D model); an error names the
     case's file."""
     with naming_case_file(dataset, case_id):
-        return first_model_input(spec, dataset.load_image(case_id)[0])
+        image, geometry = dataset.load_image(case_id)
+        return first_model_input(spec, image, geometry.spacing)
 
 
 def checkpoint_artifact(path: Path, name: str, **recorded) -> Artifact:

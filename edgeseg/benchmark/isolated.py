@@ -173,7 +173,7 @@ def _end_to_end(runner, job: dict, out_dir: Path) -> list[dict]:
         t0 = time.perf_counter()
         image, geometry = dataset.load_image(cid)
         t1 = time.perf_counter()
-        mask = predict_mask(timed_runner, image, spec, job["spatial_dims"])
+        mask = predict_mask(timed_runner, image, spec, job["spatial_dims"], spacing=geometry.spacing)
         t2 = time.perf_counter()
         write_array(out_dir / f"{cid}{'.nii.gz' if mask.ndim == 3 else '.png'}", mask, geometry)
         t3 = time.perf_counter()

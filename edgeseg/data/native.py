@@ -22,20 +22,44 @@ def nonzero_box(image: np.ndarray) -> tuple[slice, ...]:
     return tuple(slice(int(idx.min()), int(idx.max()) + 1) for idx in np.nonzero(mask))
 
 
-def spacing_shape(shape: tuple[int, ...], spec) -> tuple[int, ...]:
-    """The shape of an image of ``shape`` (spacing 1 per axis) at the spec's spacing (nnU-Net's rounding)."""
+ANISOTROPY = 3.0  # nnU-Net's ANISO_THRESHOLD: a volume whose spacings differ more is resampled slice by slice
+
+
+def spacing_shape(shape: tuple[int, ...], spec, spacing: tuple[float, ...] | None = None) -> tuple[int, ...]:
+    """The shape of an image of ``shape`` and ``spacing`` (1 per axis when None) at the spec's spacing (nnU-Net's
+    rounding)."""
     if not spec.spacing:
         return tuple(shape)
-    return tuple(int(round(1.0 / new * old)) for old, new in zip(shape, spec.spacing))
+    spacing = spacing or (1.0,) * len(shape)
+    return tuple(int(round(old_spacing / new * old)) for old, old_spacing, new in zip(shape, spacing, spec.spacing))
 
 
-def resample(arr: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarray:
+def separate_axis(current: tuple[float, ...] | None, new: tuple[float, ...] | None) -> int | None:
+    """The low-resolution axis nnU-Net resamples on its own (nearest neighbour) between two volume spacings:
+    the single coarsest axis of the first spacing that is anisotropic, ``current`` before ``new``; None for 2D,
+    for isotropic spacings, or when two axes are equally coarse (nnU-Net's ``determine_do_sep_z_and_axis``)."""
+    for spacing in (current, new):
+        if spacing is None:  # 1 per axis: isotropic
+            continue
+        if len(spacing) != 3:
+            return None
+        values = np.asarray(spacing, float)
+        if values.max() / values.min() > ANISOTROPY:
+            axes = np.flatnonzero(values == values.max())
+            return int(axes[0]) if len(axes) == 1 else None
+    return None
+
+
+def resample(arr: np.ndarray, shape: tuple[int, ...], order: int, separate: int | None = None) -> np.ndarray:
     """``(C, *spatial)`` to ``(C, *shape)``, each channel with a spline of ``order`` (edge pixels repeated) and
-    clipped to its own input range (order 0: nearest, for label maps)."""
+    clipped to its own input range (order 0: nearest, for label maps). With ``separate`` (a volume's coarse axis),
+    each slice across that axis is resampled (and clipped) on its own and the axis itself by nearest neighbour."""
     if tuple(arr.shape[1:]) == tuple(shape):
         return arr
     if min(shape) < 1:
         raise EdgesegError(f"image of {arr.shape[1:]} pixels is too small to resample to the model's spacing")
+    if separate is not None:
+        return _resample_separate(arr, tuple(shape), order, separate)
     out = np.empty((arr.shape[0], *shape), arr.dtype if order == 0 else np.float32)
     for c, channel in enumerate(arr):
         zoom = [new / old for new, old in zip(shape, channel.shape)]
@@ -47,9 +71,25 @@ def resample(arr: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarray:
     return out
 
 
-def to_spacing(image: np.ndarray, spec, order: int) -> np.ndarray:
-    """``(C, *spatial)`` resampled to the spec's spacing (unchanged without one)."""
-    return resample(image, spacing_shape(image.shape[1:], spec), order)
+def _resample_separate(arr: np.ndarray, shape: tuple[int, ...], order: int, axis: int) -> np.ndarray:
+    plane = tuple(s for a, s in enumerate(shape) if a != axis)
+    slices = np.moveaxis(arr, axis + 1, 1)  # (C, slices, *plane)
+    inplane = np.stack([resample(channel, plane, order) for channel in slices])  # each slice is one "channel"
+    inplane = np.moveaxis(inplane, 1, axis + 1)
+    old, new = arr.shape[axis + 1], shape[axis]
+    if old == new:
+        return inplane
+    # nnU-Net: map_coordinates(order 0, mode 'nearest') at scale * (i + 0.5) - 0.5; the same rounding, on indices
+    coords = old / new * (np.arange(new) + 0.5) - 0.5
+    picked = ndimage.map_coordinates(np.arange(old, dtype=np.float64), [coords], order=0, mode="nearest")
+    return np.take(inplane, picked.astype(np.intp), axis=axis + 1)
+
+
+def to_spacing(image: np.ndarray, spec, order: int, spacing: tuple[float, ...] | None = None) -> np.ndarray:
+    """``(C, *spatial)`` of ``spacing`` (1 per axis when None) resampled to the spec's spacing (unchanged without
+    one)."""
+    shape = spacing_shape(image.shape[1:], spec, spacing)
+    return resample(image, shape, order, separate_axis(spacing, spec.spacing) if spec.spacing else None)
 
 
 def crop_box(spec, image: np.ndarray) -> tuple[slice, ...]:
@@ -78,13 +118,13 @@ def window_starts(size: int, window: int, overlap: float) -> list[int]:
 
 @lru_cache(maxsize=4)
 def gaussian_weights(window: tuple[int, ...], sigma_scale: float = 0.125) -> np.ndarray:
-    """nnU-Net's blending weights: a delta at the window's centre (``side // 2``) smoothed by a Gaussian of
-    sigma ``side × sigma_scale`` (truncated at 4 sigma), scaled to max 1; zeros raised to the smallest weight."""
+    """nnU-Net's blending weights, as nnU-Net holds them: a delta at the window's centre (``side // 2``) smoothed
+    by a Gaussian of sigma ``side × sigma_scale`` (truncated at 4 sigma), scaled to max 10, float16, the zeros
+    (float16 underflows too) raised to the smallest weight."""
     delta = np.zeros(window)
     delta[tuple(s // 2 for s in window)] = 1
     weight = ndimage.gaussian_filter(delta, [s * sigma_scale for s in window], 0, mode="constant", cval=0)
-    weight /= weight.max()
+    weight = (weight / (weight.max() / 10)).astype(np.float16)
     weight[weight == 0] = weight[weight > 0].min()
-    weight = weight.astype(np.float32)
     weight.flags.writeable = False
     return weight

@@ -114,9 +114,8 @@ class PreprocessSpec:
         native = any(getattr(self, k) != v for k, v in _NATIVE_DEFAULTS.items() if k not in ("overlap", "stats"))
         if native and self.resize != "sliding":
             raise EdgesegError("crop_nonzero, mask_nonzero and spacing belong to resize 'sliding'")
-        if self.spacing and (len(self.spacing) != len(self.size) or len(self.size) != 2 or min(self.spacing) <= 0):
-            raise EdgesegError(f"spacing {self.spacing}: one positive value per axis of a 2D model's size "
-                               "(resampling volumes to a spacing is not supported yet)")
+        if self.spacing and (len(self.spacing) != len(self.size) or min(self.spacing) <= 0):
+            raise EdgesegError(f"spacing {self.spacing}: one positive value per axis of the model's size")
         if self.mirror_axes and (self.resize != "sliding" or len(set(self.mirror_axes)) != len(self.mirror_axes)
                                  or not all(0 <= a < len(self.size) for a in self.mirror_axes)):
             raise EdgesegError(f"mirror_axes {self.mirror_axes}: distinct spatial axes (0..{len(self.size) - 1}) of "
@@ -214,8 +213,9 @@ class PreprocessSpec:
             out[c] = ch
         return out
 
-    def fit(self, image: np.ndarray) -> np.ndarray:
-        """Bring normalised ``(C, *spatial)`` to the model size (resize, or centre pad/crop)."""
+    def fit(self, image: np.ndarray, spacing: tuple[float, ...] | None = None) -> np.ndarray:
+        """Bring normalised ``(C, *spatial)`` to the model size (resize, or centre pad/crop); ``spacing`` (1 per axis
+        when None) is the image's, used by resize 'sliding' with a spacing."""
         if image.ndim - 1 != len(self.size):
             raise EdgesegError(f"expected a {len(self.size)}D image, got {image.ndim - 1}D")
         if self.resize == "resize":
@@ -223,43 +223,46 @@ class PreprocessSpec:
         if self.resize == "sliding":  # the window at the image's centre, after resampling to the spacing
             from edgeseg.data.native import to_spacing
 
-            return _pad_or_crop(to_spacing(image, self, order=3), self.size, fill=0.0)
+            return _pad_or_crop(to_spacing(image, self, order=3, spacing=spacing), self.size, fill=0.0)
         # pad each channel with its own minimum: the background of z-scored or raw images is rarely 0
         return np.stack([_pad_or_crop(ch, self.size, fill=float(ch.min())) for ch in image])
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
+    def __call__(self, image: np.ndarray, spacing: tuple[float, ...] | None = None) -> np.ndarray:
         """Full preprocessing of one raw image: normalise, then fit to size. Returns float32."""
-        return self.pair(image)[0]
+        return self.pair(image, spacing=spacing)[0]
 
-    def pair(self, image: np.ndarray, label: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    def pair(self, image: np.ndarray, label: np.ndarray | None = None,
+             spacing: tuple[float, ...] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """One raw image (and its label map) as a model input (and target) of ``size``: the label follows every
         geometric step of the image (the crop to the non-zero box included)."""
         if self.resize == "sliding":
             from edgeseg.data.native import native_pair
 
             image, label = native_pair(self, image, label)
-            return self.fit(image).astype(np.float32), None if label is None else self.fit_label(label)
+            return (self.fit(image, spacing).astype(np.float32),
+                    None if label is None else self.fit_label(label, spacing))
         return self.fit(self.normalize(image)).astype(np.float32), None if label is None else self.fit_label(label)
 
-    def fit_label(self, label: np.ndarray) -> np.ndarray:
+    def fit_label(self, label: np.ndarray, spacing: tuple[float, ...] | None = None) -> np.ndarray:
         """Bring a label map to the model size, as :meth:`fit` does for the image."""
         if self.resize == "resize":
             return resize_nearest(label, self.size)
         if self.resize == "sliding":
             from edgeseg.data.native import to_spacing
 
-            label = to_spacing(label[None], self, order=0)[0]
+            label = to_spacing(label[None], self, order=0, spacing=spacing)[0]
         return _pad_or_crop(label, self.size, fill=0)
 
-    def restore(self, logits: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    def restore(self, logits: np.ndarray, shape: tuple[int, ...], spacing: tuple[float, ...] | None = None) -> np.ndarray:
         """Map ``(classes, *size)`` logits back to the original spatial ``shape`` (inverse of :meth:`fit`)."""
         if self.resize == "resize":
             return resize_linear(logits, tuple(shape))
         if self.resize == "sliding":  # whole images go through predict_logits; this undoes fit() for one window
-            from edgeseg.data.native import resample, spacing_shape
+            from edgeseg.data.native import resample, separate_axis, spacing_shape
 
-            resampled = spacing_shape(tuple(shape), self)
-            return resample(_pad_or_crop(logits, resampled, fill=0.0), tuple(shape), order=1)
+            resampled = spacing_shape(tuple(shape), self, spacing)
+            return resample(_pad_or_crop(logits, resampled, fill=0.0), tuple(shape), order=1,
+                            separate=separate_axis(self.spacing, spacing) if self.spacing else None)
         out = _pad_or_crop(logits, tuple(shape), fill=0.0)
         if any(s > t for s, t in zip(shape, self.size)):  # regions cropped away at input: call them background
             inside = _pad_or_crop(np.ones(self.size, bool), tuple(shape), fill=False)

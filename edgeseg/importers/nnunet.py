@@ -18,6 +18,7 @@ from edgeseg.importers.weights import load_into, source_files
 
 DATA_RESAMPLING = ("resample_data_or_seg_to_shape", {"is_seg": False, "order": 3, "order_z": 0,
                                                      "force_separate_z": None})
+VOLUME_READERS = ("SimpleITKIO", "NibabelIO")  # both read a NIfTI's voxels as (z, y, x), unreoriented
 PROBABILITY_RESAMPLING = ("resample_data_or_seg_to_shape", {"is_seg": False, "order": 1, "order_z": 0,
                                                             "force_separate_z": None})
 
@@ -114,17 +115,57 @@ def _normalization(plans: dict, config: dict, channels: int, where: str) -> dict
 
 def _check_plan(plans: dict, config: dict, where: str) -> None:
     """Refuse, in one line, what edgeseg's native-geometry path does not do the way nnU-Net does."""
-    if len(config.get("patch_size", [])) != 2 or plans.get("image_reader_writer") != "NaturalImage2DIO":
-        raise EdgesegError(f"{where}: only 2D configurations of 2D image datasets (NaturalImage2DIO) are imported; "
-                           f"this one has patch {config.get('patch_size')} read by {plans.get('image_reader_writer')} "
-                           "(3D and volume-slice models: not yet)")
-    if list(plans.get("transpose_forward", [0, 1, 2])) != [0, 1, 2]:
-        raise EdgesegError(f"{where}: transpose_forward {plans['transpose_forward']} is not supported for 2D images")
+    dims, reader = len(config.get("patch_size", [])), plans.get("image_reader_writer")
+    if (dims, reader) not in ((2, "NaturalImage2DIO"), *((3, r) for r in VOLUME_READERS)):
+        raise EdgesegError(f"{where}: imported are 2D configurations of 2D image datasets (NaturalImage2DIO) and 3D "
+                           f"configurations of volumes ({', '.join(VOLUME_READERS)}); this one has patch "
+                           f"{config.get('patch_size')} read by {reader} (2D models of volume slices, reorienting "
+                           "readers: not yet)")
+    if config.get("previous_stage"):
+        raise EdgesegError(f"{where}: a cascade stage (it takes the {config['previous_stage']} predictions as input) "
+                           "is not imported; import the stages' standalone configurations")
+    transpose = [int(a) for a in plans.get("transpose_forward", [0, 1, 2])]
+    if sorted(transpose) != [0, 1, 2] or (dims == 2 and transpose != [0, 1, 2]):
+        raise EdgesegError(f"{where}: transpose_forward {transpose} is not supported"
+                           f"{' for 2D images' if dims == 2 else ''}")
     for key, (name, kwargs) in (("resampling_fn_data", DATA_RESAMPLING),
                                 ("resampling_fn_probabilities", PROBABILITY_RESAMPLING)):
         if config.get(key) != name or config.get(f"{key}_kwargs") != kwargs:
             raise EdgesegError(f"{where}: {key} {config.get(key)} {config.get(f'{key}_kwargs')} differs from "
                                f"nnU-Net's default ({name} {kwargs}), which is the one edgeseg reproduces")
+
+
+def _model_axes(plans: dict, dims: int) -> list[int] | None:
+    """The edgeseg axis each spatial axis of the network sees: nnU-Net reads a volume edgeseg holds as (x, y, z)
+    as (z, y, x), then applies ``transpose_forward``; None when that is no change (2D images are read alike)."""
+    if dims == 2:
+        return None
+    axes = [2 - int(a) for a in plans.get("transpose_forward", [0, 1, 2])]
+    return None if axes == [0, 1, 2] else axes
+
+
+def _on_axes(values, axes: list[int] | None) -> list:
+    """Per-axis values of the network's axes (patch, spacing) on edgeseg's axes."""
+    if axes is None:
+        return list(values)
+    out = [None] * len(values)
+    for j, axis in enumerate(axes):
+        out[axis] = values[j]
+    return out
+
+
+def _preprocessing(plans: dict, config: dict, channels: list[str], axes: list[int] | None,
+                   mirror_axes: list[int] | None, where: str):
+    """The plan's preprocessing as an edgeseg spec on edgeseg's axes (patch, spacing and mirror axes moved)."""
+    from edgeseg.data.preprocessing import PreprocessSpec
+
+    dims = len(config["patch_size"])
+    spacing = _on_axes([float(s) for s in config["spacing"]], axes)
+    mirror = [axes[m] if axes else m for m in mirror_axes] if mirror_axes else None
+    return PreprocessSpec(tuple(_on_axes(config["patch_size"], axes)), channels, resize="sliding", crop_nonzero=True,
+                          spacing=None if dims == 2 and spacing == [1.0, 1.0] else spacing, overlap=0.5,
+                          mirror_axes=tuple(mirror) if mirror else None,
+                          **_normalization(plans, config, len(channels), where))
 
 
 def _configuration_name(folder: Path, plans: dict, checkpoint: dict) -> str:
@@ -157,7 +198,6 @@ class NnUNetImporter(Importer):
 
     def load(self, source: Path, request: ImportRequest) -> Imported:
         from edgeseg.checkpoint import CheckpointSpec
-        from edgeseg.data.preprocessing import PreprocessSpec
         from edgeseg.models import create_model
 
         folder = _model_folder(source)
@@ -175,19 +215,18 @@ class NnUNetImporter(Importer):
         labels = _labels(dataset, where)
         arch = config["architecture"]
         network = str(arch["network_class_name"]).rsplit(".", 1)[-1]
-        model = create_model(f"nnunet:{network}", len(channels), len(labels), **arch["arch_kwargs"])
+        axes = _model_axes(plans, len(config["patch_size"]))
+        arch_kwargs = {**arch["arch_kwargs"], **({"spatial_axes": axes} if axes else {})}
+        model = create_model(f"nnunet:{network}", len(channels), len(labels), **arch_kwargs)
         load_into(model, {k.removeprefix("module."): v for k, v in checkpoint["network_weights"].items()}, weights)
-        spacing = [float(s) for s in config["spacing"]]
         mirroring = list(checkpoint.get("inference_allowed_mirroring_axes") or [])
         if request.mirroring and not mirroring:
             raise EdgesegError(f"{where}: mirroring asked for, but the trainer allowed no mirroring axes")
-        preprocessing = PreprocessSpec(tuple(config["patch_size"]), channels, resize="sliding", crop_nonzero=True,
-                                       spacing=None if spacing == [1.0, 1.0] else spacing, overlap=0.5,
-                                       mirror_axes=tuple(mirroring) if request.mirroring else None,
-                                       **_normalization(plans, config, len(channels), where))
-        spec = CheckpointSpec(arch=f"nnunet:{network}", arch_kwargs=dict(arch["arch_kwargs"]),
-                              in_channels=len(channels), num_classes=len(labels), label_names=labels, spatial_dims=2,
+        preprocessing = _preprocessing(plans, config, channels, axes, mirroring if request.mirroring else None, where)
+        spec = CheckpointSpec(arch=f"nnunet:{network}", arch_kwargs=arch_kwargs, in_channels=len(channels),
+                              num_classes=len(labels), label_names=labels, spatial_dims=len(preprocessing.size),
                               preprocessing=preprocessing)
+        spacing = config["spacing"]
         read = [folder / "plans.json", folder / "dataset.json", weights] + \
             [p for p in [folder / "dataset_fingerprint.json"] if p.is_file()]
         record = {"framework": "nnunet", "kind": "trained model folder", "network": network, "fold": fold,
@@ -199,8 +238,12 @@ class NnUNetImporter(Importer):
         notes = [f"fold {fold} of {folder.name}; deep supervision off; {tta}",
                  f"preprocessing: {config['normalization_schemes'][0]}, crop to non-zero, spacing {spacing}, "
                  f"patch {config['patch_size']}, Gaussian sliding window at step 0.5"]
-        return Imported(model.eval(), spec, record, _reference(model, plans, config_name, dataset, checkpoint,
-                                                               request.mirroring), notes, native=True)
+        if len(preprocessing.size) == 3:
+            notes.append(f"volumes: nnU-Net reads them (z, y, x), transpose_forward {plans.get('transpose_forward')}: "
+                         f"the network sees edgeseg's axes {axes or [0, 1, 2]} (permuted in the graph); the image's "
+                         "own spacing is resampled to the plan's, separately along a coarse axis as nnU-Net does")
+        reference = _reference(getattr(model, "net", model), plans, config_name, dataset, checkpoint, request.mirroring)
+        return Imported(model.eval(), spec, record, reference, notes, native=True)
 
     @staticmethod
     def _fold(folder: Path, source: Path, request: ImportRequest) -> tuple[str, Path]:

@@ -27,13 +27,17 @@ class NnUNetReference:
             [checkpoint["network_weights"]], dataset, str(checkpoint.get("trainer_name", "nnUNetTrainer")),
             checkpoint.get("inference_allowed_mirroring_axes"))
         self.reader = plans_manager.image_reader_writer_class()
+        self.volumes = len(plans_manager.get_configuration(config_name).patch_size) == 3
 
     def __call__(self, image_path) -> np.ndarray:
         paths = [str(p) for p in (image_path if isinstance(image_path, list) else [image_path])]
         data, properties = self.reader.read_images(paths)
         with _prints_to_stderr():
             segmentation = self.predictor.predict_single_npy_array(data, properties, None, None, False)
-        return np.asarray(segmentation)[0].astype(np.uint8)  # (1, H, W): nnU-Net's 2D images are one-slice volumes
+        segmentation = np.asarray(segmentation).astype(np.uint8)
+        if self.volumes:
+            return segmentation.transpose(2, 1, 0)  # nnU-Net's (z, y, x) on edgeseg's (x, y, z)
+        return segmentation[0]  # (1, H, W): nnU-Net's 2D images are one-slice volumes
 
 
 def _prints_to_stderr():

@@ -26,9 +26,10 @@ def check_parity(imported: Imported, dataset, case_ids: list[str]) -> dict:
         except Exception as exc:  # the framework's own pipeline: its failure is a finding, reported in one line
             raise EdgesegError(f"{imported.source['framework']}'s own pipeline failed on {case_id}: "
                                f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}") from None
-        image, _ = dataset.load_image(case_id)
+        image, geometry = dataset.load_image(case_id)
         if imported.native:  # the whole inference path, in the image's own geometry
-            ours = predict_mask(torch_predictor(imported.model), image, spec.preprocessing, spec.spatial_dims)
+            ours = predict_mask(torch_predictor(imported.model), image, spec.preprocessing, spec.spatial_dims,
+                               spacing=geometry.spacing)
         else:
             with torch.inference_mode():
                 x = torch.from_numpy(spec.preprocessing(image)[None])

@@ -158,6 +158,16 @@ def to_model_orientation(image: np.ndarray, geometry: Geometry, trained: np.ndar
     return (reorient(image, orientation[0]) if orientation else image), orientation
 
 
+def model_spacing(spacing: tuple[float, ...] | None, orientation) -> tuple[float, ...] | None:
+    """A volume's pixel spacing on the model's axes (after :func:`to_model_orientation` with ``orientation``)."""
+    if not spacing or not orientation:
+        return tuple(spacing) if spacing else None
+    moved = [0.0] * len(spacing)
+    for axis, (new_axis, _) in enumerate(orientation[0]):
+        moved[int(new_axis)] = float(spacing[axis])
+    return tuple(moved)
+
+
 def from_model_orientation(array: np.ndarray, orientation) -> np.ndarray:
     """``(channels, *spatial)`` outputs back on the input's own axes (the inverse of :func:`to_model_orientation`)."""
     return reorient(array, orientation[1]) if orientation else array

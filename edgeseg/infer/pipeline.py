@@ -28,6 +28,7 @@ from edgeseg.infer.inputs import (
     check_size,
     discover_inputs,
     from_model_orientation,
+    model_spacing,
     read_item,
     to_model_orientation,
     trained_orientation,
@@ -199,7 +200,8 @@ class _Model:
             return
         self.flush()
         spec = self.run.spec
-        logits = predict_logits(self.runner, prepared.model_image, spec.preprocessing, spec.spatial_dims)
+        logits = predict_logits(self.runner, prepared.model_image, spec.preprocessing, spec.spatial_dims,
+                                spacing=model_spacing(prepared.geometry.spacing, prepared.orientation))
         self.writes.append((prepared.item, self.writer.submit(self.run.finish, prepared, logits)))
 
     def flush(self) -> None:

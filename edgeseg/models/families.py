@@ -72,7 +72,8 @@ def nnunet_network(name: str, in_channels: int, num_classes: int, **kwargs):
         if value not in NNUNET_LAYERS:
             raise EdgesegError(f"nnunet:{name}: {key} {str(value)[:80]!r} is not a torch layer edgeseg builds")
         built[key] = getattr(nn, NNUNET_LAYERS[value])
-    return getattr(unet, name)(input_channels=in_channels, num_classes=num_classes, deep_supervision=False, **built)
+    return adapted(lambda n_in, **kw: getattr(unet, name)(input_channels=n_in, num_classes=num_classes,
+                                                          deep_supervision=False, **kw), in_channels, built)
 
 
 register_family("monai", monai_network)

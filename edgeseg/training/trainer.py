@@ -44,7 +44,7 @@ def build_samples(dataset: NnUNetDataset, case_ids: list[str], spec: PreprocessS
     for i, cid in enumerate(track(case_ids, description)):
         case = dataset.load(cid)
         if case.spatial_dims == model_dims:
-            image, label = spec.pair(case.image, case.label)
+            image, label = spec.pair(case.image, case.label, case.geometry.spacing)
             images.append(image)
             labels.append(label.astype(np.uint8))
             owner.append(i)

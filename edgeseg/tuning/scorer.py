@@ -52,7 +52,8 @@ class TuningScorer:
                                  for m, c in zip(self.reference_masks, self.cases)]
 
     def _mask(self, predict: Predictor, case) -> np.ndarray:
-        return predict_mask(predict, case.image, self.spec.preprocessing, self.spec.spatial_dims)
+        return predict_mask(predict, case.image, self.spec.preprocessing, self.spec.spatial_dims,
+                            spacing=case.geometry.spacing)
 
     def score(self, predict: Predictor, indices: list[int] | None = None) -> dict:
         """``{"delta": {label: mean ΔDice vs GT}, "agreement": {label: mean Dice vs the reference's masks},
