@@ -211,6 +211,9 @@ def _shape_model(spec: CheckpointSpec, source):
         return spec.build_model(), "cpu"
     except EdgesegError as exc:  # e.g. a negative width in arch_kwargs
         raise EdgesegError(f"{source}: the spec does not build a model ({exc})") from None
+    except (RuntimeError, MemoryError) as exc:  # e.g. widths no memory holds
+        raise EdgesegError(f"{source}: the spec does not build a model ({type(exc).__name__}: "
+                           f"{str(exc)[:120]})") from None
 
 
 def _check_shapes(spec: CheckpointSpec, shapes: dict, source) -> None:

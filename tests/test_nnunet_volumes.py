@@ -77,3 +77,17 @@ def test_volume_resampling_is_nnunet_s_both_ways(current, new):
                                                force_separate_z=None)
         ours = resample(data, there, order, separate=separate_axis(a, b))
         assert ours.shape == theirs.shape and np.allclose(ours, theirs, atol=1e-5), (order, a, b)
+
+
+def test_hostile_geometry_and_axes_are_refused_in_one_line():
+    import torch
+
+    from edgeseg.data.native import resample
+    from edgeseg.errors import EdgesegError
+    from edgeseg.models.adapted import Adapted
+
+    with pytest.raises(EdgesegError, match="at the model's spacing, more than"):  # a header spacing 10⁴× the plan's
+        resample(np.zeros((1, 10, 10, 10), np.float32), (100000, 1000, 1000), 3)
+    for axes in (["a", 1, 0], [0, 0, 1], "zyx", [0.5, 1, 2]):
+        with pytest.raises(EdgesegError, match="a permutation of the spatial axes"):
+            Adapted(torch.nn.Identity(), spatial_axes=axes)

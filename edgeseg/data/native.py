@@ -22,6 +22,7 @@ def nonzero_box(image: np.ndarray) -> tuple[slice, ...]:
     return tuple(slice(int(idx.min()), int(idx.max()) + 1) for idx in np.nonzero(mask))
 
 
+MAX_RESAMPLED_VOXELS = 2**29  # 2 GB of float32 per channel: a header spacing far off the plan's is refused, not run
 ANISOTROPY = 3.0  # nnU-Net's ANISO_THRESHOLD: a volume whose spacings differ more is resampled slice by slice
 
 
@@ -58,6 +59,9 @@ def resample(arr: np.ndarray, shape: tuple[int, ...], order: int, separate: int 
         return arr
     if min(shape) < 1:
         raise EdgesegError(f"image of {arr.shape[1:]} pixels is too small to resample to the model's spacing")
+    if float(np.prod(shape, dtype=np.float64)) > MAX_RESAMPLED_VOXELS:
+        raise EdgesegError(f"image of {arr.shape[1:]} pixels would be {tuple(shape)} at the model's spacing, more than "
+                           f"{MAX_RESAMPLED_VOXELS:.3g} voxels (is its spacing right?)")
     if separate is not None:
         return _resample_separate(arr, tuple(shape), order, separate)
     out = np.empty((arr.shape[0], *shape), arr.dtype if order == 0 else np.float32)

@@ -24,8 +24,10 @@ class Adapted(nn.Module):
                  spatial_axes: list[int] | None = None):
         super().__init__()
         self.net, self.input_repeat = net, input_repeat
-        if spatial_axes is not None and sorted(int(a) for a in spatial_axes) != list(range(len(spatial_axes))):
-            raise EdgesegError(f"spatial_axes {spatial_axes}: a permutation of the spatial axes")
+        if spatial_axes is not None and (not isinstance(spatial_axes, (list, tuple))
+                                         or any(type(a) is not int for a in spatial_axes)
+                                         or sorted(spatial_axes) != list(range(len(spatial_axes)))):
+            raise EdgesegError(f"spatial_axes {str(spatial_axes)[:60]}: a permutation of the spatial axes")
         if reverse_axes and spatial_axes is not None:
             raise EdgesegError("reverse_axes and spatial_axes: one or the other")
         self.spatial_axes = [int(a) for a in spatial_axes] if spatial_axes is not None else None
