@@ -5,10 +5,9 @@ import numpy as np
 
 from edgeseg.data.native import (
     crop_box,
+    from_spacing,
     gaussian_weights,
     native_pair,
-    resample,
-    separate_axis,
     to_spacing,
     window_starts,
 )
@@ -119,9 +118,10 @@ def sliding_window_logits(predict: Predictor, volume: np.ndarray, window: tuple[
             norm = np.zeros(padded_shape, weight.dtype)
         for corner, patch in zip(chunk, logits):
             region = tuple(slice(c, c + w) for c, w in zip(corner, window))
-            where = (slice(None), *region)
-            out[where] = out[where] + patch * weight32  # (rounded back to float16 when half)
-            norm[region] = norm[region] + weight32
+            # in place; a float16 sum is added in float32 and rounded back, as nnU-Net's half tensors are
+            target = out[(slice(None), *region)]
+            np.add(target, patch * weight32, out=target, casting="unsafe")
+            np.add(norm[region], weight32, out=norm[region], casting="unsafe")
     out = (out.astype(np.float32) / norm.astype(np.float32)).astype(weight.dtype).astype(np.float32, copy=False)
     return out[(slice(None), *[slice(b, b + s) for (b, _), s in zip(pads[1:], spatial)])]
 
@@ -154,8 +154,7 @@ def native_logits(predict, image: np.ndarray, spec, batch_size: int = 4,
     logits = sliding_window_logits(predict, to_spacing(normalized, spec, order=3, spacing=spacing), spec.size,
                                    overlap=spec.overlap, batch_size=batch_size, pad_value=0.0, starts=window_starts,
                                    weight=gaussian_weights(spec.size))
-    back = separate_axis(spec.spacing, spacing) if spec.spacing else None
-    logits = resample(logits, normalized.shape[1:], order=1, separate=back)
+    logits = from_spacing(logits, normalized.shape[1:], spec, spacing)
     if all(b.start == 0 and b.stop == s for b, s in zip(box, image.shape[1:])):
         return logits
     out = np.zeros((logits.shape[0], *image.shape[1:]), np.float32)

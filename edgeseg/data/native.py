@@ -96,6 +96,13 @@ def to_spacing(image: np.ndarray, spec, order: int, spacing: tuple[float, ...] |
     return resample(image, shape, order, separate_axis(spacing, spec.spacing) if spec.spacing else None)
 
 
+def from_spacing(logits: np.ndarray, shape: tuple[int, ...], spec, spacing: tuple[float, ...] | None = None):
+    """Logits at the spec's spacing back to ``shape``, the image's grid of ``spacing`` (linear; nnU-Net's
+    separate-z rule, the spec's spacing as the current one)."""
+    separate = separate_axis(spec.spacing, spacing) if spec.spacing else None
+    return resample(logits, tuple(shape), order=1, separate=separate)
+
+
 def crop_box(spec, image: np.ndarray) -> tuple[slice, ...]:
     """The region of ``image`` the model sees: its non-zero box with ``crop_nonzero``, else all of it."""
     return nonzero_box(image) if spec.crop_nonzero else tuple(slice(0, s) for s in image.shape[1:])

@@ -253,16 +253,16 @@ class PreprocessSpec:
             label = to_spacing(label[None], self, order=0, spacing=spacing)[0]
         return _pad_or_crop(label, self.size, fill=0)
 
-    def restore(self, logits: np.ndarray, shape: tuple[int, ...], spacing: tuple[float, ...] | None = None) -> np.ndarray:
+    def restore(self, logits: np.ndarray, shape: tuple[int, ...],
+                spacing: tuple[float, ...] | None = None) -> np.ndarray:
         """Map ``(classes, *size)`` logits back to the original spatial ``shape`` (inverse of :meth:`fit`)."""
         if self.resize == "resize":
             return resize_linear(logits, tuple(shape))
         if self.resize == "sliding":  # whole images go through predict_logits; this undoes fit() for one window
-            from edgeseg.data.native import resample, separate_axis, spacing_shape
+            from edgeseg.data.native import from_spacing, spacing_shape
 
             resampled = spacing_shape(tuple(shape), self, spacing)
-            return resample(_pad_or_crop(logits, resampled, fill=0.0), tuple(shape), order=1,
-                            separate=separate_axis(self.spacing, spacing) if self.spacing else None)
+            return from_spacing(_pad_or_crop(logits, resampled, fill=0.0), shape, self, spacing)
         out = _pad_or_crop(logits, tuple(shape), fill=0.0)
         if any(s > t for s, t in zip(shape, self.size)):  # regions cropped away at input: call them background
             inside = _pad_or_crop(np.ones(self.size, bool), tuple(shape), fill=False)
