@@ -101,19 +101,21 @@ def test_a_transient_latency_failure_is_confirmed_by_the_gate_s_own_second_run(s
     """Only latency broke: the gate benches the (unchanged, real) bundle again with the result's settings, writes
     NAME.confirm.json and fails only if the runs pooled and each run are slower; it never writes over a file that is not a result."""
     write, base = gate_files
-    spike = _slow_down(copy.deepcopy(steady), INT8, 3.0)
+    # a 5x spike against a 150% limit: the real second run only has to stay under +75% (a shared 2-core runner
+    # has been seen 30% slower between runs), so the test cannot fail on the machine's noise
+    spike = _slow_down(copy.deepcopy(steady), INT8, 5.0)
     spike["settings"].update(rounds=MIN_ROUNDS, repeats=2 * MIN_ROUNDS, backends=["onnxruntime"])
     first = write(spike)
     confirm = first.with_name(f"{first.stem}.confirm.json")
     confirm.write_text("my notes\n")
-    res = _gate(first, "--baseline", base, "--max-latency-regression", "50%", confirm=True)
+    res = _gate(first, "--baseline", base, "--max-latency-regression", "150%", confirm=True)
     assert res.exit_code == 2 and "not an edgeseg bench result" in res.output and confirm.read_text() == "my notes\n"
     confirm.unlink()
-    assert _gate(first, "--baseline", base, "--max-latency-regression", "50%").exit_code == 1  # --no-confirm
-    res = _gate(first, "--baseline", base, "--max-latency-regression", "50%", confirm=True)
+    assert _gate(first, "--baseline", base, "--max-latency-regression", "150%").exit_code == 1  # --no-confirm
+    res = _gate(first, "--baseline", base, "--max-latency-regression", "150%", confirm=True)
     assert res.exit_code == 0, res.output
     text = _flat(res.output)
-    assert "not confirmed: run 2 of 2 not slower than +25%" in text and "re-measured by a second bench run" in text
+    assert "not confirmed: run 2 of 2 not slower than +75%" in text and "re-measured by a second bench run" in text
     assert json.loads(confirm.read_text())["schema"] == "edgeseg-bench"
     # over the limit but inside a wide band (noisy rounds): undecided, so the second run decides too
     noisy = _slow_down(copy.deepcopy(steady), INT8, 1.3, spread=0.4)
