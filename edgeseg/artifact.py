@@ -30,6 +30,12 @@ class Artifact:
 
     _LOCAL = ("recorded", "root", "prepared")
 
+    def model_files(self) -> dict[str, str]:
+        """The files of the logits model (role → path): its size is the artifact's size; the end-to-end graph
+        beside it (roles ``end_to_end*``, :mod:`edgeseg.targets.pre_post`) is the same model again, with its
+        pre- and post-processing."""
+        return {role: rel for role, rel in self.files.items() if not role.startswith("end_to_end")}
+
     @property
     def hashes(self) -> dict:
         """role → ``{"path", "sha256", "bytes"}`` of each file, as the manifest lists them (empty before hashing)."""

@@ -208,10 +208,10 @@ def test_non_utf8_and_non_json_manifests_are_one_line(copy):
 
 # 14 — a runtime refusing a (re-signed) model file: one line, not a traceback
 def test_runtime_refusing_a_model_is_one_line(copy, phantom_demo, tmp_path):
-    path = copy / f"{ORT_INT8}.onnx"
-    model = onnx.load(str(path))
-    model.graph.node[0].op_type = "NoSuchOp"
-    path.write_bytes(model.SerializeToString())
+    for path in (copy / f"{ORT_INT8}.onnx", copy / f"{ORT_INT8}.e2e.onnx"):  # the model and its end-to-end graph
+        model = onnx.load(str(path))
+        model.graph.node[0].op_type = "NoSuchOp"
+        path.write_bytes(model.SerializeToString())
     _resign(copy, read_manifest(copy))
     assert _run("verify", copy).exit_code == 0  # intact as files go: only the runtime can tell
     line = _one_line_error(_infer(copy, phantom_demo, tmp_path, "--artifact", ORT_INT8))

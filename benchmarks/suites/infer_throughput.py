@@ -1,6 +1,6 @@
-"""Issue F: `edgeseg infer` on N real images against the pure model latency × N, measured in one run.
+"""Issues F and K: `edgeseg infer` on N real images against the pure model latency × N, measured in one run.
 
-    python benchmarks/suites/infer_throughput.py BUNDLE --data DATASET --n 100 --threads 2 --out result.json
+    python benchmarks/suites/infer_throughput.py BUNDLE --data DATASET --n 100 --threads 2 [--artifact NAME] --out r.json
 
 The images are read from the dataset folder (never copied); masks go to a temporary folder. The model-only
 latency is the artifact's batch-1 and batch-B p50 timed by bench's isolated worker, right before infer.
@@ -22,12 +22,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--backend", default="auto")
+    parser.add_argument("--artifact", default=None)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
     from edgeseg.benchmark.fingerprint import device_fingerprint
     from edgeseg.benchmark.isolated import measure_isolated
-    from edgeseg.bundle import load_bundle
+    from edgeseg.bundle import load_bundle, manifest_artifacts
     from edgeseg.checkpoint import CheckpointSpec
     from edgeseg.data.io import read_array
     from edgeseg.infer import InferConfig, run_infer
@@ -36,18 +37,19 @@ def main() -> None:
     images = sorted((args.data / "imagesTr").glob("*"))[: args.n]
     manifest = load_bundle(args.bundle)
     spec = CheckpointSpec.from_manifest(manifest)
-    artifact, _ = choose_artifact(manifest, args.backend)
+    artifact, _ = choose_artifact(manifest_artifacts(manifest), args.backend, args.artifact)
     sample = spec.preprocessing(read_array(images[0])[0])[None]
-    model = measure_isolated(args.bundle, [artifact], sample, {artifact["name"]: args.threads}, repeats=60, rounds=2,
-                             batch_sizes=(args.batch_size,))[artifact["name"]]
+    model = measure_isolated(args.bundle, [artifact], sample, {artifact.name: args.threads}, repeats=60, rounds=2,
+                             batch_sizes=(args.batch_size,))[artifact.name]
     with tempfile.TemporaryDirectory(prefix="edgeseg-infer-") as tmp:
         t0 = time.perf_counter()
         summary = run_infer(InferConfig(bundle=args.bundle, inputs=images, out=Path(tmp) / "masks", backend=args.backend,
-                                        threads=args.threads, batch_size=args.batch_size))
+                                        artifact=artifact.name, threads=args.threads, batch_size=args.batch_size))
         wall = time.perf_counter() - t0
     n = summary["cases"]
     batch = model["batches"][f"batch_{args.batch_size}"]
-    result = {"bundle": str(args.bundle), "artifact": artifact["name"], "images": n, "failed": summary["failed"],
+    result = {"bundle": str(args.bundle), "artifact": artifact.name, "images": n, "failed": summary["failed"],
+              "end_to_end_images": summary["end_to_end_images"],
               "threads": args.threads, "batch_size": args.batch_size,
               "model_p50_ms_batch1": model["p50_ms"], f"model_p50_ms_per_image_batch{args.batch_size}":
                   batch["p50_ms"] / args.batch_size,

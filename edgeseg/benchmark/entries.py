@@ -60,8 +60,8 @@ def _role(artifact: Artifact, reference: str) -> str:
 
 def _size(artifact: Artifact) -> int | None:
     if artifact.hashes:
-        return sum(h["bytes"] for h in artifact.hashes.values())
-    files = [artifact.root / f for f in artifact.files.values()] if artifact.root else []
+        return sum(h["bytes"] for role, h in artifact.hashes.items() if role in artifact.model_files())
+    files = [artifact.root / f for f in artifact.model_files().values()] if artifact.root else []
     return sum(f.stat().st_size for f in files) if files and all(f.is_file() for f in files) else None
 
 

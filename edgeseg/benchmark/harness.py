@@ -15,6 +15,7 @@ from edgeseg.benchmark.entries import artifact_entry, describe, incomplete, work
 from edgeseg.benchmark.fingerprint import device_fingerprint
 from edgeseg.benchmark.inputs import case_model_input, checkpoint_artifact, first_model_input
 from edgeseg.benchmark.isolated import latency_threads
+from edgeseg.benchmark.load import load_entries, load_verdict_line
 from edgeseg.benchmark.measure import Measured, measure
 from edgeseg.benchmark.ratios import add_ratios, run_noise
 from edgeseg.benchmark.schema import RESULT_SCHEMA_NAME, RESULT_SCHEMA_VERSION
@@ -55,6 +56,7 @@ class BenchConfig:
     command: str | None = None
     limits: dict = field(default_factory=dict)  # the verdict's Dice limits: max_dice_drop_points, per_label_points
     profile: bool = False                 # per-layer times from each runtime's profiler (edgeseg.benchmark.profile)
+    load: tuple[float, ...] = ()          # shares of one core kept busy while timing again (edgeseg.benchmark.load)
 
     def __post_init__(self):
         paths_as_path(self)  # str paths from Python work as well as Path
@@ -220,6 +222,7 @@ def _result(run: BenchRun, entries: list[dict], measured: Measured, optional: se
                          "batch_sizes": [1] + ([cfg.batch_size] if cfg.batch_size > 1 else []),
                          "e2e_cases": min(cfg.e2e_cases, len(run.case_ids)) if cfg.latency else 0,
                          "backends": sorted(run.backends) or ["all"], "compare_baselines": cfg.compare_baselines,
+                         "load": list(cfg.load) if cfg.latency else [],
                          "headline_label": headline_label(labels)},
             "device": device, "reference": run.reference.name, "artifacts": entries,
             "workload": workload_record(measured.latency),
@@ -241,8 +244,11 @@ def run_bench(cfg: BenchConfig) -> dict:
         profile = _profile(run, measured) if cfg.profile else None
     noise = run_noise(workload_record(measured.latency))
     add_ratios(entries, run.reference.name, noise["relative"])
+    load_entries(entries, measured.under_load)
     result = _result(run, entries, measured, {s.name for s in skipped if s.recorded.get("optional")}, start)
     result["verdict"] = bench_verdict(result, cfg.limits, noise)
+    if line := load_verdict_line(result):
+        result["verdict"]["lines"].append(line)
     if profile is not None:
         result["profile"] = profile
     return jsonable(result)

@@ -4,7 +4,7 @@ the fixed workload."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ class Measured:
     others: dict[str, tuple[str, str]]
     scores: dict[str, dict]
     latency: dict[str, dict]
+    under_load: dict[str, dict] = field(default_factory=dict)  # share label → artifact name → latency (--load)
 
 
 def _set_torch_threads(threads: int) -> None:
@@ -88,4 +89,17 @@ def measure(run, candidates: list[Artifact], work: Path) -> Measured:
     scores = compare_predictors(runners, reference, run.spec, run.dataset, run.case_ids, "accuracy", full=True)
     timed = [a for a in candidates if a.name in runners and a.name not in others]
     latency = _measure_latency(run, timed, sample, work) if run.cfg.latency else {}
-    return Measured(runners, others, scores, latency)
+    under_load = _measure_under_load(run, timed, sample) if run.cfg.latency and run.cfg.load else {}
+    return Measured(runners, others, scores, latency, under_load)
+
+
+def _measure_under_load(run, timed: list[Artifact], sample: np.ndarray) -> dict:
+    """Every timed artifact again with one core kept busy each share of ``--load`` (:mod:`.load`)."""
+    from edgeseg.benchmark.load import measure_under_load
+
+    cfg = run.cfg
+    with progress_bar() as bar:
+        task = bar.add_task(f"latency under load {', '.join(f'{s:g}' for s in cfg.load)}",
+                            total=len(timed) * cfg.rounds * len(cfg.load), info="")
+        return measure_under_load(run.bundle, timed, sample, {a.name: run.threads for a in timed}, cfg.load,
+                                  cfg.repeats, cfg.rounds, cfg.warmup, progress=lambda: bar.advance(task))

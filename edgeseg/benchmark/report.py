@@ -156,12 +156,24 @@ def markdown_report(result: dict) -> str:
              "", "## Per label", "", *_per_label_section(result),
              "", "## Against what users would pick instead", "", *_baseline_section(result),
              "", "## Structure changes", "", *_changes_section(result),
+             "", *_load_section(result),
              "", *profile_section(result),
              "", "## Notes", "",
              *([f"- {note}" for note in result.get("notes") or []]
                + [f"- `{a['name']}`: {note}" for a in artifacts for note in a.get("notes") or []] or ["None."]),
              "", "---", "", FOOTNOTE.format(reference=result["reference"], noise=_noise_text(verdict_of(result))), ""]
     return "\n".join(lines)
+
+
+def _load_section(result: dict) -> list[str]:
+    from edgeseg.benchmark.load import LOAD_HEADERS, load_rows
+
+    rows = load_rows(result)
+    if not rows:
+        return []
+    return ["## Under load", "", "One core kept busy that share of every 10 ms by a spinning process at normal "
+            "priority while each artifact was timed again (its own process per round); × idle p50: against the "
+            "artifact's idle p50 of this run.", "", *_md_table(LOAD_HEADERS, rows, text_columns=2)]
 
 
 COMPACT_COLUMNS = ("artifact", "executed", "mb", "dice", "delta", "agree", "worst", "p50", "x_ref", "throughput",

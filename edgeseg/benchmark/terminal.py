@@ -14,6 +14,7 @@ from edgeseg.benchmark.cells import (
     headline,
     verdict_of,
 )
+from edgeseg.benchmark.load import LOAD_HEADERS, load_rows
 from edgeseg.benchmark.tables import name_legend, short_names, text_table
 
 ACCURACY = {"artifact": "artifact", "executed": "ran as", "dice": "Dice", "delta": "ΔDice pts [95 % CI]",
@@ -47,6 +48,9 @@ def summary(result: dict) -> list:
            text_table(f"speed (p50: model only at batch 1, and end to end per case; × ref = {reference}'s p50 / this "
                       "p50, in brackets the min–max over rounds, ! rounds disagree beyond the noise)",
                       list(SPEED.values()), _rows(result, SPEED, names), text_columns=1)]
+    if rows := load_rows(result, names):
+        out.append(text_table("latency under load (one core kept busy that share of the time; × idle p50 = this / "
+                              "the artifact's idle p50 of the same run)", LOAD_HEADERS, rows, text_columns=2))
     out += [Text(f"  {line}", style="dim") for line in name_legend(names)]
     out += [Text.assemble((kind, "bold yellow"), f": {text}") for kind, text in _warnings(result)]
     out.append(Text("verdict", style="bold"))

@@ -22,7 +22,7 @@ from edgeseg.validation import (
 SCHEMA, SCHEMA_VERSION = "edgeseg-bundle", 2
 MIN_SCHEMA_VERSION = 2  # version 1 manifests carry no digest of their own content
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
-ROLE = re.compile(r"^(model|weights|engine:[A-Za-z0-9._+-]{1,160})$")
+ROLE = re.compile(r"^(model|weights|end_to_end|end_to_end_weights|engine:[A-Za-z0-9._+-]{1,160})$")
 DEVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,31}$")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 # keys that redirect what a runner opens: only edgeseg's own in-process artifacts may carry them

@@ -36,6 +36,7 @@ def bench_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (from `e
               batch_size: int = typer.Option(8, help="The larger batch for throughput (0 or 1: batch 1 only)."),
               e2e_cases: int = typer.Option(8, help="Cases timed end to end (read → preprocess → infer → postprocess → write)."),
               no_latency: bool = typer.Option(False, "--no-latency", help="Accuracy only."),
+              load: Optional[str] = typer.Option(None, "--load", help="Also time every artifact with one core kept busy this share of the time, e.g. 0.3,0.6: p50/p99 against idle (a device running other software)."),
               profile: bool = typer.Option(False, "--profile", help="Also time every layer with each runtime's own profiler (OpenVINO performance counters, ONNX Runtime trace): where the time goes, in the JSON and the Markdown."),
               compare_baselines: bool = typer.Option(False, "--compare-baselines", help="Also build and measure what users would pick instead (torch.compile, OpenVINO f32/default, ORT/NNCF INT8 defaults)."),
               baseline_checkpoint: Optional[Path] = typer.Option(None, help="Also measure this checkpoint in PyTorch eager (e.g. the unpruned model)."),
@@ -53,6 +54,7 @@ def bench_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (from `e
     4 something asked for (an artifact, --baseline-checkpoint, a baseline, a latency) was not measured.
     """
     from edgeseg.benchmark.harness import BenchConfig, run_bench
+    from edgeseg.benchmark.load import parse_loads
     from edgeseg.benchmark.report import print_bench_summary, write_reports
     from edgeseg.overwrite import check_overwrite
     from edgeseg.tuning.search import DiceLimits
@@ -65,7 +67,7 @@ def bench_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (from `e
                       batch_size=batch_size, e2e_cases=e2e_cases, latency=not no_latency,
                       compare_baselines=compare_baselines, baseline_checkpoint=baseline_checkpoint,
                       command=command_line(), limits=DiceLimits.parse(max_dice_drop, per_label).to_dict(),
-                      profile=profile)
+                      profile=profile, load=parse_loads(load))
     result = run_bench(cfg)
     print_bench_summary(result, result_console(json_out))
     paths = write_reports(result, out)

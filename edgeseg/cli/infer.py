@@ -24,6 +24,7 @@ def infer_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (verifie
               backend: Backend = typer.Option("auto", help="auto: TensorRT on NVIDIA, OpenVINO on x86, else ONNX Runtime."),
               artifact: Optional[str] = typer.Option(None, help="Use this artifact of the bundle."),
               probabilities: bool = typer.Option(False, "--probabilities", help="Also write softmax probabilities."),
+              end_to_end: bool = typer.Option(True, "--end-to-end/--no-end-to-end", help="uint8 2D images through the artifact's end-to-end graph (pre/post-processing in the graph, one image per call) when it has one; --no-end-to-end: the host path, batched by --batch-size."),
               overlay: bool = typer.Option(False, "--overlay", help="Also write per case a PNG overlay (outlines, legend of the label names) and, for 2D, CASE_colour.png: the label map in colour (a palette PNG)."),
               threads: Optional[int] = typer.Option(None, help="Inference threads (default: the runtime's)."),
               batch_size: int = typer.Option(4, help="2D images per model call."),
@@ -44,6 +45,7 @@ def infer_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (verifie
     limits = {name: v for name, v in (("max_pixels", max_pixels), ("max_voxels", max_voxels)) if v}
     summary = run_infer(InferConfig(bundle=bundle, inputs=inputs, out=out, backend=value(backend), artifact=artifact,
                                     probabilities=probabilities, overlay=overlay, force=force, threads=threads,
+                                    end_to_end=end_to_end,
                                     batch_size=batch_size, engine_cache=engine_cache, **limits))
     if summary["swept"]:
         typer.echo(f"removed {len(summary['swept'])} temporary file(s) of killed edgeseg runs from {out}: "
@@ -54,6 +56,8 @@ def infer_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (verifie
         first = ("one call, warm-up included" if summary["model_ms_includes_first_call"] else
                  f"median call after the first, which took {summary['model_first_call_ms']:.0f} ms")
         model = f"model {summary['model_ms_per_image']:.1f} ms/image at batch {summary['model_batch']} ({first})"
+        if summary["end_to_end_images"]:
+            model += f"; {summary['end_to_end_images']} image(s) end to end: pre/post-processing in the graph"
     typer.echo(f"segmented {summary['cases']} case(s) with {summary['artifact']} into {out} in "
                f"{summary['wall_seconds']:.2f} s ({summary['cases_per_second']} cases/s; {model}; "
                f"read+preprocess {stages['read_preprocess']:.2f} s, "

@@ -208,7 +208,7 @@ def measure_artifacts(run: CompressRun, artifacts: list[Artifact], sample: np.nd
         runner = runners.get(artifact.name)
         artifact.recorded["executed_precision"] = (getattr(runner, "executed_precision", "fp32 (PyTorch eager)")
                                                    if runner else None)
-        artifact.recorded["size_bytes"] = sum((run.stage / f).stat().st_size for f in artifact.files.values())
+        artifact.recorded["size_bytes"] = sum((run.stage / f).stat().st_size for f in artifact.model_files().values())
 
 
 def _record_drift(run: CompressRun, artifacts: list[Artifact], runners: dict, reference: str) -> None:

@@ -169,8 +169,9 @@ class NnUNetDataset:
             raise EdgesegError(f"{split_file}: field {name!r} must be a list of case ids, got {json.dumps(fold)[:60]}")
         return fold
 
-    def load_image(self, case_id: str) -> tuple[np.ndarray, Geometry]:
-        """A case's channels as ``(channels, *spatial)`` float32 and their geometry (no label read)."""
+    def load_image(self, case_id: str, as_stored: bool = False) -> tuple[np.ndarray, Geometry]:
+        """A case's channels as ``(channels, *spatial)`` float32 (``as_stored``: in the files' own data type) and
+        their geometry (no label read)."""
         case = self.cases[case_id]
         parts, geometry = [], None
         for f in case.image_files:
@@ -179,7 +180,8 @@ class NnUNetDataset:
                 raise EdgesegError(f"{f}: size {arr.shape[1:]} differs from channel 0 {parts[0].shape[1:]}")
             parts.append(arr)
             geometry = geometry or geo
-        image = np.concatenate(parts, axis=0).astype(np.float32)
+        image = np.concatenate(parts, axis=0)
+        image = image if as_stored else image.astype(np.float32)
         if image.shape[0] != len(self.channel_names):
             raise EdgesegError(f"{case.image_files[0]}: case {case_id} has {image.shape[0]} channels, "
                                f"dataset.json names {len(self.channel_names)} ({', '.join(self.channel_names)})")

@@ -50,6 +50,7 @@ class InferConfig:
     backend: str = "auto"
     artifact: str | None = None        # a specific artifact of the bundle
     probabilities: bool = False
+    end_to_end: bool = True            # uint8 2D images through the artifact's end-to-end graph, when it has one
     overlay: bool = False
     force: bool = False
     threads: int | None = None
@@ -69,6 +70,7 @@ class _Prepared:
     geometry: object
     paths: dict
     model_input: np.ndarray | None     # (C, *size) when the image goes to the model whole (batched)
+    raw: np.ndarray | None             # (H, W, C) uint8 when the artifact's end-to-end graph takes the image as stored
     model_image: np.ndarray            # the image in the model's training orientation (a view)
     orientation: tuple | None          # (to the model's orientation, back), nibabel transforms
 
@@ -82,21 +84,35 @@ class _Clock:
     postprocess_write: float = 0.0
     model_calls: int = 0
     model_images: int = 0
+    end_to_end_images: int = 0         # images that went through the end-to-end graph (pre/post in the graph)
     per_case: dict = field(default_factory=dict)
     calls: list = field(default_factory=list)  # (ms, images) of every model call, in order
 
 
+class _Lazy:
+    """The logits model, loaded on its first call: with an end-to-end graph, only inputs it cannot take need it."""
+
+    def __init__(self, load):
+        self.load, self.runner = load, None
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if self.runner is None:
+            self.runner = self.load()
+        return self.runner(batch)
+
+
 class _TimedRunner:
-    def __init__(self, runner, clock: _Clock):
-        self.runner, self.clock = runner, clock
+    def __init__(self, runner, clock: _Clock, single: bool = False):
+        self.runner, self.clock, self.single = runner, clock, single  # single: one image per call (end to end)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         t0 = time.perf_counter()
         out = self.runner(batch)
         self.clock.infer += time.perf_counter() - t0
-        self.clock.calls.append(((time.perf_counter() - t0) * 1e3, len(batch)))
+        images = 1 if self.single else len(batch)
+        self.clock.calls.append(((time.perf_counter() - t0) * 1e3, images))
         self.clock.model_calls += 1
-        self.clock.model_images += len(batch)
+        self.clock.model_images += images
         return out
 
 
@@ -110,6 +126,7 @@ class _Run:
     trained: np.ndarray | None         # the training volumes' orientation (nibabel), when recorded
     ledger: OutputLedger
     clock: _Clock
+    end_to_end: object | None = None   # the artifact's end-to-end graph, loaded (uint8 2D images go through it)
 
     def prepare(self, item: InputItem) -> _Prepared:
         """Check the outputs are free and the size allowed, then read, check and (2D) preprocess one input."""
@@ -123,19 +140,27 @@ class _Run:
         model_image, orientation = to_model_orientation(image, geometry, self.trained)
         # 2D images batch; volumes and images kept in their own geometry (sliding) go window/slice-wise
         whole = image.ndim - 1 == spec.spatial_dims == 2 and spec.preprocessing.resize != "sliding"
-        prepared = _Prepared(item, image, geometry, paths, spec.preprocessing(model_image) if whole else None,
-                             model_image, orientation)
+        if whole and self.end_to_end is not None and image.dtype == np.uint8 and orientation is None:
+            raw = np.ascontiguousarray(np.moveaxis(image, 0, -1))  # as stored: (H, W, C)
+            prepared = _Prepared(item, image, geometry, paths, None, raw, model_image, orientation)
+        else:
+            prepared = _Prepared(item, image, geometry, paths, spec.preprocessing(model_image) if whole else None,
+                                 None, model_image, orientation)
         self.clock.read_preprocess += time.perf_counter() - t0
         return prepared
 
-    def finish(self, prepared: _Prepared, logits: np.ndarray) -> None:
-        """Back to the input's geometry and orientation, write the outputs, record them in the ledger."""
+    def finish(self, prepared: _Prepared, result: np.ndarray) -> None:
+        """Back to the input's geometry and orientation, write the outputs, record them in the ledger; ``result``
+        is the logits, or the label map of the end-to-end graph."""
         t0 = time.perf_counter()
-        if prepared.model_input is not None:  # back to the input's geometry, as predict_logits does
-            logits = self.spec.preprocessing.restore(logits, prepared.model_image.shape[1:])
-        logits = from_model_orientation(logits, prepared.orientation)
-        write_outputs(prepared.paths, label_map(logits), logits, prepared.image, prepared.geometry,
-                      self.spec.label_names)
+        if prepared.raw is not None:
+            labels, logits = result, None
+        else:
+            if prepared.model_input is not None:  # back to the input's geometry, as predict_logits does
+                result = self.spec.preprocessing.restore(result, prepared.model_image.shape[1:])
+            logits = from_model_orientation(result, prepared.orientation)
+            labels = label_map(logits)
+        write_outputs(prepared.paths, labels, logits, prepared.image, prepared.geometry, self.spec.label_names)
         self.ledger.record(prepared.paths, prepared.item.source)
         self.clock.postprocess_write += time.perf_counter() - t0
 
@@ -188,11 +213,19 @@ class _Model:
 
     def __init__(self, run: _Run, runner: _TimedRunner, writer: ThreadPoolExecutor, failed: list[dict]):
         self.run, self.runner, self.writer, self.failed = run, runner, writer, failed
+        self.end_to_end = _TimedRunner(run.end_to_end, run.clock, single=True) if run.end_to_end is not None else None
         self.batch: list[_Prepared] = []
         self.writes: list[tuple[InputItem, Future]] = []
 
     def add(self, prepared: _Prepared, last: bool) -> None:
         """Segment ``prepared`` (batched when it is a whole 2D image; ``last``: no input is waiting after it)."""
+        if prepared.raw is not None:
+            labels = self.end_to_end(prepared.raw)
+            self.run.clock.end_to_end_images += 1
+            self.writes.append((prepared.item, self.writer.submit(self.run.finish, prepared, labels)))
+            if last:
+                self.flush()
+            return
         if prepared.model_input is not None:
             self.batch.append(prepared)
             if len(self.batch) == self.run.cfg.batch_size or last:
@@ -261,11 +294,16 @@ def run_infer(cfg: InferConfig) -> dict:
     spec, layout, artifact, why = _open(cfg)
     clock = _Clock()
     t0 = time.perf_counter()
-    runner = _TimedRunner(get_target(artifact.runtime).load(Path(cfg.bundle), artifact, cfg.threads), clock)
+    target = get_target(artifact.runtime)
+    # probabilities need the logits: then every image takes the host path
+    end_to_end = (target.load_end_to_end(Path(cfg.bundle), artifact, cfg.threads)
+                  if cfg.end_to_end and not cfg.probabilities else None)
+    runner = _TimedRunner(_Lazy(lambda: target.load(Path(cfg.bundle), artifact, cfg.threads)) if end_to_end
+                          else target.load(Path(cfg.bundle), artifact, cfg.threads), clock)
     load_seconds = time.perf_counter() - t0
     items, failed = _inputs(cfg, spec)
     run = _Run(cfg, spec, layout.get("image_dims"), trained_orientation(layout.get("axcodes")),
-               OutputLedger(cfg.out, str(cfg.bundle)), clock)
+               OutputLedger(cfg.out, str(cfg.bundle)), clock, end_to_end)
     items, taken = run.ledger.free_inputs(items, cfg.out, cfg.probabilities, cfg.overlay, cfg.force)
     failed += taken  # every output path checked before any model call
     done: list[str] = []
@@ -284,7 +322,9 @@ def _summary(cfg, artifact, why, done, failed, clock: _Clock, load_seconds, star
             "wall_seconds": round(wall, 3), "cases_per_second": round(len(done) / wall, 2) if wall > 0 else None,
             "stages_seconds": {"read_preprocess": round(clock.read_preprocess, 3), "infer": round(clock.infer, 3),
                                "postprocess_write": round(clock.postprocess_write, 3)},
-            "model_calls": clock.model_calls, "model_images": clock.model_images, **_model_timing(cfg, clock)}
+            "model_calls": clock.model_calls, "model_images": clock.model_images,
+            "end_to_end_images": clock.end_to_end_images,  # their model time includes the in-graph pre/post
+            **_model_timing(cfg, clock)}
 
 
 def _model_timing(cfg, clock: _Clock) -> dict:

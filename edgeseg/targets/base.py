@@ -79,6 +79,11 @@ class Target:
         """Build one artifact into ``request.out_dir``."""
         raise NotImplementedError
 
+    def load_end_to_end(self, bundle_dir: Path, artifact: Artifact, threads: int | None = None) -> Predictor | None:
+        """The artifact's end-to-end graph (:mod:`edgeseg.targets.pre_post`: the image as stored, uint8 (H, W, C),
+        in; its label map, uint8 (H, W), out) loaded, or None when the artifact has none."""
+        return None
+
     def load(self, bundle_dir: Path, artifact: Artifact, threads: int | None = None) -> Predictor:
         """A predictor of a bundle's artifact, from the verified bytes of its files."""
         raise NotImplementedError

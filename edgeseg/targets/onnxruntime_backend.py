@@ -126,7 +126,8 @@ class OrtPredictor:
     ``providers``: the execution providers, in order (default: those of ``device``)."""
 
     def __init__(self, model: Path | bytes, precision: str, device: str = "cpu", threads: int | None = None,
-                 name: str | None = None, providers: list[str] | None = None, profile_prefix: str | None = None):
+                 name: str | None = None, providers: list[str] | None = None, profile_prefix: str | None = None,
+                 input_dtype=np.float32):
         import onnxruntime as ort
 
         options = session_options(threads)
@@ -148,11 +149,11 @@ class OrtPredictor:
         except Exception as exc:  # ONNX Runtime raises its own types for an invalid or unsupported model
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise EdgesegError(f"{name or model}: ONNX Runtime cannot load it ({type(exc).__name__}: {first})") from None
-        self.input_name = self.session.get_inputs()[0].name
+        self.input_name, self.input_dtype = self.session.get_inputs()[0].name, input_dtype
         self.executed_precision = f"{precision} ({self.session.get_providers()[0]})"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=self.input_dtype)})[0]
 
 
 def ort_layer_times(trace: list[dict], warmup: int) -> list[dict]:
@@ -179,7 +180,8 @@ class OnnxRuntimeTarget(Target):
     default = True
     infer_preference = 20
     options = {"calibration_method": str, "activation_type": str, "weight_type": str, "op_types_to_quantize": list,
-               "extra_options": dict, "rewrite_conv_transpose": bool, "calibration_cache": str}
+               "extra_options": dict, "rewrite_conv_transpose": bool, "calibration_cache": str,
+               "end_to_end": bool}
     tool_dists = ("onnx", "onnxruntime", "onnxruntime-gpu")
 
     def missing(self, build: bool = False) -> str | None:
@@ -208,14 +210,39 @@ class OnnxRuntimeTarget(Target):
         model = onnx.load(str(out))
         write_metadata(model, {**request.metadata, "edgeseg.precision": profile.precision})
         onnx.save(model, str(out))
-        return Artifact(name=profile.name, runtime=self.name, precision=profile.precision, files={"model": stem},
+        files = {"model": stem}
+        if opts.get("end_to_end", True):
+            files.update(self._end_to_end(model, request, profile.name, details))
+        return Artifact(name=profile.name, runtime=self.name, precision=profile.precision, files=files,
                         profile=profile.name, device=profile.device, float_nodes=names if profile.precision != "fp32" else [], details=details)
+
+    @staticmethod
+    def _end_to_end(model, request: BuildRequest, stem: str, details: dict) -> dict[str, str]:
+        """The end-to-end graph (:mod:`edgeseg.targets.pre_post`) beside the model, when its preprocessing allows."""
+        import onnx
+
+        from edgeseg.targets.pre_post import end_to_end_details, end_to_end_request, wrap_onnx
+
+        spec, classes, why = end_to_end_request(request.metadata)
+        details.update(end_to_end_details(why))
+        if spec is None:
+            return {}
+        onnx.save(wrap_onnx(model, spec, classes), str(request.out_dir / f"{stem}.e2e.onnx"))
+        return {"end_to_end": f"{stem}.e2e.onnx"}
 
     def load(self, bundle_dir: Path, artifact: Artifact, threads: int | None = None) -> OrtPredictor:
         from edgeseg.bundle.members import artifact_bytes
 
         return OrtPredictor(artifact_bytes(bundle_dir, artifact, "model"), artifact.precision, artifact.device, threads,
                             name=artifact.files["model"])
+
+    def load_end_to_end(self, bundle_dir: Path, artifact: Artifact, threads: int | None = None) -> OrtPredictor | None:
+        from edgeseg.bundle.members import artifact_bytes
+
+        if "end_to_end" not in artifact.files:
+            return None
+        return OrtPredictor(artifact_bytes(bundle_dir, artifact, "end_to_end"), artifact.precision, artifact.device,
+                            threads, name=artifact.files["end_to_end"], input_dtype=np.uint8)
 
     def layer_profile(self, bundle_dir: Path, artifact: Artifact, sample: np.ndarray, threads: int | None,
                       runs: int) -> list[dict]:

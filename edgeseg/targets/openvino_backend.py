@@ -68,7 +68,7 @@ class OvPredictor:
     """A compiled OpenVINO model; records the precision its execution graph really uses."""
 
     def __init__(self, xml, device: str = "CPU", threads: int | None = None, hint: str | None = None,
-                 name: str | None = None, profiling: bool = False):
+                 name: str | None = None, profiling: bool = False, input_dtype=np.float32):
         """``xml``: an IR/ONNX path, an ``openvino.Model`` already in memory, or ``(xml bytes, weights bytes)``
         (the verified files of a bundle)."""
         import openvino as ov
@@ -90,12 +90,12 @@ class OvPredictor:
         except Exception as exc:  # OpenVINO raises RuntimeError and its own types for an invalid model
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise EdgesegError(f"{name or xml}: OpenVINO cannot load it ({type(exc).__name__}: {first})") from None
-        self.request = self.compiled.create_infer_request()
+        self.request, self.input_dtype = self.compiled.create_infer_request(), input_dtype
         self.precisions = executed_precisions(self.compiled)
         self.executed_precision = summarize_precisions(self.precisions)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        result = self.request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+        result = self.request.infer({0: np.ascontiguousarray(batch, dtype=self.input_dtype)})
         return np.asarray(result[self.compiled.output(0)])
 
 
@@ -106,7 +106,8 @@ class OpenVinoTarget(Target):
     aliases = ("ov",)
     default_profiles = {"int8": "x86-avx512-openvino-int8", "fp32": "x86-openvino-fp32"}
     default = True
-    options = {"preset": str, "fast_bias_correction": bool, "model_type": str, "inference_precision_hint": str}
+    options = {"preset": str, "fast_bias_correction": bool, "model_type": str, "inference_precision_hint": str,
+               "end_to_end": bool}
     tool_dists = ("openvino", "nncf")
 
     @property
@@ -139,9 +140,32 @@ class OpenVinoTarget(Target):
         # FP16 weight compression is OpenVINO's default; keep FP32 weights unless FP16 was asked for
         ov.save_model(model, str(xml), compress_to_fp16=profile.precision == "fp16")
         details["inference_precision_hint"] = opts.get("inference_precision_hint")
-        return Artifact(name=profile.name, runtime=self.name, precision=profile.precision,
-                        files={"model": xml.name, "weights": xml.with_suffix(".bin").name}, profile=profile.name,
-                        device=profile.device, float_nodes=names, details=details)
+        files = {"model": xml.name, "weights": xml.with_suffix(".bin").name}
+        if opts.get("end_to_end", True):
+            files.update(self._end_to_end(xml, request, profile.precision, details))
+        return Artifact(name=profile.name, runtime=self.name, precision=profile.precision, files=files,
+                        profile=profile.name, device=profile.device, float_nodes=names, details=details)
+
+    @staticmethod
+    def _end_to_end(xml: Path, request: BuildRequest, precision: str, details: dict) -> dict[str, str]:
+        """The end-to-end graph (:mod:`edgeseg.targets.pre_post`) beside the model, when its preprocessing allows."""
+        import openvino as ov
+
+        from edgeseg.targets.pre_post import end_to_end_details, end_to_end_request, wrap_openvino
+
+        spec, classes, why = end_to_end_request(request.metadata)
+        if spec is not None and _HINTS.get(details.get("inference_precision_hint") or "") != "f32":
+            # the histogram statistics and the logits' resize need f32; OpenVINO's default is BF16 on AMX CPUs
+            spec, why = None, "the profile's float parts are not f32 (inference_precision_hint)"
+        details.update(end_to_end_details(why))
+        if spec is None:
+            return {}
+        model = wrap_openvino(ov.Core().read_model(str(xml)), spec, classes)
+        for key, value in {**request.metadata, "edgeseg.precision": precision}.items():
+            model.set_rt_info(value, ["edgeseg", key])
+        e2e = xml.with_name(f"{xml.stem}.e2e.xml")
+        ov.save_model(model, str(e2e), compress_to_fp16=precision == "fp16")
+        return {"end_to_end": e2e.name, "end_to_end_weights": e2e.with_suffix(".bin").name}
 
     @staticmethod
     def _quantize(model, request: BuildRequest, opts: dict):
@@ -173,11 +197,21 @@ class OpenVinoTarget(Target):
                            "fake_quantize_ops": ops.get("FakeQuantize", 0)}
 
     def load(self, bundle_dir: Path, artifact: Artifact, threads: int | None = None) -> OvPredictor:
+        return self._load(bundle_dir, artifact, threads, "model", "weights")
+
+    def load_end_to_end(self, bundle_dir: Path, artifact: Artifact, threads: int | None = None) -> OvPredictor | None:
+        if "end_to_end" not in artifact.files:
+            return None
+        return self._load(bundle_dir, artifact, threads, "end_to_end", "end_to_end_weights", np.uint8)
+
+    @staticmethod
+    def _load(bundle_dir: Path, artifact: Artifact, threads: int | None, model: str, weights: str,
+              input_dtype=np.float32) -> OvPredictor:
         from edgeseg.bundle.members import artifact_bytes
 
-        files = (artifact_bytes(bundle_dir, artifact, "model"), artifact_bytes(bundle_dir, artifact, "weights"))
+        files = (artifact_bytes(bundle_dir, artifact, model), artifact_bytes(bundle_dir, artifact, weights))
         return OvPredictor(files, artifact.device, threads, artifact.details.get("inference_precision_hint"),
-                           name=artifact.files["model"])
+                           name=artifact.files[model], input_dtype=input_dtype)
 
     def layer_profile(self, bundle_dir: Path, artifact: Artifact, sample: np.ndarray, threads: int | None,
                       runs: int) -> list[dict]:
