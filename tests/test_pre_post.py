@@ -141,3 +141,15 @@ def test_a_tampered_end_to_end_graph_is_refused(bundle, phantom_demo, tmp_path):
     image = next((phantom_demo / "imagesTr").glob("*.png"))
     res = CliRunner().invoke(app, ["infer", str(copy), str(image), "--out", str(tmp_path / "out")])
     assert res.exit_code != 0 and "x86-onnxruntime-int8.e2e.onnx" in res.output and "Traceback" not in res.output
+
+
+def test_an_rgb_case_0000_file_is_one_input_for_a_three_channel_model(tmp_path):
+    """nnU-Net's RGB datasets (Kvasir) keep all three channels in case_0000.jpg: infer takes it as one input;
+    a volume's missing channel files are still refused."""
+    from edgeseg.infer.inputs import discover_inputs
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "polyp_0000.jpg")
+    (tmp_path / "brain_0000.nii.gz").write_bytes(b"")
+    items, problems = discover_inputs([tmp_path], 3)
+    assert [(i.case_id, [p.name for p in i.paths]) for i in items] == [("polyp", ["polyp_0000.jpg"])]
+    assert problems and problems[0][0] == "brain" and "channel files" in problems[0][1]

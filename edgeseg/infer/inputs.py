@@ -78,7 +78,9 @@ def discover_inputs(paths: list[Path], in_channels: int) -> tuple[list[InputItem
         else:
             groups.setdefault(match["case"], {})[int(match["channel"])] = f
     for case, channels in groups.items():
-        if sorted(channels) != list(range(in_channels)):
+        if list(channels) == [0] and _kind(channels[0]) == "2d":  # nnU-Net's RGB case: every channel in case_0000
+            items.append(InputItem(case, [channels[0]], "2d"))    # (the channel count is checked once read)
+        elif sorted(channels) != list(range(in_channels)):
             problems.append((case, f"the model takes {in_channels} channel files {case}_0000 … "
                                    f"{case}_{in_channels - 1:04d}; found {sorted(channels)}"))
         else:
