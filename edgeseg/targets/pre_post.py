@@ -204,6 +204,21 @@ def pre_post_models(spec, classes: int):
     return pre, post
 
 
+def _topological(graph) -> list:
+    """The graph's nodes in an order the checker accepts (ORT's FP16 converter appends its input casts last)."""
+    known = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in known for i in n.input)]
+        if not ready:  # a cycle or a dangling input: leave the rest as it was, the checker names it
+            return ordered + pending
+        for n in ready:
+            known.update(n.output)
+        ordered += ready
+        pending = [n for n in pending if n not in ready]
+    return ordered
+
+
 def wrap_onnx(model, spec, classes: int):
     """``model`` (an ``onnx.ModelProto`` with input ``image`` and output ``logits``, FP32 or QDQ) with the pre and
     post nodes around it: input ``raw`` (H, W, C) uint8, output ``labels`` (H, W) uint8."""
@@ -213,9 +228,10 @@ def wrap_onnx(model, spec, classes: int):
     graph = model.graph
     (image,), (logits,) = [i.name for i in graph.input], [o.name for o in graph.output]
     g = build_pre_post(spec, classes, image, logits)
+    nodes = _topological(graph)
     pre_end = next(i for i, n in enumerate(g.nodes) if image in n.output) + 1
     wrapped = helper.make_graph(
-        g.nodes[:pre_end] + list(graph.node) + g.nodes[pre_end:], graph.name + "_end_to_end",
+        g.nodes[:pre_end] + nodes + g.nodes[pre_end:], graph.name + "_end_to_end",
         [helper.make_tensor_value_info(RAW, TensorProto.UINT8, ["height", "width", spec.in_channels])],
         [helper.make_tensor_value_info(LABELS, TensorProto.UINT8, ["height", "width"])],
         initializer=list(graph.initializer) + g.inits, value_info=list(graph.value_info))
