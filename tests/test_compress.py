@@ -176,6 +176,10 @@ def test_compress_with_pruning_reports_dice_per_stage(phantom_demo, tmp_path):
     assert pruning["dice"]["before"]["organ"]["dice"] > 0.9
     assert manifest["macs"]["final"] < 0.7 * manifest["macs"]["original"]
     assert manifest["params"]["final"] < manifest["params"]["original"]
+    # INT8 targets: kept widths in multiples of 16 (what an INT8 kernel fills), narrower layers left to the ratio
+    assert pruning["round_to"] == 16 and "widths in multiples of 16" in pruning["summary"]
+    pruned = {k: w for k, w in pruning["widths"].items() if w[1] != w[0] and "num_heads" not in k}
+    assert pruned and all(after % 16 == 0 or before < 16 for before, after in pruned.values()), pruning["widths"]
     reference = manifest["artifacts"][0]
     assert reference["baseline"]["checkpoint"] == default_checkpoint().name  # the unpruned model, timed too
     assert reference["baseline"]["latency"]["p50_ms"] > 0
@@ -201,7 +205,7 @@ def test_calib_from_checkpoint_uses_recorded_training_cases(phantom_demo, tmp_pa
 def test_prune_command_writes_a_loadable_pruned_checkpoint(phantom_demo, tmp_path):
     out = tmp_path / "p.ckpt"
     result = _run("prune", default_checkpoint(), "--data", phantom_demo, "--ratio", 0.25, "--calib-images", 8,
-                  "--out", out)
+                  "--align", 8, "--out", out)
     assert result.exit_code == 0, result.output
     assert "after bn recalibration" in result.output and "MACs" in result.output
     from edgeseg.checkpoint import load_checkpoint
@@ -209,5 +213,6 @@ def test_prune_command_writes_a_loadable_pruned_checkpoint(phantom_demo, tmp_pat
     model, spec = load_checkpoint(out)
     assert spec.pruning["report"]["dice"]["before"]["organ"]["dice"] > 0.9
     assert spec.pruning["report"]["params_after"] == sum(p.numel() for p in model.parameters())
+    assert spec.pruning["report"]["round_to"] == 8 and "widths in multiples of 8" in result.output
     result = _run("prune", default_checkpoint(), "--data", phantom_demo, "--out", tmp_path / "q.ckpt")
     assert result.exit_code == 64 and "exactly one of --ratio and --macs" in result.output

@@ -70,17 +70,20 @@ class PruneResult:
 
 def prune(model, data: str | os.PathLike, *, out: str | os.PathLike, ratio: float | None = None,
           macs: float | None = None, finetune_epochs: int = 0, finetune_minutes: float | None = None,
-          calib_images: int = 32, force: bool = False, spec=None) -> PruneResult:
+          calib_images: int = 32, align: int = 0, force: bool = False, spec=None) -> PruneResult:
     """Structured pruning (``edgeseg prune``) of a checkpoint (path, or loaded model with ``spec=``, pruned in
     place): ``ratio`` of the channels removed from every prunable group, or down to ``macs`` (a share of the
-    MACs); BatchNorm re-estimated on training images of ``data``, optional recovery fine-tune; saved to ``out``."""
+    MACs), kept widths rounded to multiples of ``align`` (16 for INT8 targets; 0: off); BatchNorm re-estimated on
+    training images of ``data``, optional recovery fine-tune; saved to ``out``."""
     from edgeseg.checkpoint import save_checkpoint
     from edgeseg.overwrite import check_overwrite
     from edgeseg.pruning.pipeline import PruneSettings, prune_on_dataset
 
     check_overwrite(out, force=force)
     module, spec = loaded_model(model, spec)
-    settings = PruneSettings(ratio, macs, finetune_epochs, finetune_minutes, calib_images)
+    if align < 0:
+        raise UsageError(f"align must be 0 (off) or a positive channel multiple, not {align}")
+    settings = PruneSettings(ratio, macs, finetune_epochs, finetune_minutes, calib_images, align)
     report = prune_on_dataset(module, spec, settings, data)
     return PruneResult(save_checkpoint(out, module, spec), report)
 

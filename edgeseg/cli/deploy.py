@@ -77,6 +77,7 @@ PruneRatio = Annotated[Optional[float], _option(panel=_PRUNE, help="Structured c
 PruneMacs = Annotated[Optional[float], _option(panel=_PRUNE, help="Prune to this share of the original MACs, e.g. 0.5.")]
 FinetuneEpochs = Annotated[int, _option(panel=_PRUNE, help="Recovery fine-tune epochs after pruning.")]
 FinetuneMinutes = Annotated[Optional[float], _option(panel=_PRUNE, help="Time limit of the recovery fine-tune.")]
+Align = Annotated[Optional[int], _option(panel=_PRUNE, help="Round pruned widths to multiples of this (default with --int8: 16, the channels an INT8 kernel takes at once; 0: off).")]
 KeepFloat = Annotated[list[str], _option(panel=_NODES, help="Also keep these nodes float: name/op/module glob or @group (repeatable).")]
 Quantize = Annotated[list[str], _option(panel=_NODES, help="Quantize these preset nodes after all (glob or @group).")]
 NoPreset = Annotated[bool, _option("--no-preset", panel=_NODES, help="Drop the fragile-ops preset (quantize LayerNorm, Softmax, ...).")]
@@ -104,7 +105,7 @@ def compress_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt)
                  calib: Calib = None, calib_from_checkpoint: CalibFromCheckpoint = False, calib_size: CalibSize = 64,
                  calib_strategy: CalibStrategy = Strategy.stratified, calib_method: CalibMethodOpt = None,
                  prune: PruneRatio = None, prune_macs: PruneMacs = None, finetune_epochs: FinetuneEpochs = 0,
-                 finetune_minutes: FinetuneMinutes = None,
+                 finetune_minutes: FinetuneMinutes = None, align: Align = None,
                  keep_float: KeepFloat = [], quantize: Quantize = [], no_preset: NoPreset = False,
                  eval_data: EvalData = None, eval_cases: EvalCases = 32, baseline_checkpoint: BaselineCheckpoint = None,
                  threads: Threads = None, latency_repeats: LatencyRepeats = 30,
@@ -166,6 +167,7 @@ def prune_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt).")
               finetune_epochs: int = typer.Option(0, help="Recovery fine-tune epochs."),
               finetune_minutes: Optional[float] = typer.Option(None, help="Time limit of the fine-tune."),
               calib_images: int = typer.Option(32, help="Training images for channel statistics and BatchNorm."),
+              align: int = typer.Option(0, min=0, help="Round kept widths to multiples of this (16 for a model headed for INT8; 0: off)."),
               force: bool = force_option("Overwrite an existing file.")):
     """Structured pruning (channels, attention heads) + BatchNorm re-estimation + optional recovery → a pruned checkpoint."""
     from edgeseg.checkpoint import load_checkpoint, save_checkpoint
@@ -177,8 +179,8 @@ def prune_cmd(checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt).")
     if (ratio is None) == (macs is None):
         raise UsageError("pass exactly one of --ratio and --macs")
     model, spec = load_checkpoint(checkpoint)
-    report = prune_on_dataset(model, spec, PruneSettings(ratio, macs, finetune_epochs, finetune_minutes, calib_images),
-                              data)
+    report = prune_on_dataset(model, spec, PruneSettings(ratio, macs, finetune_epochs, finetune_minutes, calib_images,
+                                                                align), data)
     save_checkpoint(out, model, spec)
     typer.echo(f"{report['summary']}; MACs {report['macs_before'] / 1e9:.2f} G → {report['macs_after'] / 1e9:.2f} G, "
                f"params {report['params_before'] / 1e6:.2f} M → {report['params_after'] / 1e6:.2f} M")

@@ -32,6 +32,7 @@ from edgeseg.compression.stages import (
     export_stage,
     float_plans,
     measure_artifacts,
+    prune_alignment,
     prune_stage,
 )
 from edgeseg.data.nnunet import NnUNetDataset
@@ -64,6 +65,7 @@ class CompressConfig:
     prune_macs: float | None = None
     finetune_epochs: int = 0
     finetune_minutes: float | None = None
+    align: int | None = None                # pruned widths to multiples of this; None: 16 for INT8, else unrounded
     keep_float: list[str] = field(default_factory=list)
     quantize_ops: list[str] = field(default_factory=list)
     preset: bool = True
@@ -231,6 +233,7 @@ def compress(cfg: CompressConfig) -> dict:
     source_sha = hashlib.sha256(source).hexdigest()
     profiles = resolve_profiles(cfg)
     sizes = deployment_sizes(profiles, spec.preprocessing.size)
+    prune_alignment(cfg.align, cfg.precision)  # a bad --align: refused before any work
     check_replaceable(cfg.out, cfg.force)  # before any work: a folder edgeseg did not write is never replaced
     _stage(1, "data: evaluation cases and calibration set")
     data = load_data(cfg, spec, sizes)

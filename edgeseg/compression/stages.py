@@ -18,7 +18,7 @@ from edgeseg.benchmark.runners import load_runners
 from edgeseg.bundle import hash_files
 from edgeseg.checkpoint import save_checkpoint
 from edgeseg.compression.data import CompressData
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, UsageError
 from edgeseg.evaluation import compare_predictors
 from edgeseg.inference import torch_predictor
 from edgeseg.targets import get_target, load_profile
@@ -74,6 +74,18 @@ def artifact_metadata(spec, source_sha: str) -> dict[str, str]:
             "edgeseg.source_checkpoint_sha256": source_sha}
 
 
+INT8_ALIGN = 16  # AVX-512 VNNI and AVX2 u8×s8 kernels take 16 output channels at a time; oneDNN pads narrower blocks
+
+
+def prune_alignment(align: int | None, precision: str) -> int | None:
+    """The multiple pruned widths are rounded to: ``align`` when given (0 or 1: none), else 16 for INT8 targets."""
+    if align is None:
+        return INT8_ALIGN if precision == "int8" else None
+    if align < 0:
+        raise UsageError(f"--align must be 0 (off) or a positive channel multiple, not {align}")
+    return align if align > 1 else None
+
+
 def prune_stage(run: CompressRun, manifest: dict) -> None:
     """Stage 2: with ``--prune``/``--prune-macs``, prune and recover the model in place (the report goes into
     ``manifest["pruning"]`` and the spec); the final MACs and parameters into the manifest either way; the model
@@ -89,7 +101,7 @@ def prune_stage(run: CompressRun, manifest: dict) -> None:
         from edgeseg.pruning.pipeline import PruneSettings, prune_and_recover
 
         settings = PruneSettings(cfg.prune, cfg.prune_macs, cfg.finetune_epochs, cfg.finetune_minutes,
-                                 min(cfg.calib_size, 64))
+                                 min(cfg.calib_size, 64), prune_alignment(cfg.align, cfg.precision))
         calib_inputs = data.calib.inputs[run.size] if data.calib else None
         manifest["pruning"] = prune_and_recover(run.model, run.spec, settings, run.shape, data.dataset, data.eval_ids,
                                                 data.train_dir, calib_inputs)

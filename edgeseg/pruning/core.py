@@ -60,7 +60,7 @@ def layer_widths(model: nn.Module) -> dict[str, int]:
 def channels_to_keep(channels: int, ratio: float, round_to: int | None = None) -> int:
     """``channels`` less ``ratio`` of them, to the nearest multiple of ``round_to`` (never below it, never 0)."""
     keep = max(1, channels - round(channels * ratio))
-    if round_to and channels > round_to:
+    if round_to and channels >= round_to:
         keep = max(round_to, round(keep / round_to) * round_to)
     return min(keep, channels)
 

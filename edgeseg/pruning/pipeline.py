@@ -22,6 +22,7 @@ class PruneSettings:
     finetune_epochs: int = 0
     finetune_minutes: float | None = None
     calib_images: int = 32                # training images for channel statistics and BatchNorm
+    align: int | None = None              # kept widths rounded to multiples of this (SIMD lanes an INT8 kernel fills)
 
 
 def prune_and_recover(model, spec, settings: PruneSettings, shape: tuple[int, ...], dataset=None,
@@ -50,7 +51,7 @@ def prune_and_recover(model, spec, settings: PruneSettings, shape: tuple[int, ..
 
     stages = {"before": dice()}
     report = prune_model(model, shape, ratio=settings.ratio, target_macs=settings.target_macs,
-                         calib_batches=batches, recalibrate=False)
+                         calib_batches=batches, recalibrate=False, round_to=settings.align if (settings.align or 0) > 1 else None)
     stages["after_pruning"] = dice()
     recalibrate_batchnorm(model, batches)
     stages["after_bn_recalibration"] = dice()
@@ -61,6 +62,8 @@ def prune_and_recover(model, spec, settings: PruneSettings, shape: tuple[int, ..
         model.cpu().eval()
         stages["after_recovery"] = dice()
     summary = f"ratio {report.ratio:.2f}, MACs ×{report.macs_after / max(report.macs_before, 1):.2f}"
+    if report.round_to:
+        summary += f", widths in multiples of {report.round_to}"
     return {**report.to_dict(), "summary": summary, "dice": stages, "dice_cases": len(eval_ids),
             "recovery": recovery, "finetune_epochs": settings.finetune_epochs}
 
