@@ -156,3 +156,27 @@ def test_conv_transpose_rewrite_is_exact(hybrid_onnx, tmp_path):
     kept.CopyFrom(hybrid_onnx)
     names = {n.name for n in kept.graph.node if n.op_type == "ConvTranspose"}
     assert conv_transpose_to_depth_to_space(kept, keep=names) == 0  # --keep-float ConvTranspose wins
+
+
+def test_runtime_settings_of_a_profile_reach_the_loaded_session(phantom_demo, tmp_path):
+    """ONNX Runtime spinning and OpenVINO CPU pinning are recorded in the artifact and applied at load."""
+    from typer.testing import CliRunner
+
+    from edgeseg.bundle import manifest_artifacts, read_manifest
+    from edgeseg.cli import app
+    from edgeseg.demo import default_checkpoint
+
+    for name, line in (("x86-onnxruntime-int8", "intra_op_spinning = true"),
+                       ("x86-avx512-openvino-int8", "cpu_pinning = false")):
+        text = list_profiles()[name].read_text()
+        (tmp_path / f"{name}-set.toml").write_text(text.replace("[options]\n", f"[options]\n{line}\n"))
+    args = ["compress", default_checkpoint(), "--int8", "--calib", phantom_demo, "--calib-size", 4, "--eval-cases", 2,
+            "--target-profile", tmp_path / "x86-onnxruntime-int8-set.toml",
+            "--target-profile", tmp_path / "x86-avx512-openvino-int8-set.toml", "--out", tmp_path / "b"]
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    artifacts = {a.runtime: a for a in manifest_artifacts(read_manifest(tmp_path / "b"))}
+    ort_session = get_target("onnxruntime").load(tmp_path / "b", artifacts["onnxruntime"], 2).session
+    assert ort_session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    ov_compiled = get_target("openvino").load(tmp_path / "b", artifacts["openvino"], 2).compiled
+    assert ov_compiled.get_property("ENABLE_CPU_PINNING") is False

@@ -96,7 +96,7 @@ def fp16_convert(fp32_onnx: Path, out: Path, float_nodes: list[str]) -> dict:
     return {"converter": "onnxruntime.transformers.float16", "fp32_ops": blocked_ops, "fp32_nodes": float_nodes}
 
 
-def session_options(threads: int | None):
+def session_options(threads: int | None, spinning: bool = False):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -106,7 +106,7 @@ def session_options(threads: int | None):
         opts.inter_op_num_threads = 1
     # spinning worker threads steal the cores doing the work when cores are few or shared (measured: INT8
     # 1.8× FP32 with spinning, 2.7× without, one session on 2 cores)
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return opts
 
 
@@ -127,10 +127,10 @@ class OrtPredictor:
 
     def __init__(self, model: Path | bytes, precision: str, device: str = "cpu", threads: int | None = None,
                  name: str | None = None, providers: list[str] | None = None, profile_prefix: str | None = None,
-                 input_dtype=np.float32):
+                 input_dtype=np.float32, spinning: bool = False):
         import onnxruntime as ort
 
-        options = session_options(threads)
+        options = session_options(threads, spinning)
         if profile_prefix:  # ONNX Runtime's profiler: a JSON trace of every node's kernel time
             options.enable_profiling, options.profile_file_prefix = True, profile_prefix
         providers = list(providers) if providers else providers_for(device)
@@ -154,6 +154,11 @@ class OrtPredictor:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=self.input_dtype)})[0]
+
+
+def _spinning(artifact: Artifact) -> bool:
+    """The profile's ``intra_op_spinning`` as recorded at build (bundles from before: off)."""
+    return bool((artifact.details.get("runtime_settings") or {}).get("intra_op_spinning", False))
 
 
 def ort_layer_times(trace: list[dict], warmup: int) -> list[dict]:
@@ -180,7 +185,7 @@ class OnnxRuntimeTarget(Target):
     default = True
     infer_preference = 20
     options = {"calibration_method": str, "activation_type": str, "weight_type": str, "op_types_to_quantize": list,
-               "extra_options": dict, "rewrite_conv_transpose": bool, "calibration_cache": str,
+               "extra_options": dict, "rewrite_conv_transpose": bool, "calibration_cache": str, "intra_op_spinning": bool,
                "end_to_end": bool}
     tool_dists = ("onnx", "onnxruntime", "onnxruntime-gpu")
 
@@ -211,6 +216,7 @@ class OnnxRuntimeTarget(Target):
         write_metadata(model, {**request.metadata, "edgeseg.precision": profile.precision})
         onnx.save(model, str(out))
         files = {"model": stem}
+        details["runtime_settings"] = {"intra_op_spinning": bool(opts.get("intra_op_spinning", False))}
         if opts.get("end_to_end", True):
             files.update(self._end_to_end(model, request, profile.name, details))
         return Artifact(name=profile.name, runtime=self.name, precision=profile.precision, files=files,
@@ -234,7 +240,7 @@ class OnnxRuntimeTarget(Target):
         from edgeseg.bundle.members import artifact_bytes
 
         return OrtPredictor(artifact_bytes(bundle_dir, artifact, "model"), artifact.precision, artifact.device, threads,
-                            name=artifact.files["model"])
+                            name=artifact.files["model"], spinning=_spinning(artifact))
 
     def load_end_to_end(self, bundle_dir: Path, artifact: Artifact, threads: int | None = None) -> OrtPredictor | None:
         from edgeseg.bundle.members import artifact_bytes
@@ -242,7 +248,7 @@ class OnnxRuntimeTarget(Target):
         if "end_to_end" not in artifact.files:
             return None
         return OrtPredictor(artifact_bytes(bundle_dir, artifact, "end_to_end"), artifact.precision, artifact.device,
-                            threads, name=artifact.files["end_to_end"], input_dtype=np.uint8)
+                            threads, name=artifact.files["end_to_end"], input_dtype=np.uint8, spinning=_spinning(artifact))
 
     def layer_profile(self, bundle_dir: Path, artifact: Artifact, sample: np.ndarray, threads: int | None,
                       runs: int) -> list[dict]:

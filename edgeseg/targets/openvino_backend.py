@@ -68,9 +68,11 @@ class OvPredictor:
     """A compiled OpenVINO model; records the precision its execution graph really uses."""
 
     def __init__(self, xml, device: str = "CPU", threads: int | None = None, hint: str | None = None,
-                 name: str | None = None, profiling: bool = False, input_dtype=np.float32):
+                 name: str | None = None, profiling: bool = False, input_dtype=np.float32,
+                 settings: dict | None = None):
         """``xml``: an IR/ONNX path, an ``openvino.Model`` already in memory, or ``(xml bytes, weights bytes)``
-        (the verified files of a bundle)."""
+        (the verified files of a bundle). ``settings``: CPU plugin properties recorded by the target profile
+        (e.g. ``ENABLE_CPU_PINNING``), over the latency defaults."""
         import openvino as ov
 
         config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
@@ -80,6 +82,7 @@ class OvPredictor:
             config["INFERENCE_PRECISION_HINT"] = _HINTS.get(hint, hint)
         if profiling:
             config["PERF_COUNT"] = True
+        config.update(settings or {})
         core = ov.Core()
         try:
             if isinstance(xml, tuple):
@@ -99,6 +102,12 @@ class OvPredictor:
         return np.asarray(result[self.compiled.output(0)])
 
 
+def _settings(artifact: Artifact) -> dict:
+    """The CPU plugin properties the profile recorded at build (only those a profile may set)."""
+    recorded = artifact.details.get("runtime_settings") or {}
+    return {key: bool(value) for key, value in recorded.items() if key in ("ENABLE_CPU_PINNING",)}
+
+
 @register_target
 class OpenVinoTarget(Target):
     name = "openvino"
@@ -107,7 +116,7 @@ class OpenVinoTarget(Target):
     default_profiles = {"int8": "x86-avx512-openvino-int8", "fp32": "x86-openvino-fp32"}
     default = True
     options = {"preset": str, "fast_bias_correction": bool, "model_type": str, "inference_precision_hint": str,
-               "end_to_end": bool}
+               "end_to_end": bool, "cpu_pinning": bool}
     tool_dists = ("openvino", "nncf")
 
     @property
@@ -140,6 +149,8 @@ class OpenVinoTarget(Target):
         # FP16 weight compression is OpenVINO's default; keep FP32 weights unless FP16 was asked for
         ov.save_model(model, str(xml), compress_to_fp16=profile.precision == "fp16")
         details["inference_precision_hint"] = opts.get("inference_precision_hint")
+        if "cpu_pinning" in opts:  # else OpenVINO's own default (pinned on Linux)
+            details["runtime_settings"] = {"ENABLE_CPU_PINNING": bool(opts["cpu_pinning"])}
         files = {"model": xml.name, "weights": xml.with_suffix(".bin").name}
         if opts.get("end_to_end", True):
             files.update(self._end_to_end(xml, request, profile.precision, details))
@@ -211,7 +222,7 @@ class OpenVinoTarget(Target):
 
         files = (artifact_bytes(bundle_dir, artifact, model), artifact_bytes(bundle_dir, artifact, weights))
         return OvPredictor(files, artifact.device, threads, artifact.details.get("inference_precision_hint"),
-                           name=artifact.files[model], input_dtype=input_dtype)
+                           name=artifact.files[model], input_dtype=input_dtype, settings=_settings(artifact))
 
     def layer_profile(self, bundle_dir: Path, artifact: Artifact, sample: np.ndarray, threads: int | None,
                       runs: int) -> list[dict]:
@@ -221,7 +232,7 @@ class OpenVinoTarget(Target):
 
         files = (artifact_bytes(bundle_dir, artifact, "model"), artifact_bytes(bundle_dir, artifact, "weights"))
         predictor = OvPredictor(files, artifact.device, threads, artifact.details.get("inference_precision_hint"),
-                                name=artifact.files["model"], profiling=True)
+                                name=artifact.files["model"], profiling=True, settings=_settings(artifact))
         times: dict[tuple, list[float]] = collections.defaultdict(list)
         for i in range(runs + 3):
             predictor(sample)
