@@ -12,6 +12,7 @@ from edgeseg.calibration import build_calibration_set, save_calibration
 from edgeseg.checkpoint import read_spec
 from edgeseg.cli import app
 from edgeseg.compression.pipeline import CompressConfig, compress
+from edgeseg.compression.stages import prune_alignment
 from edgeseg.demo import default_checkpoint
 from edgeseg.errors import EdgesegError
 
@@ -170,16 +171,18 @@ def test_calibrate_command_then_compress_from_npz(phantom_demo, tmp_path):
 
 def test_compress_with_pruning_reports_dice_per_stage(phantom_demo, tmp_path):
     manifest = compress(CompressConfig(checkpoint=default_checkpoint(), out=tmp_path / "b", calib=phantom_demo,
-                                       calib_size=8, eval_cases=2, targets=["onnx"], prune=0.3, latency_repeats=4))
+                                       calib_size=8, eval_cases=2, targets=["onnx"], prune=0.3, latency_repeats=4,
+                                       align=16))
     pruning = manifest["pruning"]
     assert set(pruning["dice"]) == {"before", "after_pruning", "after_bn_recalibration"}
     assert pruning["dice"]["before"]["organ"]["dice"] > 0.9
     assert manifest["macs"]["final"] < 0.7 * manifest["macs"]["original"]
     assert manifest["params"]["final"] < manifest["params"]["original"]
-    # INT8 targets: kept widths in multiples of 16 (what an INT8 kernel fills), narrower layers left to the ratio
+    # --align 16: kept widths in multiples of 16 (what an INT8 kernel fills), narrower layers left to the ratio
     assert pruning["round_to"] == 16 and "widths in multiples of 16" in pruning["summary"]
     pruned = {k: w for k, w in pruning["widths"].items() if w[1] != w[0] and "num_heads" not in k}
     assert pruned and all(after % 16 == 0 or before < 16 for before, after in pruned.values()), pruning["widths"]
+    assert prune_alignment(None, "int8") is None and prune_alignment(0, "int8") is None  # opt-in (issue K)
     reference = manifest["artifacts"][0]
     assert reference["baseline"]["checkpoint"] == default_checkpoint().name  # the unpruned model, timed too
     assert reference["baseline"]["latency"]["p50_ms"] > 0

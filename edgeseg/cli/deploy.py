@@ -77,7 +77,7 @@ PruneRatio = Annotated[Optional[float], _option(panel=_PRUNE, help="Structured c
 PruneMacs = Annotated[Optional[float], _option(panel=_PRUNE, help="Prune to this share of the original MACs, e.g. 0.5.")]
 FinetuneEpochs = Annotated[int, _option(panel=_PRUNE, help="Recovery fine-tune epochs after pruning.")]
 FinetuneMinutes = Annotated[Optional[float], _option(panel=_PRUNE, help="Time limit of the recovery fine-tune.")]
-Align = Annotated[Optional[int], _option(panel=_PRUNE, help="Round pruned widths to multiples of this (default with --int8: 16, the channels an INT8 kernel takes at once; 0: off).")]
+Align = Annotated[Optional[int], _option(panel=_PRUNE, help="Round pruned widths to multiples of this, e.g. 16 (the output channels an INT8 kernel takes at once: cheaper per MAC, more MACs kept; default: off).")]
 KeepFloat = Annotated[list[str], _option(panel=_NODES, help="Also keep these nodes float: name/op/module glob or @group (repeatable).")]
 Quantize = Annotated[list[str], _option(panel=_NODES, help="Quantize these preset nodes after all (glob or @group).")]
 NoPreset = Annotated[bool, _option("--no-preset", panel=_NODES, help="Drop the fragile-ops preset (quantize LayerNorm, Softmax, ...).")]

@@ -65,7 +65,7 @@ class CompressConfig:
     prune_macs: float | None = None
     finetune_epochs: int = 0
     finetune_minutes: float | None = None
-    align: int | None = None                # pruned widths to multiples of this; None: 16 for INT8, else unrounded
+    align: int | None = None                # pruned widths to multiples of this; None or 0: unrounded
     keep_float: list[str] = field(default_factory=list)
     quantize_ops: list[str] = field(default_factory=list)
     preset: bool = True

@@ -74,13 +74,15 @@ def artifact_metadata(spec, source_sha: str) -> dict[str, str]:
             "edgeseg.source_checkpoint_sha256": source_sha}
 
 
-INT8_ALIGN = 16  # AVX-512 VNNI and AVX2 u8×s8 kernels take 16 output channels at a time; oneDNN pads narrower blocks
-
-
 def prune_alignment(align: int | None, precision: str) -> int | None:
-    """The multiple pruned widths are rounded to: ``align`` when given (0 or 1: none), else 16 for INT8 targets."""
+    """The multiple pruned widths are rounded to: ``align`` when given (0 or 1: none), else none.
+
+    Not on by default for INT8 (issue K, benchmarks/results/issueK): at ``--prune 0.5`` on the chest model,
+    ``--align 16`` keeps the full-resolution 16-channel stage whole (1.41 vs 0.87 GMACs); each MAC gets cheaper
+    (OpenVINO INT8 −11 %, ONNX Runtime INT8 −37 % per GMAC on an AVX2 CPU) but the model gets slower
+    (OpenVINO INT8 12.0 vs 8.4 ms)."""
     if align is None:
-        return INT8_ALIGN if precision == "int8" else None
+        return None
     if align < 0:
         raise UsageError(f"--align must be 0 (off) or a positive channel multiple, not {align}")
     return align if align > 1 else None
