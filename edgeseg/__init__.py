@@ -15,6 +15,7 @@ _EXPORTS = {
     "evaluate": "edgeseg.api.stages", "Evaluation": "edgeseg.api.stages",
     "prune": "edgeseg.api.stages", "PruneResult": "edgeseg.api.stages",
     "calibrate": "edgeseg.api.stages",
+    "explain": "edgeseg.api.explain", "ExplainResult": "edgeseg.api.explain",
     "CalibrationSet": "edgeseg.calibration",
     "EdgesegError": "edgeseg.errors", "UsageError": "edgeseg.errors", "InputError": "edgeseg.errors",
     "VerificationError": "edgeseg.errors", "LimitBroken": "edgeseg.errors", "Incomplete": "edgeseg.errors",

@@ -6,7 +6,7 @@ imports the groups, which registers their commands.
 """
 # the order of registration is the order of `edgeseg --help`
 # isort: off
-from edgeseg.cli import train, importing, demo, deploy, bundle, bench, gate, infer, tuning  # noqa: F401
+from edgeseg.cli import train, importing, demo, deploy, bundle, bench, explain, gate, infer, tuning  # noqa: F401
 # isort: on
 from edgeseg.cli.app import app, main
 

@@ -1,0 +1,223 @@
+"""``edgeseg explain``: does each artifact of a bundle still look where the FP32 model looked?
+
+For the chosen cases of a dataset split: the reference (the bundle's FP32 PyTorch model, or ``--baseline-checkpoint``
+such as the model before pruning) and every artifact are explained the same way — occlusion and RISE maps through
+each artifact's own runtime, Grad-CAM for PyTorch models — the methods are sanity-checked, and the drift of each map
+against the reference's is measured per label and case, with the Dice drift and the calibration of the same runs.
+Returns the result dict (schema ``edgeseg-explain`` v1); :mod:`edgeseg.explanation.report` writes it out.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeseg.errors import EdgesegError, UsageError
+from edgeseg.explanation.case_maps import FORWARD_METHODS, case_maps, reference_regions
+from edgeseg.explanation.maps import MapSettings, rise_masks
+from edgeseg.explanation.metrics import Calibration, map_drift
+from edgeseg.explanation.sanity import check_methods, randomized_model
+from edgeseg.explanation.summary import summarize
+from edgeseg.progress import track
+from edgeseg.validation import paths_as_path
+
+
+@dataclass
+class ExplainConfig:
+    """What ``edgeseg explain`` is given."""
+
+    bundle: Path
+    data: Path
+    split: str = "val"
+    cases: int | None = 32  # the first N cases of the split (None: all)
+    labels: list[str] = field(default_factory=list)  # label names to explain (empty: every foreground label)
+    artifacts: list[str] = field(default_factory=list)  # artifact names (empty: every one that runs here)
+    baseline_checkpoint: Path | None = None  # the reference instead of the bundle's FP32 model
+    threads: int | None = 2
+    settings: MapSettings = field(default_factory=MapSettings)
+    sanity_cases: int = 2
+
+    def __post_init__(self):
+        paths_as_path(self)
+
+
+@dataclass
+class Explained:
+    """One model being explained: its runner, its PyTorch module (Grad-CAM) and what it gave so far."""
+
+    name: str
+    run: object
+    model: object = None
+    cases: dict = field(default_factory=dict)  # case id → ModelMaps
+    masks: list = field(default_factory=list)  # (case id, host-path label map) for the Dice drift
+    calibration: Calibration | None = None
+    seconds: float = 0.0
+    passes: int = 0
+    forward_by: str | None = None  # the artifact whose runtime made the forward-only maps, when not this model
+
+
+def _open(cfg: ExplainConfig):
+    from edgeseg.benchmark.harness import BenchConfig, open_bench
+
+    if cfg.cases is not None and cfg.cases < 1:
+        raise UsageError("--cases must be ≥ 1")
+    run = open_bench(BenchConfig(bundle=cfg.bundle, data=cfg.data, split=cfg.split, max_cases=cfg.cases,
+                                 threads=cfg.threads, latency=False, baseline_checkpoint=cfg.baseline_checkpoint))
+    if run.reference.runtime != "torch":
+        raise EdgesegError("explain needs PyTorch for its reference (Grad-CAM, the randomized-weights check): "
+                           "pip install torch")
+    unknown = sorted(set(cfg.artifacts) - {a.name for a in run.artifacts})
+    if unknown:
+        raise UsageError(f"no artifact {', '.join(unknown)} in {run.bundle}; it has "
+                         f"{', '.join(a.name for a in run.artifacts)}")
+    names = run.spec.label_names[1:]
+    bad = sorted(set(cfg.labels) - set(names))
+    if bad:
+        raise UsageError(f"unknown label {', '.join(bad)}; the model's labels are {', '.join(names)}")
+    return run
+
+
+def _models(cfg: ExplainConfig, run) -> tuple[Explained, list[Explained], dict[str, str]]:
+    """``(reference, artifacts, not explained → why)``."""
+    from edgeseg.benchmark.inputs import checkpoint_artifact
+    from edgeseg.benchmark.runners import load_runners
+
+    stand_in = _forward_stand_in(cfg, run)
+    chosen = [a for a in run.artifacts if not cfg.artifacts or a.name in cfg.artifacts or a in (run.reference, stand_in)]
+    chosen = [a for a in chosen if a.name not in run.refused]
+    if cfg.baseline_checkpoint is not None:
+        chosen.append(checkpoint_artifact(cfg.baseline_checkpoint, "baseline-checkpoint"))
+    threads = {a.name: run.threads for a in chosen}
+    runners, others = load_runners(chosen, run.bundle, threads)
+    skipped = {name: why for name, (status, why) in others.items() if status == "not_measured"}
+    skipped.update({name: f"sha256 verification failed ({why})" for name, why in run.refused.items()})
+    skipped.update({name: f"{why}: a stand-in runtime, not the artifact's own" for name, (status, why) in others.items()
+                    if status == "accuracy_only"})
+    models = {name: Explained(name, runner, getattr(runner, "model", None)) for name, runner in runners.items()
+              if name not in skipped}
+    ref_name = "baseline-checkpoint" if cfg.baseline_checkpoint is not None else run.reference.name
+    if ref_name not in models:
+        raise EdgesegError(f"the reference {ref_name} cannot run here: {skipped.get(ref_name, 'not loaded')}")
+    reference = models.pop(ref_name)
+    if stand_in is not None and stand_in.name in models:
+        reference.run, reference.forward_by = models.pop(stand_in.name).run, stand_in.name
+    return reference, list(models.values()), skipped
+
+
+def _forward_stand_in(cfg: ExplainConfig, run):
+    """The bundle's FP32 ONNX Runtime model, which makes the reference's forward-only maps when the reference is
+    the bundle's own FP32 PyTorch model: the same weights (its masks match exactly), about twice as fast as eager
+    on a CPU. Not when it was asked for as an artifact to explain, nor for a ``--baseline-checkpoint``."""
+    if cfg.baseline_checkpoint is not None:
+        return None
+    return next((a for a in run.artifacts if a.runtime == "onnxruntime" and a.precision == "fp32"
+                 and a.name not in cfg.artifacts and a.name not in run.refused), None)
+
+
+def _methods(reference: Explained) -> list[str]:
+    from edgeseg.explanation.gradcam import gradcam_layers
+
+    layers = gradcam_layers(reference.model) or {}
+    return [*FORWARD_METHODS, *(f"gradcam:{layer}" for layer in layers)]
+
+
+def _explain_case(models: list[Explained], methods, x, regions, settings, masks, cid) -> None:
+    for model in models:
+        maps = case_maps(model.run, model.model, x, regions, settings, masks, tuple(methods))
+        model.cases[cid], model.seconds, model.passes = maps, model.seconds + maps.seconds, model.passes + maps.passes
+
+
+def _host_path(models: list[Explained], run, case, labels: int) -> None:
+    """Each model's probabilities in the case's geometry (the inference path): calibration and the Dice drift."""
+    from edgeseg.explanation.maps import softmax
+    from edgeseg.inference import predict_logits
+
+    for model in models:
+        logits = predict_logits(model.run, case.image, run.spec.preprocessing, run.spec.spatial_dims,
+                                spacing=case.geometry.spacing)
+        probs = softmax(logits[None])[0]
+        if case.label is not None:
+            model.calibration = model.calibration or Calibration(labels)
+            model.calibration.add(probs, case.label)
+        model.masks.append((case.case_id, probs.argmax(0).astype(np.uint8)))
+
+
+def _sanity(reference: Explained, methods, inputs: list, settings, masks) -> dict:
+    """The sanity checks on the first cases: the reference again, and with random weights."""
+    again = Explained("again", reference.run, reference.model)
+    random_model = randomized_model(reference.model, settings.seed)
+
+    def run_random(batch):
+        import torch
+
+        with torch.inference_mode():
+            return random_model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).numpy()
+
+    randomized = Explained("randomized", run_random, random_model)
+    trained = []
+    for cid, x, regions in inputs:
+        _explain_case([again, randomized], methods, x, regions, settings, masks, cid)
+        trained.append(reference.cases[cid].maps)
+    return check_methods(methods, trained, [again.cases[c].maps for c, _, _ in inputs],
+                         [randomized.cases[c].maps for c, _, _ in inputs])
+
+
+@dataclass
+class ExplainOutcome:
+    """``result``: the JSON-ready dict; the rest (maps, model inputs) is what the report's pictures are drawn from."""
+
+    result: dict
+    reference: Explained
+    artifacts: list[Explained]
+    inputs: dict  # case id → (model input, reference regions)
+
+
+def run_explain(cfg: ExplainConfig) -> ExplainOutcome:
+    """Explain the reference and every artifact on the chosen cases (schema ``edgeseg-explain`` v1)."""
+    from edgeseg.benchmark.inputs import case_model_input
+
+    start = time.perf_counter()
+    run = _open(cfg)
+    reference, artifacts, skipped = _models(cfg, run)
+    methods, labels = _methods(reference), len(run.spec.label_names) - 1
+    settings, everyone = cfg.settings, [reference, *artifacts]
+    sanity_inputs, masks, inputs = [], None, {}
+    for cid in track(run.case_ids, f"explain {len(everyone)} model(s)"):
+        x = case_model_input(run.spec, run.dataset, cid)[0]
+        masks = rise_masks(x.shape[1:], settings) if masks is None or masks.shape[1:] != x.shape[1:] else masks
+        regions = reference_regions(reference.run, x, labels)
+        _explain_case(everyone, methods, x, regions, settings, masks, cid)
+        inputs[cid] = (x, regions)
+        _host_path(everyone, run, run.dataset.load(cid), labels)
+        if len(sanity_inputs) < cfg.sanity_cases and regions.any():
+            sanity_inputs.append((cid, x, regions))
+    sanity = _sanity(reference, methods, sanity_inputs, settings, masks)
+    drift = {a.name: _drift(reference, a, methods, run.case_ids) for a in artifacts}
+    result = summarize(cfg, run, reference, artifacts, skipped, methods, sanity, drift, time.perf_counter() - start)
+    return ExplainOutcome(result, reference, artifacts, inputs)
+
+
+def _drift(reference: Explained, artifact: Explained, methods, case_ids) -> dict:
+    """``{method: {case: [per label: {rank_correlation, top10_iou, deletion_auc_change, insertion_auc_change} |
+    None]}}`` (None: the label is not predicted by the reference on that case)."""
+    out = {}
+    for method in methods:
+        per_case = {}
+        for cid in case_ids:
+            ref, art = reference.cases[cid], artifact.cases[cid]
+            if method not in ref.maps or method not in art.maps:
+                continue
+            rows = []
+            for label in range(len(ref.maps[method])):
+                if not np.any(ref.maps[method][label]) and not np.any(art.maps[method][label]):
+                    rows.append(None)
+                    continue
+                row = map_drift(ref.maps[method][label], art.maps[method][label])
+                for kind in ("deletion", "insertion"):
+                    row[f"{kind}_auc_change"] = art.auc[method][kind][label] - ref.auc[method][kind][label]
+                rows.append(row)
+            per_case[cid] = rows
+        out[method] = per_case
+    return out
