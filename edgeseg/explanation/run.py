@@ -51,7 +51,7 @@ class Explained:
     run: object
     model: object = None
     cases: dict = field(default_factory=dict)  # case id → ModelMaps
-    masks: list = field(default_factory=list)  # (case id, host-path label map) for the Dice drift
+    scores: dict = field(default_factory=dict)  # case id → Dice/IoU per label of the host-path mask (labelled data)
     calibration: Calibration | None = None
     seconds: float = 0.0
     passes: int = 0
@@ -133,6 +133,7 @@ def _host_path(models: list[Explained], run, case, labels: int) -> None:
     """Each model's probabilities in the case's geometry (the inference path): calibration and the Dice drift."""
     from edgeseg.explanation.maps import softmax
     from edgeseg.inference import predict_logits
+    from edgeseg.metrics import case_scores
 
     for model in models:
         logits = predict_logits(model.run, case.image, run.spec.preprocessing, run.spec.spatial_dims,
@@ -141,21 +142,16 @@ def _host_path(models: list[Explained], run, case, labels: int) -> None:
         if case.label is not None:
             model.calibration = model.calibration or Calibration(labels)
             model.calibration.add(probs, case.label)
-        model.masks.append((case.case_id, probs.argmax(0).astype(np.uint8)))
+            model.scores[case.case_id] = case_scores(probs.argmax(0), case.label, run.spec.label_names)
 
 
 def _sanity(reference: Explained, methods, inputs: list, settings, masks) -> dict:
     """The sanity checks on the first cases: the reference again, and with random weights."""
+    from edgeseg.inference import torch_predictor
+
     again = Explained("again", reference.run, reference.model)
     random_model = randomized_model(reference.model, settings.seed)
-
-    def run_random(batch):
-        import torch
-
-        with torch.inference_mode():
-            return random_model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).numpy()
-
-    randomized = Explained("randomized", run_random, random_model)
+    randomized = Explained("randomized", torch_predictor(random_model), random_model)
     trained = []
     for cid, x, regions in inputs:
         _explain_case([again, randomized], methods, x, regions, settings, masks, cid)

@@ -8,7 +8,6 @@ import numpy as np
 
 from edgeseg.benchmark.drift import bootstrap_mean_ci
 from edgeseg.explanation import metrics as _metrics
-from edgeseg.metrics import case_scores
 
 MEASURES = ("rank_correlation", "top10_iou", "deletion_auc_change", "insertion_auc_change")
 SCHEMA, SCHEMA_VERSION = "edgeseg-explain", 1
@@ -28,11 +27,10 @@ def _label_summary(per_case: dict, label: int) -> dict:
 
 
 def _dice_drift(reference, artifact, run, labels: list[str]) -> dict | None:
-    truth = {cid: run.dataset.load(cid).label for cid, _ in reference.masks}
-    if any(t is None for t in truth.values()):
+    """ΔDice points per label (artifact − reference, against ground truth); None when a case has no label."""
+    ref, art = reference.scores, artifact.scores
+    if not ref or len(ref) < len(run.case_ids):
         return None
-    ref = {cid: case_scores(m, truth[cid], run.spec.label_names) for cid, m in reference.masks}
-    art = {cid: case_scores(m, truth[cid], run.spec.label_names) for cid, m in artifact.masks}
     return {lab: bootstrap_mean_ci([100 * (art[c][lab]["dice"] - ref[c][lab]["dice"]) for c in ref]) for lab in labels}
 
 
