@@ -87,3 +87,18 @@ def gate_files(steady, tmp_path):
     base = tmp_path / "baseline.json"
     assert _gate(write(steady), "--baseline", base, "--update-baseline").exit_code == 0
     return write, base
+
+
+@pytest.fixture(scope="session")
+def explained(bundle, phantom_demo, tmp_path_factory):
+    """`edgeseg explain` of the phantom bundle (ONNX Runtime INT8/FP32, OpenVINO INT8) on 3 cases: (folder, result)."""
+    from typer.testing import CliRunner
+
+    from edgeseg.cli import app
+
+    out = tmp_path_factory.mktemp("explain") / "ex"
+    args = ["explain", bundle, "--data", phantom_demo, "--cases", 3, "--rise-masks", 48, "--occlusion-grid", 4,
+            "--out", out, "--artifacts", "x86-onnxruntime-int8,x86-avx512-openvino-int8,x86-onnxruntime-fp32"]
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return out, json.loads((out / "explain.json").read_text())

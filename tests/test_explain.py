@@ -96,16 +96,6 @@ def test_a_method_failing_a_sanity_check_is_withheld():
     assert not noisy["good"]["passed"] and "explained twice" in noisy["good"]["why"]
 
 
-@pytest.fixture(scope="module")
-def explained(bundle, phantom_demo, tmp_path_factory):
-    out = tmp_path_factory.mktemp("explain") / "ex"
-    args = ["explain", bundle, "--data", phantom_demo, "--cases", 3, "--rise-masks", 48, "--occlusion-grid", 4,
-            "--out", out, "--artifacts", "x86-onnxruntime-int8,x86-avx512-openvino-int8,x86-onnxruntime-fp32"]
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    return out, json.loads((out / "explain.json").read_text())
-
-
 def test_explain_runs_every_artifact_in_its_own_runtime_and_writes_the_report(explained):
     out, result = explained
     assert result["schema"] == "edgeseg-explain" and result["reference"]["name"] == "torch-fp32"

@@ -65,12 +65,13 @@ class BenchResult:
 
 
 def bench(bundle: Bundle | str | os.PathLike, data: str | os.PathLike, *,
-          max_dice_drop: float | str | dict | None = None, **options: Any) -> BenchResult:
+          max_dice_drop: float | str | dict | None = None, explain_cases: int = 0, **options: Any) -> BenchResult:
     """Measure every artifact of ``bundle`` and the FP32 reference on the cases of ``data`` (``edgeseg bench``):
     Dice and drift per label, latency, the verdict. Options: the fields of
     :class:`edgeseg.benchmark.harness.BenchConfig` (``split``, ``max_cases``, ``backends``, ``threads``, ``repeats``,
     ``rounds``, ``latency``, ``compare_baselines``, …); ``max_dice_drop`` sets the verdict's limits (points,
-    ``"lung=0.3,nodule=1"`` or a dict; default 0.5)."""
+    ``"lung=0.3,nodule=1"`` or a dict; default 0.5); ``explain_cases`` > 0 also measures explanation drift on that
+    many cases (``bench --explain``: the result's ``explain`` section)."""
     from edgeseg.benchmark.harness import BenchConfig, run_bench
 
     check_options(options, set(BenchConfig.__dataclass_fields__) - {"bundle", "data", "limits"}, "bench()")
@@ -79,7 +80,13 @@ def bench(bundle: Bundle | str | os.PathLike, data: str | os.PathLike, *,
     if "backends" in options:
         options["backends"] = names(options["backends"])
     path = bundle.path if isinstance(bundle, Bundle) else bundle
-    return BenchResult(run_bench(BenchConfig(bundle=path, data=data, **options)))
+    cfg = BenchConfig(bundle=path, data=data, **options)
+    result = run_bench(cfg)
+    if explain_cases:
+        from edgeseg.explanation.bench import add_explanation
+
+        add_explanation(result, cfg, explain_cases)
+    return BenchResult(result)
 
 
 @dataclass
@@ -115,16 +122,42 @@ class GateReport:
         write_junit(self.report, Path(path))
 
 
-def gate(results, baseline, limits=None) -> GateReport:
+def gate(results, baseline=None, limits=None) -> GateReport:
     """Judge bench ``results`` (one or a list of paths, dicts or :class:`BenchResult`; repeated runs are pooled)
     against ``baseline`` (a baseline file from ``edgeseg gate --update-baseline``, its dict, or bench results to
-    make one from) under ``limits`` (a :class:`edgeseg.gating.GateLimits`, a dict of its fields — ``"10%"`` and
-    ``"lung=0.3"`` forms accepted — or None for the defaults). Unlike ``edgeseg gate`` no confirmation run is
-    made: when latency fails, bench again and gate both results with ``limits={"every_run": True}``."""
+    make one from) under ``limits`` (a :class:`edgeseg.gating.GateLimits`, a dict of its fields — ``"10%"``,
+    ``"lung=0.3"`` and ``max_explanation_drift="iou:0.4"`` forms accepted — or None for the defaults). Explain
+    results (paths, dicts, :class:`edgeseg.ExplainResult`) among ``results``, and bench results with an ``explain``
+    section, are also judged on explanation drift; explanations alone need no baseline. Unlike ``edgeseg gate`` no
+    confirmation run is made: when latency fails, bench again and gate both results with
+    ``limits={"every_run": True}``."""
     from edgeseg.gating import gate_runs
+    from edgeseg.gating.explanation import explanation_report, gather_explanations, resolve_limits, with_explanations
 
-    runs = [_result(r) for r in (results if isinstance(results, (list, tuple)) else [results])]
-    return GateReport(gate_runs(runs, _baseline(baseline), _limits(limits)))
+    runs, explains = [], []
+    for i, item in enumerate(results if isinstance(results, (list, tuple)) else [results], 1):
+        doc = _explanation(item)
+        (explains if doc is not None else runs).append((f"result {i}", doc if doc is not None else _result(item)))
+    gate_limits = _limits(limits)
+    docs = gather_explanations(runs, explains)
+    explain_limits = resolve_limits(docs, gate_limits.max_explanation_drift)
+    if not runs:
+        return GateReport(explanation_report(docs, explain_limits, baseline))
+    if baseline is None:
+        raise UsageError("gate(): bench results are judged against a baseline; pass baseline=")
+    report = gate_runs([r for _, r in runs], _baseline(baseline), gate_limits)
+    return GateReport(with_explanations(report, docs, explain_limits))
+
+
+def _explanation(item) -> dict | None:
+    """An explain result's dict (from a path, a dict or an :class:`edgeseg.ExplainResult`), or None for anything else."""
+    from edgeseg.gating.explanation import EXPLAIN_SCHEMA, check_explain, read_gate_input
+
+    if isinstance(item, (str, os.PathLike)):
+        kind, doc = read_gate_input(Path(item))
+        return doc if kind == EXPLAIN_SCHEMA else None
+    data = getattr(item, "data", item)
+    return check_explain(data, "results") if isinstance(data, dict) and data.get("schema") == EXPLAIN_SCHEMA else None
 
 
 def _result(result) -> dict:

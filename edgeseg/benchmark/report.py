@@ -158,11 +158,24 @@ def markdown_report(result: dict) -> str:
              "", "## Structure changes", "", *_changes_section(result),
              "", *_load_section(result),
              "", *profile_section(result),
+             "", *_explain_section(result),
              "", "## Notes", "",
              *([f"- {note}" for note in result.get("notes") or []]
                + [f"- `{a['name']}`: {note}" for a in artifacts for note in a.get("notes") or []] or ["None."]),
              "", "---", "", FOOTNOTE.format(reference=result["reference"], noise=_noise_text(verdict_of(result))), ""]
     return "\n".join(lines)
+
+
+def _explain_section(result: dict) -> list[str]:
+    from edgeseg.explanation.report import drift_table
+
+    explained = result.get("explain")
+    if not explained:
+        return []
+    return ["## Explanation drift", "", f"Against {explained['reference']['name']} on the first "
+            f"{len(explained['cases'])} cases (bench --explain; `edgeseg explain` draws the pictures); sanity checks "
+            f"passed: {', '.join(m for m, c in explained['sanity'].items() if c['passed']) or 'none'}.", "",
+            *drift_table(explained), "", explained["verdict"]]
 
 
 def _load_section(result: dict) -> list[str]:

@@ -40,6 +40,8 @@ def bench_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (from `e
               profile: bool = typer.Option(False, "--profile", help="Also time every layer with each runtime's own profiler (OpenVINO performance counters, ONNX Runtime trace): where the time goes, in the JSON and the Markdown."),
               compare_baselines: bool = typer.Option(False, "--compare-baselines", help="Also build and measure what users would pick instead (torch.compile, OpenVINO f32/default, ORT/NNCF INT8 defaults)."),
               baseline_checkpoint: Optional[Path] = typer.Option(None, help="Also measure this checkpoint in PyTorch eager (e.g. the unpruned model)."),
+              explain: bool = typer.Option(False, "--explain", help="Also measure explanation drift (occlusion, RISE, Grad-CAM against the FP32 reference, or --baseline-checkpoint) after the timings: the result's explain section, gated by edgeseg gate --max-explanation-drift."),
+              explain_cases: int = typer.Option(8, min=1, help="With --explain: the first N cases explained (about 3–7 s per case and artifact for a 2D model on 2 cores)."),
               max_dice_drop: float = typer.Option(0.5, help="Verdict: largest mean Dice drop per label against the FP32 reference, in points (0.01 Dice)."),
               per_label: Optional[str] = typer.Option(None, help="Verdict: per-label limits in points, e.g. lung=0.3,nodule=1.0 (others: --max-dice-drop)."),
               out: Path = typer.Option(Path("bench.json"), help="Result JSON; the Markdown (.md) and the plot (.png) go beside it."),
@@ -69,6 +71,10 @@ def bench_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (from `e
                       command=command_line(), limits=DiceLimits.parse(max_dice_drop, per_label).to_dict(),
                       profile=profile, load=parse_loads(load))
     result = run_bench(cfg)
+    if explain:
+        from edgeseg.explanation.bench import add_explanation
+
+        add_explanation(result, cfg, explain_cases)
     print_bench_summary(result, result_console(json_out))
     paths = write_reports(result, out)
     if json_out:

@@ -25,7 +25,7 @@ from edgeseg.errors import InputError, UsageError
 
 @app.command("gate")
 @user_errors
-def gate_cmd(results: list[Path] = typer.Argument(..., help="One or more `edgeseg bench` results of the same bundle (repeated runs: medians are compared)."),
+def gate_cmd(results: list[Path] = typer.Argument(..., help="`edgeseg bench` results of one bundle (repeated runs: medians are compared) and/or `edgeseg explain` results (explanation drift: alone, they need no baseline)."),
              baseline: Optional[Path] = typer.Option(None, help="Baseline JSON (from --update-baseline)."),
              baseline_dir: Optional[Path] = typer.Option(None, help="Folder of baselines, one per device class: <dir>/<device-class>.json."),
              max_latency_regression: Optional[str] = typer.Option(None, help="Largest allowed slow-down, e.g. 10% (default 10%)."),
@@ -35,6 +35,7 @@ def gate_cmd(results: list[Path] = typer.Argument(..., help="One or more `edgese
              allow_vanished: list[str] = typer.Option([], help="CASE:LABEL glob of a vanished structure to accept (repeatable; '*' accepts all)."),
              allow_device_mismatch: bool = typer.Option(False, "--allow-device-mismatch", help="Compare results from another device class than the baseline's."),
              every_run: bool = typer.Option(False, "--every-run", help="Several results of one bundle: latency fails when the runs pooled are slower beyond the limit and the noise band and each run on its own is slower than half the limit (how a re-run confirms a regression)."),
+             max_explanation_drift: Optional[str] = typer.Option(None, help="Largest explanation drift per label against the FP32 reference, from explain results or bench --explain: 1 − mean ρ of the headline map (default), or iou: 1 − mean top-10 % IoU; e.g. 0.1, iou:0.4, rank:0.05,lung=0.1 (default 0.1 on ρ whenever explanations are given)."),
              limits: Optional[Path] = typer.Option(None, help="TOML file with the limits (options given here override it)."),
              junit: Optional[Path] = typer.Option(None, help="Write the checks as JUnit XML."),
              confirm: bool = typer.Option(True, "--confirm/--no-confirm", help="When only latency is over its limit (beyond the noise band, or within a wide one), bench the bundle once more (settings of the first result, written beside it as NAME.confirm.json) and decide on both runs as --every-run does."),
@@ -48,37 +49,52 @@ def gate_cmd(results: list[Path] = typer.Argument(..., help="One or more `edgese
     1 a limit is broken (latency: confirmed by the second run: pooled beyond the band, each run over half the limit);
     2 unusable input: unreadable or other-class results, other cases, latency from fewer than 6 rounds, a baseline write over another model's baseline or over a file that is not one.
     """
-    from edgeseg.benchmark.schema import read_result
-    from edgeseg.gating import device_class, gate_runs, read_baseline
+    from edgeseg.gating import gate_runs, read_baseline
+    from edgeseg.gating.explanation import (
+        EXPLAIN_SCHEMA,
+        explanation_report,
+        gather_explanations,
+        read_gate_input,
+        resolve_limits,
+        with_explanations,
+    )
     from edgeseg.gating.junit import write_junit
     from edgeseg.gating.report import gate_document, print_gate
     from edgeseg.overwrite import check_overwrite
 
     if junit:  # rewritten on every CI run: replaced only when edgeseg wrote it
         check_overwrite(junit, force=True)
-    runs = [read_result(p) for p in results]
-    if (baseline is None) == (baseline_dir is None):
-        raise UsageError("pass exactly one of --baseline FILE and --baseline-dir DIR")
-    path = baseline or Path(baseline_dir) / f"{device_class(runs[0])}.json"
+    inputs = [(p, *read_gate_input(p)) for p in results]
+    bench = [(p, doc) for p, kind, doc in inputs if kind != EXPLAIN_SCHEMA]
+    runs = [doc for _, doc in bench]
     if update_baseline:
-        return _update_baseline(runs, results, path, replace_baseline, json_out)
-    if baseline_dir is not None and not path.is_file():
-        raise InputError(f"no baseline for device class {device_class(runs[0])} in {baseline_dir}; create it with "
-                         f"--update-baseline")
+        if len(runs) < len(inputs):
+            raise UsageError("--update-baseline takes bench results only (an explanation is gated against "
+                             "--max-explanation-drift, not a baseline)")
+        return _update_baseline(runs, results, _baseline_path(runs, baseline, baseline_dir), replace_baseline, json_out)
     gate_limits = _gate_limits(limits, max_latency_regression, max_dice_drop, value(metric), value(mode),
-                               allow_vanished, allow_device_mismatch, every_run)
-    base = read_baseline(path)
-    report = gate_runs(runs, base, gate_limits)
-    failed = [c for c in report["checks"] if not c.passed]
-    undecided = [c for c in report["checks"] if c.undecided(gate_limits.max_latency_regression)]
-    # a latency limit broken, or over the limit but inside a wide noise band: a second run decides (pooled)
-    if confirm and (failed or undecided) and all(c.check.startswith("latency") for c in failed) \
-            and not (every_run and len(runs) > 1):
-        extra, note = _confirmation_run(results[0], runs[0], json_out)
-        if extra is not None:
-            gate_limits.every_run = True
-            report = gate_runs([*runs, extra], base, gate_limits)
-        report["notes"].append(note)
+                               allow_vanished, allow_device_mismatch, every_run, max_explanation_drift)
+    explained = gather_explanations(bench, [(p, doc) for p, kind, doc in inputs if kind == EXPLAIN_SCHEMA])
+    explain_limits = resolve_limits(explained, gate_limits.max_explanation_drift)
+    if not runs:  # explanations alone: judged against the FP32 reference, no baseline
+        path, report = None, explanation_report(explained, explain_limits, baseline or baseline_dir)
+    else:
+        path = _baseline_path(runs, baseline, baseline_dir)
+        if baseline_dir is not None and not path.is_file():
+            raise InputError(f"no baseline for device class {path.stem} in {baseline_dir}; create it with "
+                             "--update-baseline")
+        base = read_baseline(path)
+        report = with_explanations(gate_runs(runs, base, gate_limits), explained, explain_limits)
+        failed = [c for c in report["checks"] if not c.passed]
+        undecided = [c for c in report["checks"] if c.undecided(gate_limits.max_latency_regression)]
+        # a latency limit broken, or over the limit but inside a wide noise band: a second run decides (pooled)
+        if confirm and (failed or undecided) and all(c.check.startswith("latency") for c in failed) \
+                and not (every_run and len(runs) > 1):
+            extra, note = _confirmation_run(results[0], runs[0], json_out)
+            if extra is not None:
+                gate_limits.every_run = True
+                report = with_explanations(gate_runs([*runs, extra], base, gate_limits), explained, explain_limits)
+            report["notes"].append(note)
     print_gate(report, path, result_console(json_out))
     if json_out:
         print_json(gate_document(report, path))
@@ -88,9 +104,18 @@ def gate_cmd(results: list[Path] = typer.Argument(..., help="One or more `edgese
         raise typer.Exit(EXIT_FAILED)
 
 
+def _baseline_path(runs: list[dict], baseline: Optional[Path], baseline_dir: Optional[Path]) -> Path:
+    """The baseline file: ``--baseline``, or the results' device class in ``--baseline-dir``."""
+    from edgeseg.gating import device_class
+
+    if (baseline is None) == (baseline_dir is None):
+        raise UsageError("pass exactly one of --baseline FILE and --baseline-dir DIR")
+    return baseline or Path(baseline_dir) / f"{device_class(runs[0])}.json"
+
+
 def _gate_limits(limits: Optional[Path], max_latency_regression: Optional[str], max_dice_drop: Optional[str],
                  metric: Optional[str], mode: Optional[str], allow_vanished: list[str], allow_device_mismatch: bool,
-                 every_run: bool):
+                 every_run: bool, max_explanation_drift: Optional[str] = None):
     """The :class:`edgeseg.gating.GateLimits` of the limits file, overridden by the options given."""
     from edgeseg.gating import GateLimits
     from edgeseg.gating.check import load_limits_file, parse_dice_limits, parse_fraction
@@ -101,7 +126,8 @@ def _gate_limits(limits: Optional[Path], max_latency_regression: Optional[str], 
     if max_dice_drop is not None:
         default, per_label = parse_dice_limits(max_dice_drop)
         settings.update(per_label=per_label, **({"max_dice_drop": default} if default is not None else {}))
-    settings.update({k: v for k, v in (("metric", metric), ("mode", mode)) if v is not None})
+    settings.update({k: v for k, v in (("metric", metric), ("mode", mode),
+                                       ("max_explanation_drift", max_explanation_drift)) if v is not None})
     settings["allow_vanished"] = [*settings.get("allow_vanished", []), *allow_vanished]
     return GateLimits(**settings, allow_device_mismatch=allow_device_mismatch, every_run=every_run)
 

@@ -52,19 +52,7 @@ def markdown(result: dict) -> str:
         same_iou = "–" if same["top10_iou"] is None else f"{same['top10_iou']:.3f}"
         lines.append(f"| {method} | {same_rho} / {same_iou} | {rho} | "
                      f"{'yes' if check['passed'] else 'no: ' + check['why']} |")
-    lines += ["", "## Explanation drift against the reference", "",
-              "| artifact | method | label | ρ | top-10 % IoU | ΔAUC deletion | ΔAUC insertion | worst case (ρ) |",
-              "|---|---|---|---|---|---|---|---|"]
-    for name, entry in result["artifacts"].items():
-        for method, labels in entry["methods"].items():
-            if "withheld" in labels:
-                lines.append(f"| {name} | {method} | – | withheld: {labels['withheld']} | | | | |")
-                continue
-            for label, row in labels.items():
-                worst = ", ".join(f"{w['case']} ({w['rank_correlation']:.2f})" for w in row["worst"][:1])
-                lines.append(f"| {name} | {method} | {label} | {_fmt(row['rank_correlation'])} | "
-                             f"{_fmt(row['top10_iou'])} | {_fmt(row['deletion_auc_change'], 4)} | "
-                             f"{_fmt(row['insertion_auc_change'], 4)} | {worst} |")
+    lines += ["", "## Explanation drift against the reference", "", *drift_table(result)]
     lines += ["", "## Dice drift, calibration and cost of the same runs", "",
               "| artifact | ΔDice points (vs reference) | ECE (reference → artifact) | entropy, nats | seconds | "
               "forward passes |", "|---|---|---|---|---|---|"]
@@ -80,6 +68,23 @@ def markdown(result: dict) -> str:
         lines += ["", "Not explained: " + "; ".join(f"{n}: {why}" for n, why in result["not_explained"].items())]
     lines += ["", f"Settings: {json.dumps(result['settings'])}", "", "## Verdict", "", result["verdict"], ""]
     return "\n".join(lines)
+
+
+def drift_table(result: dict) -> list[str]:
+    """The drift per artifact, method and label as Markdown table lines (also in bench's report)."""
+    lines = ["| artifact | method | label | ρ | top-10 % IoU | ΔAUC deletion | ΔAUC insertion | worst case (ρ) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, entry in result["artifacts"].items():
+        for method, labels in entry["methods"].items():
+            if "withheld" in labels:
+                lines.append(f"| {name} | {method} | – | withheld: {labels['withheld']} | | | | |")
+                continue
+            for label, row in labels.items():
+                worst = ", ".join(f"{w['case']} ({w['rank_correlation']:.2f})" for w in row["worst"][:1])
+                lines.append(f"| {name} | {method} | {label} | {_fmt(row['rank_correlation'])} | "
+                             f"{_fmt(row['top10_iou'])} | {_fmt(row['deletion_auc_change'], 4)} | "
+                             f"{_fmt(row['insertion_auc_change'], 4)} | {worst} |")
+    return lines
 
 
 def _normalized(saliency: np.ndarray) -> np.ndarray:

@@ -7,7 +7,9 @@ import datetime as _dt
 import numpy as np
 
 from edgeseg.benchmark.drift import bootstrap_mean_ci
+from edgeseg.bundle import MANIFEST
 from edgeseg.explanation import metrics as _metrics
+from edgeseg.util import file_sha256
 
 MEASURES = ("rank_correlation", "top10_iou", "deletion_auc_change", "insertion_auc_change")
 SCHEMA, SCHEMA_VERSION = "edgeseg-explain", 1
@@ -87,7 +89,8 @@ def summarize(cfg, run, reference, artifacts, skipped, methods, sanity, drift, s
     return {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "bundle": str(run.bundle), "data": str(run.dataset.root), "dataset": run.dataset.name, "split": cfg.split,
+        "bundle": str(run.bundle), "bundle_manifest_sha256": file_sha256(run.bundle / MANIFEST),
+        "data": str(run.dataset.root), "dataset": run.dataset.name, "split": cfg.split,
         "cases": list(run.case_ids), "labels": chosen, "label_names": labels,
         "reference": {"name": reference.name, "seconds": round(reference.seconds, 2),
                       "forward_maps_by": reference.forward_by or reference.name,

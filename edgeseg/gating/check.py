@@ -32,6 +32,7 @@ class GateLimits:
     allow_vanished: list[str] = field(default_factory=list)  # "case:label" globs a vanished structure may match
     allow_device_mismatch: bool = False
     every_run: bool = False  # latency over several results: pooled beyond the band, each run > CONFIRM_FRACTION × limit
+    max_explanation_drift: str | dict | None = None  # see edgeseg.gating.explanation (default there when explained)
 
     def check_values(self) -> None:
         if self.metric not in ("p50", "p90"):
@@ -72,12 +73,13 @@ def parse_dice_limits(text: str | float | dict) -> tuple[float | None, dict[str,
 
 def load_limits_file(path: Path) -> dict:
     """GateLimits fields from a TOML file (``max_latency_regression = "10%"``, ``max_dice_drop = 0.5`` or a
-    ``[max_dice_drop]`` table per label, ``metric``, ``mode``, ``allow_vanished = ["case:label", …]``)."""
+    ``[max_dice_drop]`` table per label, ``metric``, ``mode``, ``allow_vanished = ["case:label", …]``,
+    ``max_explanation_drift = "iou:0.4"`` or a ``[max_explanation_drift]`` table)."""
     data = read_toml(path)
-    known = {"max_latency_regression", "max_dice_drop", "metric", "mode", "allow_vanished"}
+    known = {"max_latency_regression", "max_dice_drop", "metric", "mode", "allow_vanished", "max_explanation_drift"}
     if unknown := set(data) - known:
         raise EdgesegError(f"{path}: unknown keys {sorted(unknown)}; expected some of {sorted(known)}")
-    out: dict = {k: data[k] for k in ("metric", "mode") if k in data}
+    out: dict = {k: data[k] for k in ("metric", "mode", "max_explanation_drift") if k in data}
     if "max_latency_regression" in data:
         out["max_latency_regression"] = parse_fraction(data["max_latency_regression"])
     if "max_dice_drop" in data:

@@ -11,15 +11,15 @@ def _fmt(value) -> str:
     return "—" if value is None else str(value)
 
 
-def gate_document(report: dict, baseline_path: Path) -> dict:
+def gate_document(report: dict, baseline_path: Path | None) -> dict:
     """The report of :func:`edgeseg.gating.gate_runs` as a JSON-ready dict (checks as dicts, the baseline's path)."""
     import dataclasses
 
-    return {"schema": "edgeseg-gate", "baseline": str(baseline_path), **report,
+    return {"schema": "edgeseg-gate", "baseline": None if baseline_path is None else str(baseline_path), **report,
             "checks": [dataclasses.asdict(c) for c in report["checks"]]}
 
 
-def print_gate(report: dict, baseline_path: Path, console=None) -> None:
+def print_gate(report: dict, baseline_path: Path | None, console=None) -> None:
     """The table, the name legend, the notes and the decision on ``console`` (default: stdout's)."""
     from rich.markup import escape
     from rich.table import Table
@@ -30,8 +30,11 @@ def print_gate(report: dict, baseline_path: Path, console=None) -> None:
     console = console or stdout
 
     names = short_names(c.artifact for c in report["checks"])  # short and unique: nothing cut in a narrow log
-    table = Table(title=f"edgeseg gate vs {escape(str(baseline_path))} · {report['device_class']} · latency "
-                        f"{report['metric']} ({report['mode']}) · {report['runs']} run(s) vs {report['baseline_runs']}")
+    title = (f"edgeseg gate · explanation drift ({report['metric']}) against each FP32 reference · {report['runs']} "
+             "result(s)" if baseline_path is None else
+             f"edgeseg gate vs {escape(str(baseline_path))} · {report['device_class']} · latency {report['metric']} "
+             f"({report['mode']}) · {report['runs']} run(s) vs {report['baseline_runs']}")
+    table = Table(title=title)
     for column in ("", "artifact", "check", "baseline", "current", "limit", "why"):
         table.add_column(column, overflow="fold")
     for c in sorted(report["checks"], key=lambda c: c.passed):

@@ -1,0 +1,204 @@
+"""The gate's explanation checks: does each artifact still look where the FP32 reference looked?
+
+Input is an ``edgeseg explain`` result, or the ``explain`` section of a bench result (``bench --explain``). The
+limit is on the *drift* of the headline forward-only map (the first of RISE, occlusion that passed its sanity
+checks), per artifact and label: ``1 − mean rank correlation`` (default) or ``1 − mean top-10 % IoU`` over the
+explained cases. The mean is judged; its bootstrap interval and the worst case are in the message.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeseg.errors import InputError, UsageError
+
+MEASURES = {"rank": "rank_correlation", "iou": "top10_iou"}
+MEASURE_TEXT = {"rank_correlation": "ρ", "top10_iou": "top-10 % IoU"}
+DEFAULT_MAX_DRIFT = 0.1  # ρ ≥ 0.9: every INT8 artifact measured on chest and Kvasir held it (docs/explain.md)
+EXPLAIN_SCHEMA = "edgeseg-explain"
+
+
+@dataclass
+class ExplanationLimits:
+    """Largest drift allowed (``1 − measure``), for every label or per label."""
+
+    measure: str = "rank_correlation"
+    max_drift: float = DEFAULT_MAX_DRIFT
+    per_label: dict[str, float] = field(default_factory=dict)
+
+    def limit(self, label: str) -> float:
+        return self.per_label.get(label, self.max_drift)
+
+
+def parse_explanation_limits(text: str | float | dict) -> ExplanationLimits:
+    """``"0.1"``, ``"iou:0.4"``, ``"rank:0.05,lung=0.1"`` (or a TOML table ``{measure = "iou", default = 0.4,
+    lung = 0.3}``) → :class:`ExplanationLimits`. Drift = 1 − the measure: 0.1 on rank asks ρ ≥ 0.9."""
+    if isinstance(text, dict):
+        table = dict(text)
+        measure = str(table.pop("measure", "rank"))
+        items = [f"{v}" if k == "default" else f"{k}={v}" for k, v in table.items()]
+    else:
+        raw = str(text).strip()
+        measure, _, rest = raw.partition(":") if ":" in raw else ("rank", "", raw)
+        items = [s.strip() for s in rest.split(",") if s.strip()]
+    if measure.strip() not in MEASURES:
+        raise UsageError(f"--max-explanation-drift: measure must be rank or iou, got {measure!r}")
+    limits = ExplanationLimits(MEASURES[measure.strip()])
+    try:
+        for item in items:
+            name, _, value = item.rpartition("=")
+            drift = float(value)
+            if not 0 <= drift <= 2:
+                raise ValueError
+            if name:
+                limits.per_label[name.strip()] = drift
+            else:
+                limits.max_drift = drift
+    except ValueError:
+        raise UsageError(f"--max-explanation-drift expects [rank:|iou:]DRIFT[,LABEL=DRIFT…] with drift = 1 − the "
+                         f"measure, 0…2 (e.g. 0.1 or iou:0.4,lung=0.3); got {text!r}") from None
+    return limits
+
+
+def read_gate_input(path: Path) -> tuple[str, dict]:
+    """``(schema, document)`` of a gate input: a bench result (validated by its reader) or an explain result."""
+    from edgeseg.benchmark.schema import read_result
+
+    try:
+        head = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not a readable JSON result ({exc})") from None
+    if isinstance(head, dict) and head.get("schema") == EXPLAIN_SCHEMA:
+        return EXPLAIN_SCHEMA, check_explain(head, path)
+    return "edgeseg-bench", read_result(path)
+
+
+def check_explain(doc: dict, source) -> dict:
+    """``doc`` if it is an explain result of schema version 1 with what the gate reads; else a one-line error."""
+    if doc.get("schema") != EXPLAIN_SCHEMA or doc.get("schema_version") != 1:
+        raise InputError(f"{source}: not an edgeseg explain result of schema version 1")
+    artifacts = doc.get("artifacts")
+    if not isinstance(artifacts, dict) or not isinstance(doc.get("labels"), list) or not isinstance(
+            doc.get("not_explained", {}), dict) or not all(isinstance(e, dict) and isinstance(e.get("methods"), dict)
+                                                           for e in artifacts.values()):
+        raise InputError(f"{source}: explain result without its artifacts, labels or methods: damaged")
+    return doc
+
+
+def explanation_checks(doc: dict, limits: ExplanationLimits, source: str = "") -> tuple[list, list[str]]:
+    """``(checks, notes)``: one check per artifact and label of ``doc``'s headline map against ``limits``."""
+    from edgeseg.gating.check import Check
+
+    tag = f" [{source}]" if source else ""
+    method, measure = doc.get("headline_method"), limits.measure
+    if method is None:
+        return [Check("(every artifact)", f"explanation{tag}", False, None, None, "a sane map",
+                      "no forward-only map passed its sanity checks: there is no explanation drift to judge")], []
+    checks, notes = [], []
+    for name, why in doc["not_explained"].items():
+        if str(why).startswith("sha256"):
+            checks.append(Check(name, f"explained{tag}", False, None, None, "verified", f"not explained: {why}"))
+        else:
+            notes.append(f"{name}: not explained here ({why}); its explanation is not gated")
+    for name, entry in doc["artifacts"].items():
+        labels = entry["methods"].get(method) or {}
+        for label in doc["labels"]:
+            row = labels.get(label)
+            if row is None:
+                notes.append(f"{name}: {label} not predicted by the reference on these cases; not gated")
+                continue
+            checks.append(_label_check(name, label, row, method, measure, limits.limit(label), tag))
+    return checks, notes
+
+
+def _label_check(name: str, label: str, row: dict, method: str, measure: str, limit: float, tag: str):
+    from edgeseg.gating.check import Check
+
+    stats, symbol = row[measure], MEASURE_TEXT[measure]
+    what = f"explanation {label} ({method} {symbol}){tag}"
+    if stats["mean"] is None:
+        return Check(name, what, False, 1.0, None, f"≥ {1 - limit:.3g}", f"{symbol} undefined on every case "
+                     "(a constant map): the explanation cannot be compared")
+    drift = 1 - stats["mean"]
+    spread = f" [{stats['low']:.3f}, {stats['high']:.3f}]" if stats.get("low") is not None else ""
+    worst = (row.get("worst") or [None])[0]
+    worst_text = f"; worst case {worst['case']} ρ {worst['rank_correlation']:.3f}" if worst and \
+        worst.get("rank_correlation") is not None else ""
+    message = (f"mean {symbol} {stats['mean']:.3f}{spread} over {row.get('cases', stats.get('n'))} cases: drift "
+               f"{drift:.3f} (limit {limit:g}){worst_text}")
+    return Check(name, what, drift <= limit, 1.0, float(stats["mean"]), f"≥ {1 - limit:.3g}", message)
+
+
+def gather_explanations(bench_runs: list[tuple[Path, dict]], explains: list[tuple[Path, dict]]) -> list[tuple[str, dict]]:
+    """Every explanation to gate, ``(source, doc)``: the explain results given, and each bench result's ``explain``
+    section. An explain result must be of the bench results' bundle (its manifest digest)."""
+    digests = {r["bundle"]["manifest_sha256"] for _, r in bench_runs}
+    names = [Path(p).name for p, _ in [*explains, *bench_runs]]
+
+    def source(path) -> str:  # the file's name, with its folder where two inputs share a name
+        path = Path(path)
+        return f"{path.parent.name}/{path.name}" if names.count(path.name) > 1 else path.name
+
+    out = []
+    for path, doc in explains:
+        digest = doc.get("bundle_manifest_sha256")
+        if digests and digest not in digests:
+            raise InputError(f"{path}: explains another bundle than the bench results (manifest "
+                             f"{str(digest)[:12] if digest else 'not recorded'} vs {sorted(d[:12] for d in digests)})")
+        out.append((source(path), doc))
+    for path, run in bench_runs:
+        if run.get("explain"):
+            out.append((source(path), check_explain(run["explain"], f"{path} (explain section)")))
+    return out
+
+
+def resolve_limits(docs: list, spec: str | float | dict | None) -> ExplanationLimits:
+    """The limits for ``docs``: ``spec`` parsed, or the default; a limit asked for without any explanation to judge
+    is unusable input."""
+    if spec is not None and not docs:
+        raise InputError("--max-explanation-drift: none of RESULTS has an explanation; pass an `edgeseg explain` "
+                         "result or bench with --explain")
+    return parse_explanation_limits(DEFAULT_MAX_DRIFT if spec is None else spec)
+
+
+def gate_explanations(docs: list[tuple[str, dict]], limits: ExplanationLimits) -> tuple[list, list[str]]:
+    """The checks and notes of every explanation in ``docs``; checks are tagged by source when there are several."""
+    checks, notes = [], []
+    explained = sorted({label for _, doc in docs for label in doc["labels"]})
+    if unknown := set(limits.per_label) - set(explained):
+        raise UsageError(f"--max-explanation-drift names {sorted(unknown)}; the explained labels are {explained}")
+    for source, doc in docs:
+        more, more_notes = explanation_checks(doc, limits, source if len(docs) > 1 else "")
+        checks += more
+        notes += more_notes
+    return checks, list(dict.fromkeys(notes))
+
+
+def with_explanations(report: dict, docs: list[tuple[str, dict]], limits: ExplanationLimits) -> dict:
+    """A :func:`edgeseg.gating.gate_runs` report with the explanation checks of ``docs`` added (and its decision)."""
+    if not docs:
+        return report
+    checks, notes = gate_explanations(docs, limits)
+    report["checks"] = [*report["checks"], *checks]
+    report["notes"] = [*report["notes"], *notes]
+    report["passed"] = all(c.passed for c in report["checks"])
+    report["limits"]["explanation"] = _limits_dict(limits)
+    return report
+
+
+def explanation_report(docs: list[tuple[str, dict]], limits: ExplanationLimits, baseline_given=None) -> dict:
+    """The gate report of explanations alone: drift against each result's FP32 reference, no baseline."""
+    if not docs:
+        raise UsageError("no bench result among RESULTS and no explanation either: nothing to gate")
+    checks, notes = gate_explanations(docs, limits)
+    if baseline_given is not None:
+        name = baseline_given if isinstance(baseline_given, (str, Path)) else "the baseline given"
+        notes.append(f"{name} not used: explanations are judged against their FP32 reference")
+    return {"passed": all(c.passed for c in checks), "checks": checks, "notes": notes, "mode": "explanation",
+            "metric": MEASURE_TEXT[limits.measure], "device_class": "any", "runs": len(docs), "baseline_runs": None,
+            "limits": {"explanation": _limits_dict(limits)}}
+
+
+def _limits_dict(limits: ExplanationLimits) -> dict:
+    return {"measure": limits.measure, "max_drift": limits.max_drift, "per_label": dict(limits.per_label)}
