@@ -110,7 +110,14 @@ def test_explain_runs_every_artifact_in_its_own_runtime_and_writes_the_report(ex
     fp32 = result["artifacts"]["x86-onnxruntime-fp32"]["methods"]["occlusion"]["organ"]
     assert fp32["rank_correlation"]["mean"] > 0.99 and fp32["top10_iou"]["mean"] > 0.95
     assert result["verdict"]
+    # the hybrid's four attention gates, read from each artifact in its own runtime (extra outputs in memory)
+    gates = result["attention_gates"]["gates"]
+    assert len(gates) == 4 and not result["attention_gates"]["not_read"]
+    assert all(set(entry["attention"]) == set(gates) for entry in result["artifacts"].values())
+    same = result["artifacts"]["x86-onnxruntime-fp32"]["attention"]
+    assert all(row["rank_correlation"]["mean"] > 0.999 for row in same.values())
     markdown = (out / "explain.md").read_text()
+    assert "### Attention-gate coefficients" in markdown
     assert markdown.startswith("# edgeseg explain") and "## Verdict" in markdown
     assert (out / "calibration.png").is_file()
     assert any(out.glob("explain_x86-onnxruntime-int8*.png"))

@@ -52,7 +52,7 @@ def markdown(result: dict) -> str:
         same_iou = "–" if same["top10_iou"] is None else f"{same['top10_iou']:.3f}"
         lines.append(f"| {method} | {same_rho} / {same_iou} | {rho} | "
                      f"{'yes' if check['passed'] else 'no: ' + check['why']} |")
-    lines += ["", "## Explanation drift against the reference", "", *drift_table(result)]
+    lines += ["", "## Explanation drift against the reference", "", *drift_table(result), *attention_table(result)]
     lines += ["", "## Dice drift, calibration and cost of the same runs", "",
               "| artifact | ΔDice points (vs reference) | ECE (reference → artifact) | entropy, nats | seconds | "
               "forward passes |", "|---|---|---|---|---|---|"]
@@ -84,6 +84,22 @@ def drift_table(result: dict) -> list[str]:
                 lines.append(f"| {name} | {method} | {label} | {_fmt(row['rank_correlation'])} | "
                              f"{_fmt(row['top10_iou'])} | {_fmt(row['deletion_auc_change'], 4)} | "
                              f"{_fmt(row['insertion_auc_change'], 4)} | {worst} |")
+    return lines
+
+
+def attention_table(result: dict) -> list[str]:
+    """The attention-gate coefficients' drift per artifact and gate (Markdown lines; none without gates)."""
+    record = result.get("attention_gates")
+    if not record:
+        return []
+    lines = ["", "### Attention-gate coefficients", "", "Each gate's coefficients α (where it lets the skip "
+             "connection through), read from the artifact in its own runtime, against the reference's.", "",
+             "| artifact | gate | ρ | top-10 % IoU | worst case (ρ) |", "|---|---|---|---|---|"]
+    for name, entry in result["artifacts"].items():
+        for gate, row in (entry.get("attention") or {}).items():
+            worst = ", ".join(f"{w['case']} ({w['rank_correlation']:.2f})" for w in row["worst"][:1])
+            lines.append(f"| {name} | {gate} | {_fmt(row['rank_correlation'])} | {_fmt(row['top10_iou'])} | {worst} |")
+    lines += [f"\nNot read: {name}: {why}" for name, why in record["not_read"].items()]
     return lines
 
 

@@ -56,6 +56,8 @@ class Explained:
     seconds: float = 0.0
     passes: int = 0
     forward_by: str | None = None  # the artifact whose runtime made the forward-only maps, when not this model
+    probe: object = None  # batch → {attention gate: coefficients} (edgeseg.explanation.attention), when it has gates
+    attention: dict = field(default_factory=dict)  # case id → {gate: coefficients}
 
 
 def _open(cfg: ExplainConfig):
@@ -123,6 +125,35 @@ def _methods(reference: Explained) -> list[str]:
     return [*FORWARD_METHODS, *(f"gradcam:{layer}" for layer in layers)]
 
 
+def _attention_probes(run, reference: Explained, artifacts: list[Explained]) -> dict | None:
+    """Give each model its attention-gate probe; the result's record ``{"gates", "not_read": {name: why}}``, or
+    None when the reference has no attention gates."""
+    from edgeseg.bundle.members import artifact_bytes
+    from edgeseg.explanation.attention import artifact_probe, gate_modules, gate_tensors, torch_probe
+
+    gates = gate_modules(reference.model) if reference.model is not None else {}
+    if not gates:
+        return None
+    reference.probe, record = torch_probe(reference.model, gates), {"gates": list(gates), "not_read": {}}
+    fp32 = next((a for a in run.artifacts if a.runtime == "onnxruntime" and a.precision == "fp32"
+                 and a.name not in run.refused), None)
+    tensors = gate_tensors(artifact_bytes(run.bundle, fp32, "model"), list(gates)) if fp32 else {}
+    by_name = {a.name: a for a in run.artifacts}
+    for model in artifacts:
+        if model.model is not None and (own := gate_modules(model.model)):  # a PyTorch artifact: the pruned model
+            model.probe = torch_probe(model.model, own)
+        elif model.name in by_name and tensors:
+            probe = artifact_probe(run.bundle, by_name[model.name], tensors, run.threads)
+            if isinstance(probe, str):
+                record["not_read"][model.name] = probe
+            else:
+                model.probe = probe
+        else:
+            record["not_read"][model.name] = ("the gates' tensors were not found (the bundle's FP32 ONNX names "
+                                              "them)" if model.name in by_name else "not a bundle artifact")
+    return record
+
+
 def _explain_case(models: list[Explained], methods, x, regions, settings, masks, cid) -> None:
     for model in models:
         maps = case_maps(model.run, model.model, x, regions, settings, masks, tuple(methods))
@@ -177,6 +208,7 @@ def run_explain(cfg: ExplainConfig) -> ExplainOutcome:
     start = time.perf_counter()
     run = _open(cfg)
     reference, artifacts, skipped = _models(cfg, run)
+    attention = _attention_probes(run, reference, artifacts)
     methods, labels = _methods(reference), len(run.spec.label_names) - 1
     settings, everyone = cfg.settings, [reference, *artifacts]
     sanity_inputs, masks, inputs = [], None, {}
@@ -185,13 +217,16 @@ def run_explain(cfg: ExplainConfig) -> ExplainOutcome:
         masks = rise_masks(x.shape[1:], settings) if masks is None or masks.shape[1:] != x.shape[1:] else masks
         regions = reference_regions(reference.run, x, labels)
         _explain_case(everyone, methods, x, regions, settings, masks, cid)
+        for model in (m for m in everyone if m.probe is not None):
+            model.attention[cid] = {gate: alpha[0] for gate, alpha in model.probe(x[None]).items()}
         inputs[cid] = (x, regions)
         _host_path(everyone, run, run.dataset.load(cid), labels)
         if len(sanity_inputs) < cfg.sanity_cases and regions.any():
             sanity_inputs.append((cid, x, regions))
     sanity = _sanity(reference, methods, sanity_inputs, settings, masks)
     drift = {a.name: _drift(reference, a, methods, run.case_ids) for a in artifacts}
-    result = summarize(cfg, run, reference, artifacts, skipped, methods, sanity, drift, time.perf_counter() - start)
+    result = summarize(cfg, run, reference, artifacts, skipped, methods, sanity, drift, time.perf_counter() - start,
+                       attention)
     return ExplainOutcome(result, reference, artifacts, inputs)
 
 

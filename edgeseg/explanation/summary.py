@@ -9,6 +9,7 @@ import numpy as np
 from edgeseg.benchmark.drift import bootstrap_mean_ci
 from edgeseg.bundle import MANIFEST
 from edgeseg.explanation import metrics as _metrics
+from edgeseg.explanation.attention import attention_drift
 from edgeseg.util import file_sha256
 
 MEASURES = ("rank_correlation", "top10_iou", "deletion_auc_change", "insertion_auc_change")
@@ -38,6 +39,7 @@ def _dice_drift(reference, artifact, run, labels: list[str]) -> dict | None:
 
 def _artifact_entry(reference, artifact, run, methods, sanity, drift, labels, chosen) -> dict:
     entry = {"seconds": round(artifact.seconds, 2), "forward_passes": artifact.passes, "methods": {},
+             "attention": attention_drift(reference.attention, artifact.attention) if artifact.attention else None,
              "dice_drift_points": _dice_drift(reference, artifact, run, labels),
              "calibration": artifact.calibration.summary(labels) if artifact.calibration else None}
     for method in methods:
@@ -79,7 +81,8 @@ def _verdict(artifacts: dict, sanity: dict, chosen: list[str]) -> str:
     return text
 
 
-def summarize(cfg, run, reference, artifacts, skipped, methods, sanity, drift, seconds: float) -> dict:
+def summarize(cfg, run, reference, artifacts, skipped, methods, sanity, drift, seconds: float,
+              attention: dict | None = None) -> dict:
     """The result dict (schema ``edgeseg-explain`` v1)."""
     labels = list(run.spec.label_names[1:])
     chosen = cfg.labels or labels
@@ -100,6 +103,6 @@ def summarize(cfg, run, reference, artifacts, skipped, methods, sanity, drift, s
             run.spec.spatial_dims, len(labels))},
         "definitions": _metrics.__doc__.split("Definitions (recorded in every result):\n", 1)[1].strip(),
         "sanity": sanity, "artifacts": entries, "not_explained": skipped,
-        "headline_method": headline_method(sanity),
+        "attention_gates": attention, "headline_method": headline_method(sanity),
         "seconds": round(seconds, 1), "verdict": _verdict(entries, sanity, chosen),
     }

@@ -88,6 +88,12 @@ class Target:
         """A predictor of a bundle's artifact, from the verified bytes of its files."""
         raise NotImplementedError
 
+    def load_probe(self, bundle_dir: Path, artifact: Artifact, tensors: list[str], threads: int | None = None):
+        """The artifact with internal tensors (by their names in its FP32 ONNX source) as extra outputs, added in
+        memory to its verified bytes (the files stay as built): ``batch → {tensor: value}``; None when this runtime
+        cannot expose them (``edgeseg explain`` reads attention-gate coefficients this way)."""
+        return None
+
     def not_ready(self, artifact: Artifact, cache: bool = False) -> str | None:
         """Why ``infer`` cannot use this built artifact yet though the runtime is here (e.g. no engine built);
         ``cache``: a device cache folder is given to :meth:`prepare`."""

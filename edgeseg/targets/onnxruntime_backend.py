@@ -250,6 +250,25 @@ class OnnxRuntimeTarget(Target):
         return OrtPredictor(artifact_bytes(bundle_dir, artifact, "end_to_end"), artifact.precision, artifact.device,
                             threads, name=artifact.files["end_to_end"], input_dtype=np.uint8, spinning=_spinning(artifact))
 
+    def load_probe(self, bundle_dir: Path, artifact: Artifact, tensors: list[str], threads: int | None = None):
+        import onnx
+
+        from edgeseg.bundle.members import artifact_bytes
+
+        model = onnx.load_model_from_string(artifact_bytes(bundle_dir, artifact, "model"))
+        produced = {name for node in model.graph.node for name in node.output}
+        if missing := [t for t in tensors if t not in produced]:
+            raise EdgesegError(f"{artifact.name}: its graph has no tensor {missing[0]}")
+        model.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in tensors)
+        predictor = OrtPredictor(model.SerializeToString(), artifact.precision, artifact.device, threads,
+                                 name=artifact.files["model"], spinning=_spinning(artifact))
+
+        def probe(batch: np.ndarray) -> dict[str, np.ndarray]:
+            feed = {predictor.input_name: np.ascontiguousarray(batch, dtype=np.float32)}
+            return dict(zip(tensors, predictor.session.run(tensors, feed)))
+
+        return probe
+
     def layer_profile(self, bundle_dir: Path, artifact: Artifact, sample: np.ndarray, threads: int | None,
                       runs: int) -> list[dict]:
         """ONNX Runtime's profiler: each node's kernel time (``exec``: its execution provider)."""

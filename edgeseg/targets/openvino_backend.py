@@ -224,6 +224,26 @@ class OpenVinoTarget(Target):
         return OvPredictor(files, artifact.device, threads, artifact.details.get("inference_precision_hint"),
                            name=artifact.files[model], input_dtype=input_dtype, settings=_settings(artifact))
 
+    def load_probe(self, bundle_dir: Path, artifact: Artifact, tensors: list[str], threads: int | None = None):
+        import openvino as ov
+
+        from edgeseg.bundle.members import artifact_bytes
+
+        model = ov.Core().read_model(model=artifact_bytes(bundle_dir, artifact, "model"),
+                                     weights=artifact_bytes(bundle_dir, artifact, "weights"))
+        by_name = {name: out for op in model.get_ordered_ops() for out in op.outputs() for name in out.get_names()}
+        if missing := [t for t in tensors if t not in by_name]:
+            raise EdgesegError(f"{artifact.name}: its graph has no tensor {missing[0]}")
+        model.add_outputs([by_name[t] for t in tensors])
+        predictor = OvPredictor(model, artifact.device, threads, artifact.details.get("inference_precision_hint"),
+                                name=artifact.files["model"], settings=_settings(artifact))
+
+        def probe(batch: np.ndarray) -> dict[str, np.ndarray]:
+            result = predictor.request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+            return {t: np.asarray(result[predictor.compiled.output(t)]) for t in tensors}
+
+        return probe
+
     def layer_profile(self, bundle_dir: Path, artifact: Artifact, sample: np.ndarray, threads: int | None,
                       runs: int) -> list[dict]:
         """OpenVINO's performance counters per executed node (``exec``: the kernel it chose, e.g.
