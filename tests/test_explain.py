@@ -154,3 +154,29 @@ def test_a_tampered_artifact_is_not_explained_and_exits_3(bundle, phantom_demo, 
     assert result.exit_code == 3, result.output
     written = json.loads((tmp_path / "ex" / "explain.json").read_text())
     assert "x86-onnxruntime-int8" in written["not_explained"] and "x86-avx512-openvino-int8" in written["artifacts"]
+
+
+def test_a_volume_is_explained_where_the_reference_predicts_foreground(monkeypatch):
+    """A volume gives many model inputs (slices, windows): the ones with the most predicted foreground are explained,
+    in order, as CASE#INDEX; with none, the middle one."""
+    from types import SimpleNamespace
+
+    from edgeseg.benchmark import inputs as model_input
+    from edgeseg.explanation.run import _samples
+
+    foreground = [0, 5, 0, 40, 12, 0, 30]
+    samples = [np.full((1, 8, 8), i, np.float32) for i in range(len(foreground))]
+    monkeypatch.setattr(model_input, "model_inputs", lambda spec, image, spacing: samples)
+
+    def runner(batch):  # class 1 on as many pixels as the sample's foreground count
+        i = int(batch[0, 0, 0, 0])
+        logits = np.zeros((1, 2, 8, 8), np.float32)
+        logits[0, 1].flat[: foreground[i]] = 1
+        return logits
+
+    run = SimpleNamespace(spec=None, dataset=SimpleNamespace(root="."))
+    case = SimpleNamespace(case_id="vol", image=None, geometry=SimpleNamespace(spacing=None))
+    chosen = _samples(run, SimpleNamespace(run=runner), case, 3)
+    assert [sid for sid, _ in chosen] == ["vol#3", "vol#4", "vol#6"]
+    foreground[:] = [0] * len(foreground)
+    assert [sid for sid, _ in _samples(run, SimpleNamespace(run=runner), case, 3)] == ["vol#3"]

@@ -14,14 +14,22 @@ from edgeseg.inference import predict_logits
 def first_model_input(spec, image: np.ndarray, spacing: tuple[float, ...] | None = None) -> np.ndarray:
     """The first batch the inference path feeds the model for ``image`` (of pixel ``spacing``), cut to one sample:
     the latency input."""
-    captured = []
+    return model_inputs(spec, image, spacing, first_only=True)[0]
+
+
+def model_inputs(spec, image: np.ndarray, spacing: tuple[float, ...] | None = None,
+                 first_only: bool = False) -> list[np.ndarray]:
+    """Every sample the inference path feeds the model for ``image``, in order, each ``(C, *spatial)``: one for a 2D
+    image, each slice of a volume for a 2D model, each sliding window for a 3D model."""
+    captured: list[np.ndarray] = []
 
     def capture(batch: np.ndarray) -> np.ndarray:
-        captured.append(np.array(batch[:1]))
+        if not (first_only and captured):
+            captured.extend(np.array(batch[i]) for i in range(1 if first_only else len(batch)))
         return np.zeros((batch.shape[0], spec.num_classes, *batch.shape[2:]), np.float32)
 
     predict_logits(capture, image, spec.preprocessing, spec.spatial_dims, spacing=spacing)
-    return captured[0]
+    return [c[None] for c in captured] if first_only else captured
 
 
 def case_model_input(spec, dataset, case_id: str) -> np.ndarray:

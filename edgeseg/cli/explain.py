@@ -23,6 +23,7 @@ def explain_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (verif
                 rise_masks: int = typer.Option(128, min=8, help="RISE random masks per case."),
                 occlusion_grid: int = typer.Option(8, min=2, help="Occlusion patches per axis."),
                 seed: int = typer.Option(0, help="Seed of the RISE masks (the same masks for every model)."),
+                samples_per_volume: int = typer.Option(4, min=1, help="A volume: explain its N slices (2D model) or windows (3D) with the most foreground the reference predicts."),
                 out: Path = typer.Option(Path("explain"), help="Output folder: explain.json, explain.md, explain_<artifact>.png, calibration.png."),
                 json_out: JsonFlag = False,
                 force: bool = force_option("Replace the files of an earlier explain run in --out (never any other file).")):
@@ -40,7 +41,8 @@ def explain_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (verif
     settings = MapSettings(occlusion_grid=occlusion_grid, rise_masks=rise_masks, seed=seed)
     outcome = run_explain(ExplainConfig(bundle=bundle, data=data, split=value(split), cases=cases,
                                         labels=split_list(labels), artifacts=chosen,
-                                        baseline_checkpoint=baseline_checkpoint, threads=threads, settings=settings))
+                                        baseline_checkpoint=baseline_checkpoint, threads=threads, settings=settings,
+                                        samples_per_volume=samples_per_volume))
     paths = write_outputs(outcome, out, force)
     if json_out:
         print_json(outcome.result)

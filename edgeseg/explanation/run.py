@@ -38,6 +38,7 @@ class ExplainConfig:
     threads: int | None = 2
     settings: MapSettings = field(default_factory=MapSettings)
     sanity_cases: int = 2
+    samples_per_volume: int = 4  # a volume: its slices (2D model) or windows (3D) with the most predicted foreground
 
     def __post_init__(self):
         paths_as_path(self)
@@ -203,8 +204,6 @@ class ExplainOutcome:
 
 def run_explain(cfg: ExplainConfig) -> ExplainOutcome:
     """Explain the reference and every artifact on the chosen cases (schema ``edgeseg-explain`` v1)."""
-    from edgeseg.benchmark.inputs import case_model_input
-
     start = time.perf_counter()
     run = _open(cfg)
     reference, artifacts, skipped = _models(cfg, run)
@@ -213,21 +212,38 @@ def run_explain(cfg: ExplainConfig) -> ExplainOutcome:
     settings, everyone = cfg.settings, [reference, *artifacts]
     sanity_inputs, masks, inputs = [], None, {}
     for cid in track(run.case_ids, f"explain {len(everyone)} model(s)"):
-        x = case_model_input(run.spec, run.dataset, cid)[0]
-        masks = rise_masks(x.shape[1:], settings) if masks is None or masks.shape[1:] != x.shape[1:] else masks
-        regions = reference_regions(reference.run, x, labels)
-        _explain_case(everyone, methods, x, regions, settings, masks, cid)
-        for model in (m for m in everyone if m.probe is not None):
-            model.attention[cid] = {gate: alpha[0] for gate, alpha in model.probe(x[None]).items()}
-        inputs[cid] = (x, regions)
-        _host_path(everyone, run, run.dataset.load(cid), labels)
-        if len(sanity_inputs) < cfg.sanity_cases and regions.any():
-            sanity_inputs.append((cid, x, regions))
+        case = run.dataset.load(cid)
+        for sample_id, x in _samples(run, reference, case, cfg.samples_per_volume):
+            masks = rise_masks(x.shape[1:], settings) if masks is None or masks.shape[1:] != x.shape[1:] else masks
+            regions = reference_regions(reference.run, x, labels)
+            _explain_case(everyone, methods, x, regions, settings, masks, sample_id)
+            for model in (m for m in everyone if m.probe is not None):
+                model.attention[sample_id] = {gate: alpha[0] for gate, alpha in model.probe(x[None]).items()}
+            inputs[sample_id] = (x, regions)
+            if len(sanity_inputs) < cfg.sanity_cases and regions.any():
+                sanity_inputs.append((sample_id, x, regions))
+        _host_path(everyone, run, case, labels)
     sanity = _sanity(reference, methods, sanity_inputs, settings, masks)
-    drift = {a.name: _drift(reference, a, methods, run.case_ids) for a in artifacts}
+    drift = {a.name: _drift(reference, a, methods, list(inputs)) for a in artifacts}
     result = summarize(cfg, run, reference, artifacts, skipped, methods, sanity, drift, time.perf_counter() - start,
-                       attention)
+                       attention, list(inputs))
     return ExplainOutcome(result, reference, artifacts, inputs)
+
+
+def _samples(run, reference: Explained, case, per_volume: int) -> list[tuple[str, np.ndarray]]:
+    """What is explained of a case: ``(id, model input)``. An image is one input; a volume (slices of a 2D model,
+    windows of a 3D one) gives the ``per_volume`` inputs where the reference predicts the most foreground, in
+    order, as ``CASE#INDEX`` — the first slice of a brain MRI has nothing to explain."""
+    from edgeseg.benchmark.inputs import model_inputs
+    from edgeseg.evaluation import naming_case_file
+
+    with naming_case_file(run.dataset, case.case_id):
+        samples = model_inputs(run.spec, case.image, case.geometry.spacing)
+    if len(samples) == 1:
+        return [(case.case_id, samples[0])]
+    foreground = [int((reference.run(x[None])[0].argmax(0) > 0).sum()) for x in samples]
+    ranked = [i for i in np.argsort(foreground, kind="stable")[::-1][:per_volume] if foreground[i] > 0]
+    return [(f"{case.case_id}#{i}", samples[i]) for i in sorted(ranked or [len(samples) // 2])]
 
 
 def _drift(reference: Explained, artifact: Explained, methods, case_ids) -> dict:

@@ -82,7 +82,7 @@ def _verdict(artifacts: dict, sanity: dict, chosen: list[str]) -> str:
 
 
 def summarize(cfg, run, reference, artifacts, skipped, methods, sanity, drift, seconds: float,
-              attention: dict | None = None) -> dict:
+              attention: dict | None = None, explained: list[str] | None = None) -> dict:
     """The result dict (schema ``edgeseg-explain`` v1)."""
     labels = list(run.spec.label_names[1:])
     chosen = cfg.labels or labels
@@ -94,13 +94,14 @@ def summarize(cfg, run, reference, artifacts, skipped, methods, sanity, drift, s
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "bundle": str(run.bundle), "bundle_manifest_sha256": file_sha256(run.bundle / MANIFEST),
         "data": str(run.dataset.root), "dataset": run.dataset.name, "split": cfg.split,
-        "cases": list(run.case_ids), "labels": chosen, "label_names": labels,
+        "cases": list(run.case_ids), "explained_inputs": explained or list(run.case_ids),
+        "labels": chosen, "label_names": labels,
         "reference": {"name": reference.name, "seconds": round(reference.seconds, 2),
                       "forward_maps_by": reference.forward_by or reference.name,
                       "forward_passes": reference.passes,
                       "calibration": reference.calibration.summary(labels) if reference.calibration else None},
         "methods": methods, "settings": {**settings.__dict__, "max_passes_per_case": settings.passes(
-            run.spec.spatial_dims, len(labels))},
+            run.spec.spatial_dims, len(labels)), "samples_per_volume": cfg.samples_per_volume},
         "definitions": _metrics.__doc__.split("Definitions (recorded in every result):\n", 1)[1].strip(),
         "sanity": sanity, "artifacts": entries, "not_explained": skipped,
         "attention_gates": attention, "headline_method": headline_method(sanity),
