@@ -123,3 +123,17 @@ def test_bench_explain_adds_the_explanation_section(bundle, phantom_demo, tmp_pa
     assert section["reference"]["forward_maps_by"] == "x86-onnxruntime-fp32"
     assert any(line.startswith("explanation (1 case)") for line in result["verdict"]["lines"])
     assert "## Explanation drift" in out.with_suffix(".md").read_text()
+
+
+def test_a_result_missing_the_headline_map_of_an_artifact_fails_and_garbage_rows_are_refused(explained, tmp_path):
+    result = copy.deepcopy(explained[1])
+    method = result["headline_method"]
+    result["artifacts"][ORT_INT8]["methods"].pop(method)  # an edited result must not pass by omission
+    (tmp_path / "missing.json").write_text(json.dumps(result))
+    res = _gate(tmp_path / "missing.json", "--max-explanation-drift", "2")
+    assert res.exit_code == 1 and f"no {method} map" in _flat(res.output)
+    broken = copy.deepcopy(explained[1])
+    broken["artifacts"][ORT_INT8]["methods"][method]["organ"]["rank_correlation"]["mean"] = "0.99"
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    res = _gate(tmp_path / "broken.json")
+    assert res.exit_code == 2 and "damaged explain result" in _flat(res.output) and "Traceback" not in res.output

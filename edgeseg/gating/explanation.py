@@ -76,14 +76,39 @@ def read_gate_input(path: Path) -> tuple[str, dict]:
 
 def check_explain(doc: dict, source) -> dict:
     """``doc`` if it is an explain result of schema version 1 with what the gate reads; else a one-line error."""
-    if doc.get("schema") != EXPLAIN_SCHEMA or doc.get("schema_version") != 1:
+    if not isinstance(doc, dict) or doc.get("schema") != EXPLAIN_SCHEMA or doc.get("schema_version") != 1:
         raise InputError(f"{source}: not an edgeseg explain result of schema version 1")
-    artifacts = doc.get("artifacts")
-    if not isinstance(artifacts, dict) or not isinstance(doc.get("labels"), list) or not isinstance(
-            doc.get("not_explained", {}), dict) or not all(isinstance(e, dict) and isinstance(e.get("methods"), dict)
-                                                           for e in artifacts.values()):
-        raise InputError(f"{source}: explain result without its artifacts, labels or methods: damaged")
+    if problem := _explain_problem(doc):
+        raise InputError(f"{source}: damaged explain result ({problem})")
     return doc
+
+
+def _explain_problem(doc: dict) -> str | None:
+    """What the gate would trip over in ``doc``, or None."""
+    def number(value) -> bool:
+        return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value == value)
+
+    if not isinstance(doc.get("labels"), list) or not all(isinstance(x, str) for x in doc["labels"]):
+        return "labels"
+    if not isinstance(doc.get("artifacts"), dict) or not isinstance(doc.get("not_explained", {}), dict):
+        return "artifacts"
+    if not (doc.get("headline_method") is None or isinstance(doc["headline_method"], str)):
+        return "headline_method"
+    for name, entry in doc["artifacts"].items():
+        methods = entry.get("methods") if isinstance(entry, dict) else None
+        if not isinstance(methods, dict) or not all(isinstance(rows, dict) for rows in methods.values()):
+            return f"artifact {name}"
+        for rows in (r for m, r in methods.items() if m == doc.get("headline_method")):
+            for label, row in rows.items():
+                stats = [row.get(m) if isinstance(row, dict) else None for m in MEASURES.values()]
+                if not all(isinstance(st, dict) and all(number(st.get(k)) for k in ("mean", "low", "high"))
+                           for st in stats):
+                    return f"artifact {name}, label {label}"
+                worst = row.get("worst") or []
+                if not isinstance(worst, list) or not all(isinstance(w, dict) and isinstance(w.get("case"), str)
+                                                          and number(w.get("rank_correlation")) for w in worst):
+                    return f"artifact {name}, label {label}: worst cases"
+    return None
 
 
 def explanation_checks(doc: dict, limits: ExplanationLimits, source: str = "") -> tuple[list, list[str]]:
@@ -102,7 +127,11 @@ def explanation_checks(doc: dict, limits: ExplanationLimits, source: str = "") -
         else:
             notes.append(f"{name}: not explained here ({why}); its explanation is not gated")
     for name, entry in doc["artifacts"].items():
-        labels = entry["methods"].get(method) or {}
+        labels = entry["methods"].get(method)
+        if not isinstance(labels, dict) or "withheld" in labels:
+            checks.append(Check(name, f"explanation{tag}", False, None, None, f"a {method} map",
+                                f"no {method} map for this artifact in the result: its explanation cannot be judged"))
+            continue
         for label in doc["labels"]:
             row = labels.get(label)
             if row is None:
