@@ -157,14 +157,14 @@ def test_a_tampered_artifact_is_not_explained_and_exits_3(bundle, phantom_demo, 
 
 
 def test_a_volume_is_explained_where_the_reference_predicts_foreground(monkeypatch):
-    """A volume gives many model inputs (slices, windows): the ones with the most predicted foreground are explained,
-    in order, as CASE#INDEX; with none, the middle one."""
+    """A volume gives many model inputs (slices, windows): those with predicted foreground, spread over it, are
+    explained in order as CASE#INDEX; with none, the middle one."""
     from types import SimpleNamespace
 
     from edgeseg.benchmark import inputs as model_input
     from edgeseg.explanation.run import _samples
 
-    foreground = [0, 5, 0, 40, 12, 0, 30]
+    foreground = [0, 5, 0, 40, 12, 0, 30, 35]  # the fullest of the runs [1, 3], [4, 6], [7]
     samples = [np.full((1, 8, 8), i, np.float32) for i in range(len(foreground))]
     monkeypatch.setattr(model_input, "model_inputs", lambda spec, image, spacing: samples)
 
@@ -177,6 +177,6 @@ def test_a_volume_is_explained_where_the_reference_predicts_foreground(monkeypat
     run = SimpleNamespace(spec=None, dataset=SimpleNamespace(root="."))
     case = SimpleNamespace(case_id="vol", image=None, geometry=SimpleNamespace(spacing=None))
     chosen = _samples(run, SimpleNamespace(run=runner), case, 3)
-    assert [sid for sid, _ in chosen] == ["vol#3", "vol#4", "vol#6"]
+    assert [sid for sid, _ in chosen] == ["vol#3", "vol#6", "vol#7"]
     foreground[:] = [0] * len(foreground)
-    assert [sid for sid, _ in _samples(run, SimpleNamespace(run=runner), case, 3)] == ["vol#3"]
+    assert [sid for sid, _ in _samples(run, SimpleNamespace(run=runner), case, 3)] == ["vol#4"]

@@ -232,8 +232,9 @@ def run_explain(cfg: ExplainConfig) -> ExplainOutcome:
 
 def _samples(run, reference: Explained, case, per_volume: int) -> list[tuple[str, np.ndarray]]:
     """What is explained of a case: ``(id, model input)``. An image is one input; a volume (slices of a 2D model,
-    windows of a 3D one) gives the ``per_volume`` inputs where the reference predicts the most foreground, in
-    order, as ``CASE#INDEX`` — the first slice of a brain MRI has nothing to explain."""
+    windows of a 3D one) gives ``per_volume`` inputs where the reference predicts foreground, spread over it (the
+    fullest of each of ``per_volume`` consecutive runs), in order, as ``CASE#INDEX`` — the first slice of a brain
+    MRI has nothing to explain."""
     from edgeseg.benchmark.inputs import model_inputs
     from edgeseg.evaluation import naming_case_file
 
@@ -242,8 +243,11 @@ def _samples(run, reference: Explained, case, per_volume: int) -> list[tuple[str
     if len(samples) == 1:
         return [(case.case_id, samples[0])]
     foreground = [int((reference.run(x[None])[0].argmax(0) > 0).sum()) for x in samples]
-    ranked = [i for i in np.argsort(foreground, kind="stable")[::-1][:per_volume] if foreground[i] > 0]
-    return [(f"{case.case_id}#{i}", samples[i]) for i in sorted(ranked or [len(samples) // 2])]
+    predicted = [i for i, n in enumerate(foreground) if n > 0]
+    # spread over the structure: the inputs with foreground cut into per_volume runs, the fullest of each
+    runs = np.array_split(np.array(predicted), min(per_volume, len(predicted))) if predicted else []
+    chosen = [int(max(part, key=lambda i: foreground[i])) for part in runs] or [len(samples) // 2]
+    return [(f"{case.case_id}#{i}", samples[i]) for i in chosen]
 
 
 def _drift(reference: Explained, artifact: Explained, methods, case_ids) -> dict:

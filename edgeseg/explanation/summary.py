@@ -46,8 +46,9 @@ def _artifact_entry(reference, artifact, run, methods, sanity, drift, labels, ch
         if not sanity[method]["passed"]:
             entry["methods"][method] = {"withheld": sanity[method]["why"]}
             continue
-        entry["methods"][method] = {name: _label_summary(drift[method], i) for i, name in enumerate(labels)
-                                    if name in chosen and drift[method]}
+        rows = {name: _label_summary(drift[method], i) for i, name in enumerate(labels)
+                if name in chosen and drift[method]}
+        entry["methods"][method] = {name: row for name, row in rows.items() if row["cases"]}  # predicted somewhere
     return entry
 
 

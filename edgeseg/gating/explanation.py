@@ -134,7 +134,7 @@ def explanation_checks(doc: dict, limits: ExplanationLimits, source: str = "") -
             continue
         for label in doc["labels"]:
             row = labels.get(label)
-            if row is None:
+            if row is None or row.get("cases") == 0:
                 notes.append(f"{name}: {label} not predicted by the reference on these cases; not gated")
                 continue
             checks.append(_label_check(name, label, row, method, measure, limits.limit(label), tag))
