@@ -26,7 +26,9 @@ def test_the_background_load_spins_and_is_always_stopped():
         p.cpu_percent(None)
         time.sleep(0.5)
         busy = p.cpu_percent(None)
-    assert 25 <= busy <= 80, busy  # about half of one core
+    # about half of one core; well under it when every core is oversubscribed (measured 22 % with 5 busy
+    # processes on 2 cores), never near 0 while it spins
+    assert 10 <= busy <= 80, busy
     assert proc.poll() is not None
     with pytest.raises(RuntimeError):
         with background_load(0.2) as proc:
