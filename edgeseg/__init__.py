@@ -16,6 +16,7 @@ _EXPORTS = {
     "prune": "edgeseg.api.stages", "PruneResult": "edgeseg.api.stages",
     "calibrate": "edgeseg.api.stages",
     "explain": "edgeseg.api.explain", "ExplainResult": "edgeseg.api.explain",
+    "infer": "edgeseg.infer",
     "CalibrationSet": "edgeseg.calibration",
     "EdgesegError": "edgeseg.errors", "UsageError": "edgeseg.errors", "InputError": "edgeseg.errors",
     "VerificationError": "edgeseg.errors", "LimitBroken": "edgeseg.errors", "Incomplete": "edgeseg.errors",

@@ -29,12 +29,13 @@ class _Eta(TimeRemainingColumn):
         return Text(f"{hours}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
 
 
-def progress_bar(transient: bool = False) -> Progress:
+def progress_bar(transient: bool = False, disable: bool = False) -> Progress:
     """A bar showing done/total, elapsed time, ETA and a free ``info`` field (``add_task(..., info="")``); a task
     given an ``eta`` field (seconds, ``bar.update(task, eta=…)``) shows that instead of Rich's estimate."""
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TextColumn("ETA"), _Eta(),
-                    TextColumn("{task.fields[info]}"), console=console, transient=transient)
+                    TextColumn("{task.fields[info]}"), console=console, transient=transient,
+                    disable=disable)
 
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:

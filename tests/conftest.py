@@ -102,3 +102,16 @@ def explained(bundle, phantom_demo, tmp_path_factory):
     result = CliRunner().invoke(app, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     return out, json.loads((out / "explain.json").read_text())
+
+
+# Fixtures too costly to build once per xdist worker: the tests using one run on one worker (README's test
+# command passes --dist loadgroup; other tests are spread as with the default --dist load).
+_ONE_WORKER = ("explained", "ray_local")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for name in _ONE_WORKER:
+            if name in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(name))
+                break

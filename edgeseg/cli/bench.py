@@ -44,7 +44,11 @@ def bench_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (from `e
               explain_cases: int = typer.Option(8, min=1, help="With --explain: the first N cases explained (about 3–7 s per case and artifact for a 2D model on 2 cores)."),
               max_dice_drop: float = typer.Option(0.5, help="Verdict: largest mean Dice drop per label against the FP32 reference, in points (0.01 Dice)."),
               per_label: Optional[str] = typer.Option(None, help="Verdict: per-label limits in points, e.g. lung=0.3,nodule=1.0 (others: --max-dice-drop)."),
-              out: Path = typer.Option(Path("bench.json"), help="Result JSON; the Markdown (.md) and the plot (.png) go beside it."),
+              ray: Optional[str] = typer.Option(None, "--ray", help="A device fleet on Ray (pip install 'edgeseg[ray]'): auto, local or a cluster address; one bench per --device-classes class on a node advertising the resource edgeseg-device:<class>; --out is then a folder (<class>.json each). The bundle and data must be at the same paths on every node."),
+              device_classes: Optional[str] = typer.Option(None, "--device-classes", help="With --ray: the device classes to bench, e.g. cpu-x86_64-avx2-2t,jetson-orin-nano (the gate's class names)."),
+              baseline_dir: Optional[Path] = typer.Option(None, help="With --ray: gate every class's result against <dir>/<class>.json (edgeseg gate's default limits; exit 1 when one fails)."),
+              junit: Optional[Path] = typer.Option(None, help="With --ray and --baseline-dir: the fleet gate's JUnit XML (one suite per device class)."),
+              out: Path = typer.Option(Path("bench.json"), help="Result JSON; the Markdown (.md) and the plot (.png) go beside it (with --ray: a folder)."),
               json_out: JsonFlag = False,
               force: bool = force_option("Overwrite existing result files.")):
     """Dice drift and latency of every artifact of a bundle (and the FP32 reference) on the same cases.
@@ -61,15 +65,20 @@ def bench_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (from `e
     from edgeseg.overwrite import check_overwrite
     from edgeseg.tuning.search import DiceLimits
 
-    if out.suffix != ".json":
+    if ray is None and (device_classes or baseline_dir or junit):
+        raise UsageError("--device-classes, --baseline-dir and --junit are options of a fleet bench: add --ray")
+    if ray is None and out.suffix != ".json":
         raise UsageError(f"--out must name a .json file, got {out}")
-    check_overwrite(out, out.with_suffix(".md"), out.with_suffix(".png"), force=force)
     cfg = BenchConfig(bundle=bundle, data=data, split=value(split), max_cases=cases or None,
                       backends=split_list(backends), threads=threads, repeats=repeats, rounds=rounds, warmup=warmup,
                       batch_size=batch_size, e2e_cases=e2e_cases, latency=not no_latency,
                       compare_baselines=compare_baselines, baseline_checkpoint=baseline_checkpoint,
                       command=command_line(), limits=DiceLimits.parse(max_dice_drop, per_label).to_dict(),
                       profile=profile, load=parse_loads(load))
+    if ray is not None:
+        return _fleet(cfg, ray, device_classes, out, baseline_dir, junit, explain_cases if explain else None, force,
+                      json_out)
+    check_overwrite(out, out.with_suffix(".md"), out.with_suffix(".png"), force=force)
     result = run_bench(cfg)
     if explain:
         from edgeseg.explanation.bench import add_explanation
@@ -87,3 +96,39 @@ def bench_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (from `e
     if result["incomplete"]:
         raise Incomplete(f"{len(result['incomplete'])} asked for but not measured: "
                          + "; ".join(f"{i['name']} ({i['reason'][:120]})" for i in result["incomplete"]))
+
+
+def _fleet(cfg, address: str, device_classes: Optional[str], out: Path, baseline_dir: Optional[Path],
+           junit: Optional[Path], explain_cases: Optional[int], force: bool, json_out: bool) -> None:
+    """``bench --ray``: one bench per device class on the fleet, the results in ``out/``, then (with a baseline
+    folder) the fleet gate over all of them."""
+    import typer
+
+    from edgeseg.cli.app import EXIT_FAILED
+    from edgeseg.cli.gate import gate_fleet_results
+    from edgeseg.distributed.bench import parse_device_classes, result_paths, run_fleet_bench
+    from edgeseg.gating import GateLimits
+    from edgeseg.gating.fleet import by_device_class
+    from edgeseg.overwrite import check_overwrite
+
+    classes = parse_device_classes(device_classes)
+    if out.suffix == ".json" or out.is_file():
+        raise UsageError(f"--ray: --out names the folder of the fleet's results (<class>.json each), got {out}")
+    if junit and not baseline_dir:
+        raise UsageError("--junit needs --baseline-dir: the JUnit file is the fleet gate's")
+    for path in result_paths(out, classes).values():
+        check_overwrite(path, path.with_suffix(".md"), path.with_suffix(".png"), force=force)
+    if junit:
+        check_overwrite(junit, force=True)
+    written, failed = run_fleet_bench(cfg, address, classes, out, explain_cases)
+    for name, path in written.items():
+        say(f"{name}: wrote {path}", json_out)
+    if baseline_dir is not None:
+        from edgeseg.benchmark.schema import read_result
+
+        groups = by_device_class([(path, read_result(path)) for path in written.values()])
+        if not gate_fleet_results(groups, baseline_dir, GateLimits(), junit, json_out, failed):
+            raise typer.Exit(EXIT_FAILED)
+    if failed:
+        raise Incomplete(f"{len(failed)} device class(es) not measured: "
+                         + "; ".join(f"{name} ({why[:160]})" for name, why in failed.items()))

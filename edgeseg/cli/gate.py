@@ -58,6 +58,7 @@ def gate_cmd(results: list[Path] = typer.Argument(..., help="`edgeseg bench` res
         resolve_limits,
         with_explanations,
     )
+    from edgeseg.gating.fleet import by_device_class
     from edgeseg.gating.junit import write_junit
     from edgeseg.gating.report import gate_document, print_gate
     from edgeseg.overwrite import check_overwrite
@@ -67,13 +68,25 @@ def gate_cmd(results: list[Path] = typer.Argument(..., help="`edgeseg bench` res
     inputs = [(p, *read_gate_input(p)) for p in results]
     bench = [(p, doc) for p, kind, doc in inputs if kind != EXPLAIN_SCHEMA]
     runs = [doc for _, doc in bench]
+    groups = by_device_class(bench) if baseline_dir is not None and baseline is None else {}
     if update_baseline:
         if len(runs) < len(inputs):
             raise UsageError("--update-baseline takes bench results only (an explanation is gated against "
                              "--max-explanation-drift, not a baseline)")
-        return _update_baseline(runs, results, _baseline_path(runs, baseline, baseline_dir), replace_baseline, json_out)
+        for members in groups.values() if len(groups) > 1 else [bench]:  # a fleet: one baseline per device class
+            group = [doc for _, doc in members]
+            _update_baseline(group, [p for p, _ in members], _baseline_path(group, baseline, baseline_dir),
+                             replace_baseline, json_out)
+        return
     gate_limits = _gate_limits(limits, max_latency_regression, max_dice_drop, value(metric), value(mode),
                                allow_vanished, allow_device_mismatch, every_run, max_explanation_drift)
+    if len(groups) > 1:
+        if len(bench) < len(inputs):
+            raise UsageError("results of several device classes: give explanations as bench --explain sections, "
+                             "not separate explain results")
+        if not gate_fleet_results(groups, baseline_dir, gate_limits, junit, json_out):
+            raise typer.Exit(EXIT_FAILED)
+        return
     explained = gather_explanations(bench, [(p, doc) for p, kind, doc in inputs if kind == EXPLAIN_SCHEMA])
     explain_limits = resolve_limits(explained, gate_limits.max_explanation_drift)
     if not runs:  # explanations alone: judged against the FP32 reference, no baseline
@@ -102,6 +115,35 @@ def gate_cmd(results: list[Path] = typer.Argument(..., help="`edgeseg bench` res
         write_junit(report, junit)
     if not report["passed"]:
         raise typer.Exit(EXIT_FAILED)
+
+
+def gate_fleet_results(groups: dict, baseline_dir: Path, limits, junit: Optional[Path], json_out: bool = False,
+                       errors: Optional[dict] = None) -> bool:
+    """Gate results of several device classes, each against ``<baseline_dir>/<class>.json``; print each class's
+    table, write one JUnit file (a suite per class; ``errors``: classes that measured nothing) and return whether
+    every class passed."""
+    from edgeseg.gating.fleet import gate_fleet
+    from edgeseg.gating.junit import write_junit
+    from edgeseg.gating.report import gate_document, print_gate
+
+    reports = gate_fleet(groups, baseline_dir, limits)
+    console = result_console(json_out)
+    for name, path, report in reports:
+        report["notes"].append("a fleet: latency over a limit is not confirmed by a second run here (the node is "
+                               "not this machine); re-run the fleet bench and gate both with --every-run")
+        print_gate(report, path, console)
+    if json_out:
+        print_json({"schema": "edgeseg-gate-fleet", "passed": all(r["passed"] for _, _, r in reports) and not errors,
+                    "device_classes": {name: gate_document(report, path) for name, path, report in reports},
+                    "not_measured": errors or {}})
+    if junit:
+        write_junit([(name, report) for name, _, report in reports], junit, errors)
+    for name, why in (errors or {}).items():
+        say(f"error: {name}: nothing measured: {why}", json_out)
+    passed = all(report["passed"] for _, _, report in reports) and not errors
+    say(f"fleet gate {'passed' if passed else 'failed'}: {len(reports)} device class(es) gated"
+        + (f", {len(errors)} not measured" if errors else ""), json_out)
+    return passed
 
 
 def _baseline_path(runs: list[dict], baseline: Optional[Path], baseline_dir: Optional[Path]) -> Path:

@@ -32,20 +32,29 @@ def infer_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (verifie
               report: Optional[Path] = typer.Option(None, help="Write the run summary (throughput, stage times, failures) as JSON."),
               max_pixels: Optional[int] = typer.Option(None, min=1, help="Refuse a 2D image with more pixels, from its header before decoding (default 2^25 = 33,554,432; memory grows with the pixels)."),
               max_voxels: Optional[int] = typer.Option(None, min=1, help="Refuse a volume with more voxels, from its header before decoding (default 2^27 = 134,217,728)."),
+              resume: bool = typer.Option(False, "--resume", help="Skip inputs whose outputs are already complete in OUT (every file in OUT/edgeseg-outputs.jsonl, unchanged, from this bundle and artifact and the input as it is now) and finish the cases a killed run left."),
+              ray: Optional[str] = typer.Option(None, "--ray", help="Run on Ray (pip install 'edgeseg[ray]'): auto (RAY_ADDRESS or a cluster started here, else a private one), local, or a cluster address. Inputs, OUT and the bundle must be at the same paths on every node."),
+              replicas: int = typer.Option(1, min=1, help="With --ray: model replicas (one Ray actor each, each loading the verified bundle once)."),
+              threads_per_replica: Optional[int] = typer.Option(None, min=1, help="With --ray: inference threads (and Ray CPUs) per replica (default 1)."),
               force: bool = force_option("Replace outputs of a previous edgeseg run (listed in OUT/edgeseg-outputs.jsonl and unchanged since) and a previous --report; never any other file.")):
-    """Segment images with a compressed bundle, using only its runtime."""
+    """Segment images with a compressed bundle, using only its runtime (on a Ray cluster with --ray)."""
     from edgeseg.data.io import atomic_write
     from edgeseg.infer import InferConfig, run_infer
     from edgeseg.infer.outputs import check_report_path
 
     if batch_size < 1:
         raise UsageError("--batch-size must be ≥ 1")
+    if ray is None and (replicas != 1 or threads_per_replica is not None):
+        raise UsageError("--replicas and --threads-per-replica need --ray")
+    if ray is not None and threads is not None and threads_per_replica is not None:
+        raise UsageError("give --threads-per-replica or --threads, not both")
     if report:
         check_report_path(report, force)
     limits = {name: v for name, v in (("max_pixels", max_pixels), ("max_voxels", max_voxels)) if v}
     summary = run_infer(InferConfig(bundle=bundle, inputs=inputs, out=out, backend=value(backend), artifact=artifact,
-                                    probabilities=probabilities, overlay=overlay, force=force, threads=threads,
-                                    end_to_end=end_to_end,
+                                    probabilities=probabilities, overlay=overlay, force=force,
+                                    threads=threads_per_replica or threads,
+                                    end_to_end=end_to_end, resume=resume, ray=ray, replicas=replicas,
                                     batch_size=batch_size, engine_cache=engine_cache, **limits))
     if summary["swept"]:
         typer.echo(f"removed {len(summary['swept'])} temporary file(s) of killed edgeseg runs from {out}: "
@@ -58,10 +67,14 @@ def infer_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (verifie
         model = f"model {summary['model_ms_per_image']:.1f} ms/image at batch {summary['model_batch']} ({first})"
         if summary["end_to_end_images"]:
             model += f"; {summary['end_to_end_images']} image(s) end to end: pre/post-processing in the graph"
+    if summary["skipped"]:
+        typer.echo(f"--resume: {len(summary['skipped'])} case(s) already complete in {out}, skipped")
     typer.echo(f"segmented {summary['cases']} case(s) with {summary['artifact']} into {out} in "
                f"{summary['wall_seconds']:.2f} s ({summary['cases_per_second']} cases/s; {model}; "
                f"read+preprocess {stages['read_preprocess']:.2f} s, "
                f"infer {stages['infer']:.2f} s, postprocess+write {stages['postprocess_write']:.2f} s, overlapped)")
+    if "ray" in summary:
+        typer.echo(ray_line(summary["ray"]))
     if report:
         atomic_write(report, lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
     shown = 10  # the rest go to --report
@@ -76,3 +89,12 @@ def infer_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (verifie
     if summary["failed"]:
         typer.echo(f"{len(summary['failed'])} input(s) failed, {summary['cases']} segmented", err=True)
         raise typer.Exit(EXIT_FAILED)
+
+
+def ray_line(ray: dict) -> str:
+    """One line of a Ray run's throughput: in total and per replica, and Ray's overhead per image."""
+    per = ", ".join(f"{name} {r['cases']} images at {r['images_per_second']}/s" for name, r in ray["per_replica"].items())
+    overhead = ray["overhead_seconds_per_image"]
+    return (f"ray: {ray['images_per_second']} images/s over {ray['replicas_seen']} replica(s) × "
+            f"{ray['threads_per_replica']} thread(s) in {ray['pipeline_seconds']:.2f} s ({per}); replica time outside "
+            f"batches {overhead * 1e3 if overhead is not None else 0:.1f} ms/image")

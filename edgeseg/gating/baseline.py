@@ -30,8 +30,11 @@ MIN_ROUNDS = 6
 
 def device_class(result: dict) -> str:
     """A coarse machine class results are comparable within: ``cpu-<arch>-<INT8 ISA tier>-<threads>t``,
-    ``gpu-<name>`` when CUDA artifacts were timed, ``jetson-<model>`` on a Jetson."""
+    ``gpu-<name>`` when CUDA artifacts were timed, ``jetson-<model>`` on a Jetson; on a fleet (``bench --ray``) the
+    class the node advertised (``edgeseg-device:<class>``), which its operator declared comparable."""
     device = result["device"]
+    if isinstance(device.get("fleet"), dict) and isinstance(device["fleet"].get("device_class"), str):
+        return device["fleet"]["device_class"]
     if device.get("jetson"):
         return f"jetson-{slug(device['jetson'].get('model') or 'unknown')}"
     timed_cuda = any(a.get("device") == "cuda" and a.get("latency") for a in result["artifacts"])

@@ -1,13 +1,10 @@
 """What `edgeseg infer` writes per case, in the input's geometry: the label map (label values: a grey PNG for 2D
 images, NIfTI with the input's header for volumes), optionally softmax probabilities, a PNG overlay with a legend
 and (2D) the label map as a palette PNG in colour. Every file is written
-to a temporary name and renamed, and recorded in the output folder's ledger (``edgeseg-outputs.jsonl``):
+to a temporary name and renamed, and recorded in the output folder's ledger (:mod:`edgeseg.infer.ledger`):
 ``--force`` replaces only files listed there and unchanged since; an output folder holding inputs is refused."""
 from __future__ import annotations
 
-import json
-import os
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +12,7 @@ import numpy as np
 from edgeseg.data.io import Geometry, atomic_write, write_array
 from edgeseg.errors import EdgesegError
 from edgeseg.overwrite import check_replace, json_object
-from edgeseg.util import file_sha256
 
-LEDGER_NAME = "edgeseg-outputs.jsonl"
-_LEDGER_HEADER = {"edgeseg": "infer outputs", "schema_version": 1}
 _REPORT_KEYS = {"bundle", "artifact", "done", "failed", "stages_seconds"}  # what every infer report holds
 
 # label 0 (background) black, then seven well-separated colours; further labels get spread hues (label_colours)
@@ -44,73 +38,6 @@ def refuse_inputs_inside(out_dir: Path, inputs: list[Path]) -> None:
     for path in inputs:
         if path.resolve().is_relative_to(out):
             raise EdgesegError(f"{out_dir}: holds the input {path}; write the outputs to a folder outside the inputs")
-
-
-class OutputLedger:
-    """The files edgeseg wrote into an output folder, one JSON line each (file, sha256, input, bundle) after a
-    header line, in ``edgeseg-outputs.jsonl``. A case's lines are appended with one ``write`` once its files are
-    in place: O(1) per case (rewriting a 10k-entry JSON took 23 ms), and a kill cannot leave half a line.
-    Thread-safe: the reader thread checks, the writer thread records."""
-
-    def __init__(self, folder: Path, bundle: str):
-        self.path, self.bundle, self._lock = folder / LEDGER_NAME, bundle, threading.Lock()
-        self.files: dict[str, dict] = self._read() if self.path.exists() or self.path.is_symlink() else {}
-
-    def _read(self) -> dict[str, dict]:
-        try:
-            lines = self.path.read_text().splitlines() if self.path.is_file() and not self.path.is_symlink() else []
-            records = [json.loads(line) for line in lines]
-        except (OSError, ValueError):
-            records = []
-        if not records or records[0] != _LEDGER_HEADER or not all(
-                isinstance(r, dict) and isinstance(r.get("file"), str) and isinstance(r.get("sha256"), str)
-                for r in records[1:]):
-            raise EdgesegError(f"{self.path}: not an edgeseg output ledger (edgeseg keeps its record of the files "
-                               "it wrote under this name); move it or choose another --out")
-        return {r["file"]: r for r in records[1:]}  # the latest line of a file wins
-
-    def check_free(self, paths: dict[str, Path], force: bool) -> None:
-        """Each path is free, or (with ``force``) an output of ours unchanged since we wrote it: the overwrite rule
-        of :func:`edgeseg.overwrite.check_replace` with this ledger saying what is ours."""
-        for path in paths.values():
-            check_replace(path, force, self._not_ours, "exists (written by a previous edgeseg infer)")
-
-    def _not_ours(self, path: Path) -> str | None:
-        """Why an existing output path may not be replaced: not in the ledger, or changed since (None: ours)."""
-        entry = self.files.get(path.name)
-        if entry is None:
-            return (f"exists and was not written by edgeseg (not in {LEDGER_NAME}); not overwritten: move it or "
-                    "choose another --out")
-        if path.is_symlink() or not path.is_file() or file_sha256(path) != entry["sha256"]:
-            return "changed since edgeseg wrote it; not overwritten"
-        return None
-
-    def free_inputs(self, items: list, out_dir: Path, probabilities: bool, overlay: bool,
-                    force: bool) -> tuple[list, list[dict]]:
-        """Check every input's outputs before any model call: the inputs whose outputs are free (or, with
-        ``force``, ours and unchanged), and one failure ``{"input", "error"}`` for each other input."""
-        free, taken = [], []
-        for item in items:
-            try:
-                self.check_free(output_paths(out_dir, item.case_id, item.kind, probabilities, overlay), force)
-                free.append(item)
-            except EdgesegError as exc:
-                taken.append({"input": item.source, "error": str(exc)})
-        return free, taken
-
-    def record(self, paths: dict[str, Path], source: str) -> None:
-        """Append the files just written for one input."""
-        records = [{"file": p.name, "sha256": file_sha256(p), "input": source, "bundle": self.bundle}
-                   for p in paths.values()]
-        with self._lock:
-            header = [] if self.path.exists() else [_LEDGER_HEADER]
-            data = "".join(json.dumps(r) + "\n" for r in header + records).encode()
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
-            try:
-                os.write(fd, data)
-            finally:
-                os.close(fd)
-            self.files.update((r["file"], r) for r in records)
 
 
 def _not_an_infer_report(path: Path) -> str | None:

@@ -33,7 +33,8 @@ from edgeseg.infer.inputs import (
     to_model_orientation,
     trained_orientation,
 )
-from edgeseg.infer.outputs import OutputLedger, output_paths, refuse_inputs_inside, write_outputs
+from edgeseg.infer.ledger import CASES_DIR, OutputLedger
+from edgeseg.infer.outputs import output_paths, refuse_inputs_inside, write_outputs
 from edgeseg.inference import label_map, predict_logits
 from edgeseg.progress import progress_bar
 from edgeseg.targets import get_target
@@ -53,7 +54,10 @@ class InferConfig:
     end_to_end: bool = True            # uint8 2D images through the artifact's end-to-end graph, when it has one
     overlay: bool = False
     force: bool = False
-    threads: int | None = None
+    resume: bool = False               # skip cases already written completely by this bundle and artifact
+    threads: int | None = None         # with ray: per replica
+    ray: str | None = None             # "auto" or a cluster address: run on Ray (edgeseg.distributed.infer)
+    replicas: int = 1                  # with ray: model replicas (one actor each)
     batch_size: int = 4                # 2D images of one folder go through the model this many at a time
     engine_cache: Path | None = None   # TensorRT: engines built on this device on first use, reused after
     max_pixels: int = MAX_PIXELS       # larger 2D images are refused from their header (memory per image)
@@ -76,7 +80,7 @@ class _Prepared:
 
 
 @dataclass
-class _Clock:
+class Clock:
     """Seconds spent per stage (the reader and writer threads overlap with inference)."""
 
     read_preprocess: float = 0.0
@@ -102,7 +106,7 @@ class _Lazy:
 
 
 class _TimedRunner:
-    def __init__(self, runner, clock: _Clock, single: bool = False):
+    def __init__(self, runner, clock: Clock, single: bool = False):
         self.runner, self.clock, self.single = runner, clock, single  # single: one image per call (end to end)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -124,8 +128,8 @@ class _Run:
     spec: CheckpointSpec
     image_dims: int | None             # 2 or 3: what the model was given in training (a 2D model may take slices)
     trained: np.ndarray | None         # the training volumes' orientation (nibabel), when recorded
-    ledger: OutputLedger
-    clock: _Clock
+    ledger: OutputLedger               # or, in a Ray replica, what stands for it there (edgeseg.distributed)
+    clock: Clock
     end_to_end: object | None = None   # the artifact's end-to-end graph, loaded (uint8 2D images go through it)
 
     def prepare(self, item: InputItem) -> _Prepared:
@@ -133,7 +137,7 @@ class _Run:
         t0 = time.perf_counter()
         cfg, spec = self.cfg, self.spec
         paths = output_paths(cfg.out, item.case_id, item.kind, cfg.probabilities, cfg.overlay)
-        self.ledger.check_free(paths, cfg.force)
+        self.ledger.check_free(paths, cfg.force, cfg.resume)
         check_size(item, cfg.max_pixels, cfg.max_voxels)
         image, geometry = read_item(item)
         check_dims(image, spec, self.image_dims, item.source)
@@ -160,12 +164,13 @@ class _Run:
                 result = self.spec.preprocessing.restore(result, prepared.model_image.shape[1:])
             logits = from_model_orientation(result, prepared.orientation)
             labels = label_map(logits)
+        self.ledger.begin(prepared.item, prepared.paths)
         write_outputs(prepared.paths, labels, logits, prepared.image, prepared.geometry, self.spec.label_names)
-        self.ledger.record(prepared.paths, prepared.item.source)
+        self.ledger.record(prepared.item, prepared.paths)
         self.clock.postprocess_write += time.perf_counter() - t0
 
 
-def _failure(source: str, exc: Exception) -> dict:
+def failure(source: str, exc: Exception) -> dict:
     """One line for a failed input: an EdgesegError's message, else the exception's type and message."""
     message = str(exc) if isinstance(exc, EdgesegError) else f"{type(exc).__name__}: {exc}"
     return {"input": source, "error": " ".join(message.split())[:500]}
@@ -184,15 +189,17 @@ def _unique_outputs(items: list[InputItem], failed: list[dict]) -> list[InputIte
     return kept
 
 
-def _open(cfg: InferConfig) -> tuple[CheckpointSpec, dict, Artifact, str]:
-    """``(spec, input layout, artifact, why it was chosen)`` of the verified bundle; with an engine cache, the
-    artifact's target prepares what this device needs there (TensorRT: its engine, built on first use)."""
+def open_bundle(cfg: InferConfig) -> tuple[CheckpointSpec, dict, Artifact, str, str]:
+    """``(spec, input layout, artifact, why it was chosen, manifest digest)`` of the verified bundle; with an
+    engine cache, the artifact's target prepares what this device needs there (TensorRT: its engine, built on
+    first use)."""
     manifest = load_bundle(cfg.bundle)  # every file's sha256 is checked before any input is read
     artifact, why = choose_artifact(manifest_artifacts(manifest), cfg.backend, cfg.artifact, cfg.engine_cache is not None)
     log.info("infer: backend: %s", why)
     if cfg.engine_cache is not None:
         artifact = get_target(artifact.runtime).prepare(Path(cfg.bundle), artifact, cfg.engine_cache)
-    return CheckpointSpec.from_manifest(manifest), manifest.get("input") or {}, artifact, why
+    return (CheckpointSpec.from_manifest(manifest), manifest.get("input") or {}, artifact, why,
+            manifest["manifest_sha256"])
 
 
 def _inputs(cfg: InferConfig, spec: CheckpointSpec) -> tuple[list[InputItem], list[dict]]:
@@ -246,7 +253,7 @@ class _Model:
             self.writes.extend((p.item, self.writer.submit(self.run.finish, p, lg))
                                for p, lg in zip(self.batch, logits))
         except Exception as exc:  # the model call failed: every image of the batch did
-            self.failed.extend(_failure(p.item.source, exc) for p in self.batch)
+            self.failed.extend(failure(p.item.source, exc) for p in self.batch)
         self.batch.clear()
 
     def written(self) -> list[str]:
@@ -257,18 +264,19 @@ class _Model:
                 future.result()
                 done.append(item.case_id)
             except Exception as exc:
-                self.failed.append(_failure(item.source, exc))
+                self.failed.append(failure(item.source, exc))
         return done
 
 
-def _segment(run: _Run, runner: _TimedRunner, items: list[InputItem], failed: list[dict]) -> list[str]:
+def segment(run: _Run, runner: _TimedRunner, items: list[InputItem], failed: list[dict],
+            show_progress: bool = True) -> list[str]:
     """Read and prepare inputs ahead on one thread, run the model here, write the results on another; returns the
     case ids done (failures go to ``failed``)."""
     cfg = run.cfg
     # read ahead: a batch of 2D images and one more; one volume (each may take gigabytes)
     ahead = cfg.batch_size + 1 if run.spec.spatial_dims == 2 and run.image_dims != 3 else 1
     with ThreadPoolExecutor(1, "edgeseg-read") as reader, ThreadPoolExecutor(1, "edgeseg-write") as writer, \
-            progress_bar() as bar:
+            progress_bar(disable=not show_progress) as bar:
         task = bar.add_task("infer", total=len(items), info="")
         queue = deque(reader.submit(run.prepare, item) for item in items[:ahead])
         remaining = iter(items[ahead:])
@@ -280,19 +288,14 @@ def _segment(run: _Run, runner: _TimedRunner, items: list[InputItem], failed: li
             try:
                 model.add(future.result(), last=not queue)
             except Exception as exc:  # one input's failure, whatever it is, stops only that input
-                failed.append(_failure(item.source, exc))
+                failed.append(failure(item.source, exc))
             bar.advance(task)
         model.flush()
         return model.written()
 
 
-def run_infer(cfg: InferConfig) -> dict:
-    """Segment every input; returns a summary (cases done and failed, throughput, time per stage, the stale
-    temporary files of killed runs removed from the output folder)."""
-    start = time.perf_counter()
-    swept = [str(p) for p in sweep_stale(cfg.out)]  # left by an edgeseg infer killed while writing here
-    spec, layout, artifact, why = _open(cfg)
-    clock = _Clock()
+def load_runners(cfg: InferConfig, artifact: Artifact, clock: Clock) -> tuple[_TimedRunner, object | None, float]:
+    """``(logits runner, end-to-end graph or None, seconds to load)`` of the artifact in its runtime."""
     t0 = time.perf_counter()
     target = get_target(artifact.runtime)
     # probabilities need the logits: then every image takes the host path
@@ -300,25 +303,66 @@ def run_infer(cfg: InferConfig) -> dict:
                   if cfg.end_to_end and not cfg.probabilities else None)
     runner = _TimedRunner(_Lazy(lambda: target.load(Path(cfg.bundle), artifact, cfg.threads)) if end_to_end
                           else target.load(Path(cfg.bundle), artifact, cfg.threads), clock)
-    load_seconds = time.perf_counter() - t0
+    return runner, end_to_end, time.perf_counter() - t0
+
+
+@dataclass
+class Plan:
+    """What a run knows before any model call: the verified bundle's spec and artifact, the inputs to segment,
+    those that failed already, and the cases ``--resume`` skips."""
+
+    spec: CheckpointSpec
+    layout: dict
+    artifact: Artifact
+    why: str
+    items: list[InputItem]
+    failed: list[dict]
+    skipped: list[str]
+    ledger: OutputLedger
+    swept: list[str]
+
+
+def plan(cfg: InferConfig) -> Plan:
+    """Verify the bundle, find the inputs and check every output path (the rules of :mod:`edgeseg.infer.ledger`)."""
+    # temporaries of an edgeseg infer killed while writing here
+    swept = [str(p) for p in sweep_stale(cfg.out) + sweep_stale(cfg.out / CASES_DIR)]
+    spec, layout, artifact, why, digest = open_bundle(cfg)
     items, failed = _inputs(cfg, spec)
-    run = _Run(cfg, spec, layout.get("image_dims"), trained_orientation(layout.get("axcodes")),
-               OutputLedger(cfg.out, str(cfg.bundle)), clock, end_to_end)
-    items, taken = run.ledger.free_inputs(items, cfg.out, cfg.probabilities, cfg.overlay, cfg.force)
-    failed += taken  # every output path checked before any model call
+    ledger = OutputLedger(cfg.out, {"bundle": str(cfg.bundle), "manifest_sha256": digest, "artifact": artifact.name})
+    items, taken, skipped = ledger.free_inputs(items, cfg.out, cfg.probabilities, cfg.overlay, cfg.force, cfg.resume)
+    return Plan(spec, layout, artifact, why, items, failed + taken, skipped, ledger, swept)
+
+
+def new_run(cfg: InferConfig, spec: CheckpointSpec, layout: dict, ledger, clock: Clock, end_to_end) -> _Run:
+    """What a run's reader and writer threads share; ``ledger`` records the outputs (:mod:`edgeseg.infer.ledger`)."""
+    return _Run(cfg, spec, layout.get("image_dims"), trained_orientation(layout.get("axcodes")), ledger, clock,
+                end_to_end)
+
+
+def run_local(cfg: InferConfig) -> dict:
+    """Segment every input in this process; returns a summary (cases done, skipped and failed, throughput, time per
+    stage, the stale temporary files of killed runs removed from the output folder)."""
+    start = time.perf_counter()
+    planned, clock = plan(cfg), Clock()
+    runner, end_to_end, load_seconds = load_runners(cfg, planned.artifact, clock)
     done: list[str] = []
-    if items:
+    if planned.items:  # every output path was checked before any model call
         cfg.out.mkdir(parents=True, exist_ok=True)
-        done = _segment(run, runner, items, failed)
-    return _summary(cfg, artifact, why, done, failed, clock, load_seconds, start, swept)
+        run = new_run(cfg, planned.spec, planned.layout, planned.ledger, clock, end_to_end)
+        done = segment(run, runner, planned.items, planned.failed)
+    planned.ledger.sidecars.remove_folder_if_empty()
+    return summary(cfg, planned, done, clock, load_seconds, start)
 
 
-def _summary(cfg, artifact, why, done, failed, clock: _Clock, load_seconds, start, swept) -> dict:
+def summary(cfg, planned: Plan, done, clock: Clock, load_seconds, start) -> dict:
+    """The run summary ``edgeseg infer --report`` writes."""
     wall = time.perf_counter() - start
+    artifact = planned.artifact
     return {"bundle": str(cfg.bundle), "artifact": artifact.name, "runtime": artifact.runtime,
-            "swept": swept,
-            "precision": artifact.precision, "backend_choice": why, "out": str(cfg.out),
-            "cases": len(done), "done": done, "failed": failed, "load_seconds": round(load_seconds, 3),
+            "swept": planned.swept,
+            "precision": artifact.precision, "backend_choice": planned.why, "out": str(cfg.out),
+            "cases": len(done), "done": done, "skipped": planned.skipped, "failed": planned.failed,
+            "load_seconds": round(load_seconds, 3),
             "wall_seconds": round(wall, 3), "cases_per_second": round(len(done) / wall, 2) if wall > 0 else None,
             "stages_seconds": {"read_preprocess": round(clock.read_preprocess, 3), "infer": round(clock.infer, 3),
                                "postprocess_write": round(clock.postprocess_write, 3)},
@@ -327,7 +371,7 @@ def _summary(cfg, artifact, why, done, failed, clock: _Clock, load_seconds, star
             **_model_timing(cfg, clock)}
 
 
-def _model_timing(cfg, clock: _Clock) -> dict:
+def _model_timing(cfg, clock: Clock) -> dict:
     """The model's time per image as bench defines it (benchmarks/SCHEMA.md, "Latency definitions"): the median
     call after the first, per image of the call; the first call (lazy initialisation, warm-up) on its own."""
     steady = clock.calls[1:] or clock.calls

@@ -1,0 +1,204 @@
+"""What `edgeseg infer` wrote into an output folder, and how a killed run is resumed.
+
+``edgeseg-outputs.jsonl`` (the ledger) lists every file edgeseg wrote there, one JSON line each after a header
+line: file name, sha256, the input it came from (path and a size/mtime stamp), the bundle (path, manifest
+digest) and artifact. ``--force`` replaces only files listed there and unchanged since.
+
+A case is written in three steps, so that a kill at any point leaves a state the next run understands:
+1. a sidecar ``.edgeseg-cases/<case>.json`` says "writing" and names the case's files (they are edgeseg's from
+   now on: a later ``--resume`` may finish them, a later run without it refuses to touch them unasked);
+2. the files are written, each to a temporary name and renamed;
+3. the case's lines are appended to the ledger and the sidecar removed. A Ray replica (another process, maybe
+   another machine, where appending to one shared file is not atomic) instead rewrites its sidecar as "done"
+   with the lines; the driver appends them to the ledger as results arrive, or the next run does.
+
+``--resume`` skips a case whose files are all in the ledger, unchanged, from the same bundle digest, artifact
+and unchanged input; a case left "writing" is done again.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+from edgeseg.data.io import atomic_write
+from edgeseg.errors import EdgesegError
+from edgeseg.overwrite import check_replace
+from edgeseg.util import file_sha256
+
+LEDGER_NAME = "edgeseg-outputs.jsonl"
+CASES_DIR = ".edgeseg-cases"
+_LEDGER_HEADER = {"edgeseg": "infer outputs", "schema_version": 1}
+_EARLIER = "exists (written by a previous edgeseg infer)"
+
+
+def input_stamp(paths: list[Path]) -> list:
+    """``[size, mtime_ns]`` per input path (a folder: its files' count, total size and latest mtime): what
+    says an input is unchanged since its outputs were written, without reading it again."""
+    stamp = []
+    for path in map(Path, paths):
+        try:
+            if path.is_dir():
+                files = [p.stat() for p in path.iterdir() if p.is_file()]
+                stamp.append([len(files), sum(s.st_size for s in files), max((s.st_mtime_ns for s in files), default=0)])
+            else:
+                st = path.stat()
+                stamp.append([st.st_size, st.st_mtime_ns])
+        except OSError:
+            stamp.append(None)
+    return stamp
+
+
+class CaseSidecars:
+    """The per-case sidecars in ``OUT/.edgeseg-cases``; ``run`` holds the bundle path, its manifest digest and
+    the artifact, recorded with every file."""
+
+    def __init__(self, folder: Path, run: dict):
+        self.folder, self.run = Path(folder) / CASES_DIR, run
+
+    def _path(self, case_id: str) -> Path:
+        return self.folder / f"{case_id}.json"
+
+    def _write(self, case_id: str, body: dict) -> None:
+        atomic_write(self._path(case_id), lambda tmp: tmp.write_text(json.dumps(body)))
+
+    def begin(self, item, paths: dict[str, Path]) -> None:
+        """Step 1: the case's files are about to be written."""
+        self._write(item.case_id, {"state": "writing", "files": [p.name for p in paths.values()], "input": item.source})
+
+    def records(self, item, paths: dict[str, Path]) -> list[dict]:
+        """The ledger lines of a case whose files are in place."""
+        stamp = input_stamp(item.paths)
+        return [{"file": p.name, "sha256": file_sha256(p), "input": item.source, "input_stamp": stamp, **self.run}
+                for p in paths.values()]
+
+    def done(self, item, paths: dict[str, Path]) -> list[dict]:
+        """Step 3 of a replica: the sidecar becomes the case's record; returns its ledger lines."""
+        records = self.records(item, paths)
+        self._write(item.case_id, {"state": "done", "records": records})
+        return records
+
+    def clear(self, case_id: str) -> None:
+        self._path(case_id).unlink(missing_ok=True)
+
+    def read_all(self) -> list[tuple[str, dict]]:
+        """``(case id, sidecar)`` of every readable sidecar (an unreadable one is left alone and ignored)."""
+        found = []
+        for path in sorted(self.folder.glob("*.json")) if self.folder.is_dir() else []:
+            try:
+                body = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(body, dict) and body.get("state") in ("writing", "done"):
+                found.append((path.name[: -len(".json")], body))
+        return found
+
+    def remove_folder_if_empty(self) -> None:
+        try:
+            self.folder.rmdir()
+        except OSError:
+            pass
+
+
+class OutputLedger:
+    """The files edgeseg wrote into an output folder (see the module docstring). A case's lines are appended
+    with one ``write`` once its files are in place: O(1) per case (rewriting a 10k-entry JSON took 23 ms), and a
+    kill cannot leave half a line. Thread-safe: the reader thread checks, the writer thread records. Opening it
+    takes in the records of finished cases from sidecars a killed run left."""
+
+    def __init__(self, folder: Path, run: dict):
+        self.path, self.run, self._lock = Path(folder) / LEDGER_NAME, run, threading.Lock()
+        self.sidecars = CaseSidecars(folder, run)
+        self.files: dict[str, dict] = self._read() if self.path.exists() or self.path.is_symlink() else {}
+        self.pending: set[str] = set()  # files of cases a killed run began: edgeseg's, maybe incomplete
+        for case_id, sidecar in self.sidecars.read_all():
+            if sidecar["state"] == "done" and isinstance(sidecar.get("records"), list):
+                self.append(sidecar["records"])
+                self.sidecars.clear(case_id)
+            elif isinstance(sidecar.get("files"), list):
+                self.pending.update(name for name in sidecar["files"] if isinstance(name, str))
+
+    def _read(self) -> dict[str, dict]:
+        try:
+            lines = self.path.read_text().splitlines() if self.path.is_file() and not self.path.is_symlink() else []
+            records = [json.loads(line) for line in lines]
+        except (OSError, ValueError):
+            records = []
+        if not records or records[0] != _LEDGER_HEADER or not all(
+                isinstance(r, dict) and isinstance(r.get("file"), str) and isinstance(r.get("sha256"), str)
+                for r in records[1:]):
+            raise EdgesegError(f"{self.path}: not an edgeseg output ledger (edgeseg keeps its record of the files "
+                               "it wrote under this name); move it or choose another --out")
+        return {r["file"]: r for r in records[1:]}  # the latest line of a file wins
+
+    def check_free(self, paths: dict[str, Path], force: bool, resume: bool = False) -> None:
+        """Each path is free, or replaceable: an output of ours unchanged since we wrote it (with ``force``), or a
+        file of a case a killed run began (with ``resume`` or ``force``) — the rule of
+        :func:`edgeseg.overwrite.check_replace` with this ledger saying what is ours."""
+        for path in paths.values():
+            pending = path.name in self.pending
+            check_replace(path, force or (resume and pending), self._not_ours,
+                          "left by an edgeseg infer that was killed; pass --resume to finish it" if pending else _EARLIER)
+
+    def _not_ours(self, path: Path) -> str | None:
+        """Why an existing output path may not be replaced: not edgeseg's, or changed since (None: ours)."""
+        entry, pending = self.files.get(path.name), path.name in self.pending
+        if entry is None and not pending:
+            return (f"exists and was not written by edgeseg (not in {LEDGER_NAME}); not overwritten: move it or "
+                    "choose another --out")
+        if path.is_symlink() or not path.is_file() or (not pending and file_sha256(path) != entry["sha256"]):
+            return "changed since edgeseg wrote it; not overwritten"
+        return None
+
+    def complete(self, item, paths: dict[str, Path]) -> bool:
+        """Every file of the case is in the ledger, unchanged, written by this bundle digest and artifact from
+        the input as it is now: ``--resume`` skips it."""
+        stamp = input_stamp(item.paths)
+        for path in paths.values():
+            entry = self.files.get(path.name)
+            if (entry is None or path.name in self.pending or path.is_symlink() or not path.is_file()
+                    or any(entry.get(k) != v for k, v in self.run.items() if k != "bundle")
+                    or entry.get("input_stamp") != stamp or file_sha256(path) != entry["sha256"]):
+                return False
+        return True
+
+    def free_inputs(self, items: list, out_dir: Path, probabilities: bool, overlay: bool, force: bool,
+                    resume: bool = False) -> tuple[list, list[dict], list[str]]:
+        """Check every input's outputs before any model call: the inputs to segment, one failure
+        ``{"input", "error"}`` per input whose outputs may not be written, and the case ids ``resume`` skips."""
+        from edgeseg.infer.outputs import output_paths
+
+        free, taken, skipped = [], [], []
+        for item in items:
+            paths = output_paths(out_dir, item.case_id, item.kind, probabilities, overlay)
+            if resume and self.complete(item, paths):
+                skipped.append(item.case_id)
+                continue
+            try:
+                self.check_free(paths, force, resume)
+                free.append(item)
+            except EdgesegError as exc:
+                taken.append({"input": item.source, "error": str(exc)})
+        return free, taken, skipped
+
+    def begin(self, item, paths: dict[str, Path]) -> None:
+        self.sidecars.begin(item, paths)
+
+    def record(self, item, paths: dict[str, Path]) -> None:
+        """The files of one case are in place: their lines to the ledger, its sidecar removed."""
+        self.append(self.sidecars.records(item, paths))
+        self.sidecars.clear(item.case_id)
+
+    def append(self, records: list[dict]) -> None:
+        """Append ledger lines in one ``write`` (O_APPEND: a kill leaves whole lines)."""
+        with self._lock:
+            header = [] if self.path.exists() else [_LEDGER_HEADER]
+            data = "".join(json.dumps(r) + "\n" for r in header + records).encode()
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+            self.files.update((r["file"], r) for r in records)
+            self.pending.difference_update(r["file"] for r in records)
