@@ -85,7 +85,13 @@ def test_resume_skips_complete_cases_and_redoes_unfinished_ones(bundle, phantom_
     lines = (out / LEDGER_NAME).read_text().splitlines()
     (out / LEDGER_NAME).write_text("\n".join(line for line in lines if names[0] not in line) + "\n")
     (out / CASES_DIR).mkdir()
-    (out / CASES_DIR / f"{first['done'][0]}.json").write_text(json.dumps({"state": "writing", "files": [names[0]]}))
+    sidecar = out / CASES_DIR / f"{first['done'][0]}.json"
+    sidecar.write_text(json.dumps({"state": "writing", "files": [names[0]]}))
+    # a file older than the sidecar naming it was not written by that run: never taken as edgeseg's
+    forged = run_infer(InferConfig(bundle, [inputs], out, threads=1, resume=True))
+    assert "not written by edgeseg" in forged["failed"][0]["error"] and not forged["done"]
+    later = sidecar.stat().st_mtime_ns + 10**9
+    os.utime(out / names[0], ns=(later, later))  # the run wrote the file after its sidecar, then was killed
     plain = run_infer(InferConfig(bundle, [inputs], out, threads=1))
     assert len(plain["failed"]) == 4 and "pass --resume" in plain["failed"][0]["error"]
     os.utime(inputs / sorted(os.listdir(inputs))[1], ns=(1, 1))  # an input changed since its outputs were written
@@ -94,6 +100,35 @@ def test_resume_skips_complete_cases_and_redoes_unfinished_ones(bundle, phantom_
     assert resumed["skipped"] == [first["done"][2], first["done"][3]]
     assert "exists" in resumed["failed"][0]["error"] and len(resumed["failed"]) == 1  # changed input: not ours to redo
     assert sorted(set(_ledger_files(out))) == names and not (out / CASES_DIR).exists()
+
+
+def test_records_a_killed_ray_driver_left_in_sidecars_are_taken_in_once_and_forged_ones_never(bundle, phantom_demo,
+                                                                                                 tmp_path):
+    inputs = _inputs(phantom_demo, tmp_path / "in", 3)
+    out = tmp_path / "out"
+    first = run_infer(InferConfig(bundle, [inputs], out, threads=1))
+    lines = (out / LEDGER_NAME).read_text().splitlines()
+    kept, records = lines[:1], {}
+    for line in lines[1:]:
+        record = json.loads(line)
+        (records.setdefault(record["file"], []) if first["done"][2] not in record["file"] else kept).append(record)
+    # case 0: a replica finished it, the driver was killed before its ledger append; case 1: after the append
+    # (the sidecar is left as well); a forged sidecar claims a file edgeseg did not write
+    (out / LEDGER_NAME).write_text("\n".join([lines[0], *(json.dumps(r) for r in kept[1:])]
+                                             + [json.dumps(r) for r in records.get(f"{first['done'][1]}.png", [])])
+                                   + "\n")
+    (out / CASES_DIR).mkdir()
+    for case in first["done"][:2]:
+        sidecar = {"state": "done", "records": records[f"{case}.png"]}
+        (out / CASES_DIR / f"{case}.json").write_text(json.dumps(sidecar))
+    (out / "notes.txt").write_text("a user's file")
+    forged = {"state": "done", "records": [{"file": "notes.txt", "sha256": "0" * 64}]}
+    (out / CASES_DIR / "forged.json").write_text(json.dumps(forged))
+    resumed = run_infer(InferConfig(bundle, [inputs], out, threads=1, resume=True))
+    assert resumed["skipped"] == first["done"] and not resumed["done"] and not resumed["failed"]
+    files = _ledger_files(out)
+    assert sorted(files) == sorted(_masks(out)), "a record taken in twice, lost, or forged"
+    assert (out / "notes.txt").read_text() == "a user's file"
 
 
 def _wait_for_lines(ledger: Path, n: int, proc: subprocess.Popen, timeout: float) -> None:

@@ -93,8 +93,9 @@ def infer_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (verifie
 
 def ray_line(ray: dict) -> str:
     """One line of a Ray run's throughput: in total and per replica, and Ray's overhead per image."""
-    per = ", ".join(f"{name} {r['cases']} images at {r['images_per_second']}/s" for name, r in ray["per_replica"].items())
-    overhead = ray["overhead_seconds_per_image"]
+    per = ", ".join(f"{name} {r['cases']} images at {r['images_per_second']}/s busy" for name, r in
+                    ray["per_replica"].items())
+    overhead = ray["overhead_seconds_per_image"] or 0.0
     return (f"ray: {ray['images_per_second']} images/s over {ray['replicas_seen']} replica(s) × "
-            f"{ray['threads_per_replica']} thread(s) in {ray['pipeline_seconds']:.2f} s ({per}); replica time outside "
-            f"batches {overhead * 1e3 if overhead is not None else 0:.1f} ms/image")
+            f"{ray['threads_per_replica']} thread(s) in {ray['pipeline_seconds']:.2f} s ({per}); replica start-up "
+            f"{ray['startup_seconds'] or 0:.1f} s, then {overhead * 1e3:.1f} ms/image between batches")

@@ -29,6 +29,7 @@ def connected(address: str | bool) -> Iterator[object]:
     started it shuts down after it."""
     ray = import_ray()
     if ray.is_initialized():
+        quiet_ray_data(ray)
         yield ray
         return
     address = "auto" if address is True else str(address)

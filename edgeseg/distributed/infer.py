@@ -11,11 +11,14 @@ arrive, so a killed run leaves nothing the next ``--resume`` cannot account for 
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+
+import numpy as np
 
 from edgeseg.distributed.cluster import connected, ray_failure
 from edgeseg.errors import EdgesegError, UsageError
@@ -103,6 +106,13 @@ def _replica_class(config: dict) -> type:
     return type("EdgesegReplica", (Replica,), {"CONFIG": config})
 
 
+def _task_images(cfg: InferConfig, images: int) -> int:
+    """Images per Ray task: whole model batches, enough that Ray's cost per task (≈ 50 ms here) is small against
+    the work, few enough that every replica gets several tasks; at most 64."""
+    per_replica = math.ceil(images / (cfg.replicas * 4))
+    return max(1, math.ceil(min(64, per_replica) / cfg.batch_size)) * cfg.batch_size
+
+
 def _absolute(cfg: InferConfig) -> InferConfig:
     """Every path absolute: a replica's working folder is not the driver's."""
     return replace(cfg, bundle=cfg.bundle.resolve(), out=cfg.out.resolve(), inputs=[p.resolve() for p in cfg.inputs],
@@ -125,42 +135,66 @@ class _Gather:
     def __init__(self, planned: Plan):
         self.planned, self.clock, self.done, self.replicas, self.loads = planned, Clock(), [], {}, []
         self.sources = {item.case_id: item.source for item in planned.items}
+        self.driver_seconds = 0.0  # the driver's own work per row (ledger append, sidecar removal)
+        self.started = time.time()  # the pipeline's start (wall clock: replicas report theirs)
 
-    def add(self, row: dict) -> None:
-        case = row["case_id"]
+    def add(self, batch: dict) -> int:
+        """Take in a batch of result rows (one ledger write for all of them); returns how many rows."""
+        t0 = time.perf_counter()
+        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        records, done = [], []
+        for row in rows:
+            if written := self._row(row):
+                records += written
+                done.append(row["case_id"])
+        if records:
+            self.planned.ledger.append(records)  # then the sidecars go: a kill between leaves them to absorb
+        for case in done:
+            self.planned.ledger.sidecars.clear(case)
+        self.done += done
+        self.driver_seconds += time.perf_counter() - t0
+        return len(rows)
+
+    def _row(self, row: dict) -> list[dict]:
+        """One case's result: its ledger records ([] when it failed, recorded as a failure)."""
+        case = str(row["case_id"])
         records = json.loads(row["records"])
         if row["error"] or not records:
-            self.planned.failed.append({"input": self.sources[case], "error": row["error"] or "no output written"})
-        else:
-            self.planned.ledger.append(records)
-            self.planned.ledger.sidecars.clear(case)
-            self.done.append(case)
-        stats = self.replicas.setdefault(row["replica"], {"cases": 0, "batches": {}})
+            self.planned.failed.append({"input": self.sources[case], "error": str(row["error"]) or "no output written"})
+            records = []
+        stats = self.replicas.setdefault(str(row["replica"]), {"cases": 0, "batches": {}})
         stats["cases"] += 1
-        stats["batches"][(row["start"], row["end"])] = None
+        stats["batches"][(float(row["start"]), float(row["end"]))] = None
         clock = json.loads(row["clock"])
         if clock:
             self.loads.append(clock.pop("load_seconds"))
             self.clock.calls += [tuple(c) for c in clock.pop("calls")]
             for key, value in clock.items():
                 setattr(self.clock, key, getattr(self.clock, key) + value)
+        return records
 
     def ray_summary(self, cfg: InferConfig, pipeline_seconds: float) -> dict:
-        per_replica = {}
-        busy_total = 0.0
+        """Throughput in total and per replica (images per busy second), each replica's start-up (from the
+        pipeline's start to its first batch: actor start, bundle verification, model load; wall clocks of other
+        nodes must be in sync) and the steady overhead: replica time between its batches, per image."""
+        per_replica, gaps, startups = {}, 0.0, []
         for name, stats in sorted(self.replicas.items()):
-            busy = sum(end - start for start, end in stats["batches"])
-            busy_total += busy
-            per_replica[name] = {"cases": stats["cases"], "busy_seconds": round(busy, 3),
+            batches = sorted(stats["batches"])
+            busy = sum(end - start for start, end in batches)
+            gaps += max(0.0, (batches[-1][1] - batches[0][0]) - busy)
+            startups.append(max(0.0, batches[0][0] - self.started))
+            per_replica[name] = {"cases": stats["cases"], "batches": len(batches), "busy_seconds": round(busy, 3),
+                                 "startup_seconds": round(startups[-1], 3),
                                  "images_per_second": round(stats["cases"] / busy, 2) if busy > 0 else None}
         images = sum(s["cases"] for s in self.replicas.values())
-        idle = max(0.0, pipeline_seconds * len(self.replicas) - busy_total)
         return {"address": str(cfg.ray), "replicas": cfg.replicas, "replicas_seen": len(self.replicas),
                 "threads_per_replica": cfg.threads, "pipeline_seconds": round(pipeline_seconds, 3),
                 "images_per_second": round(images / pipeline_seconds, 2) if pipeline_seconds > 0 else None,
                 "per_replica": per_replica,
-                # replica time outside its batches (actor start, model load, scheduling, transfers) per image
-                "overhead_seconds_per_image": round(idle / images, 4) if images else None}
+                "startup_seconds": round(float(np.median(startups)), 3) if startups else None,
+                "overhead_seconds_per_image": round(gaps / images, 4) if images else None,
+                # what bounds a cluster's throughput from the driver's side: 1 / this images/s
+                "driver_seconds_per_image": round(self.driver_seconds / images, 6) if images else None}
 
 
 def run_infer_ray(cfg: InferConfig) -> dict:
@@ -177,16 +211,15 @@ def run_infer_ray(cfg: InferConfig) -> dict:
         config = {"infer": {**{k: v for k, v in asdict(cfg).items() if k != "ray"}, "artifact": planned.artifact.name},
                   "manifest_sha256": planned.ledger.run["manifest_sha256"]}
         with connected(cfg.ray) as ray:
-            t0 = time.perf_counter()
+            t0, gather.started = time.perf_counter(), time.time()
             dataset = ray.data.from_items(_rows(cfg, planned)).map_batches(
-                _replica_class(config), batch_size=cfg.batch_size, batch_format="numpy",
+                _replica_class(config), batch_size=_task_images(cfg, len(planned.items)), batch_format="numpy",
                 compute=ray.data.ActorPoolStrategy(size=cfg.replicas), num_cpus=cfg.threads)
             try:
                 with progress_bar() as bar:
                     task = bar.add_task("infer (ray)", total=len(planned.items), info="")
-                    for row in dataset.iter_rows():
-                        gather.add(row)
-                        bar.update(task, advance=1, info=f"{len(gather.replicas)} replica(s)")
+                    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                        bar.update(task, advance=gather.add(batch), info=f"{len(gather.replicas)} replica(s)")
             except Exception as exc:  # a replica that could not start, a lost node: one line, not Ray's trace
                 if isinstance(exc, EdgesegError):
                     raise

@@ -91,7 +91,7 @@ class CaseSidecars:
             except (OSError, ValueError):
                 continue
             if isinstance(body, dict) and body.get("state") in ("writing", "done"):
-                found.append((path.name[: -len(".json")], body))
+                found.append((path.name[: -len(".json")], {**body, "mtime_ns": path.stat().st_mtime_ns}))
         return found
 
     def remove_folder_if_empty(self) -> None:
@@ -111,13 +111,27 @@ class OutputLedger:
         self.path, self.run, self._lock = Path(folder) / LEDGER_NAME, run, threading.Lock()
         self.sidecars = CaseSidecars(folder, run)
         self.files: dict[str, dict] = self._read() if self.path.exists() or self.path.is_symlink() else {}
-        self.pending: set[str] = set()  # files of cases a killed run began: edgeseg's, maybe incomplete
+        # files of cases a killed run began (name → when the sidecar was written): edgeseg's, maybe incomplete
+        self.pending: dict[str, int] = {}
         for case_id, sidecar in self.sidecars.read_all():
             if sidecar["state"] == "done" and isinstance(sidecar.get("records"), list):
-                self.append(sidecar["records"])
+                # a kill may have come after the driver's append and before the sidecar went: not twice
+                if not all(self._intact(r) for r in sidecar["records"]):
+                    continue  # not what edgeseg wrote, or changed since: left alone, and not taken in
+                if new := [r for r in sidecar["records"] if r != self.files.get(r["file"])]:
+                    self.append(new)
                 self.sidecars.clear(case_id)
             elif isinstance(sidecar.get("files"), list):
-                self.pending.update(name for name in sidecar["files"] if isinstance(name, str))
+                self.pending.update({name: sidecar["mtime_ns"] for name in sidecar["files"]
+                                     if isinstance(name, str) and name.startswith(case_id) and Path(name).name == name})
+
+    def _intact(self, record) -> bool:
+        """A sidecar's record names a file of this folder that still has the bytes it records."""
+        if not (isinstance(record, dict) and isinstance(record.get("file"), str) and isinstance(record.get("sha256"), str)):
+            return False
+        path = self.path.parent / record["file"]
+        return (Path(record["file"]).name == record["file"] and path.is_file() and not path.is_symlink()
+                and file_sha256(path) == record["sha256"])
 
     def _read(self) -> dict[str, dict]:
         try:
@@ -137,13 +151,21 @@ class OutputLedger:
         file of a case a killed run began (with ``resume`` or ``force``) — the rule of
         :func:`edgeseg.overwrite.check_replace` with this ledger saying what is ours."""
         for path in paths.values():
-            pending = path.name in self.pending
+            pending = self._pending(path)
             check_replace(path, force or (resume and pending), self._not_ours,
                           "left by an edgeseg infer that was killed; pass --resume to finish it" if pending else _EARLIER)
 
+    def _pending(self, path: Path) -> bool:
+        """A file of a case a killed run began, written after its sidecar (a file older than the sidecar that
+        names it was not written by that run)."""
+        try:
+            return path.name in self.pending and path.lstat().st_mtime_ns >= self.pending[path.name]
+        except OSError:
+            return False
+
     def _not_ours(self, path: Path) -> str | None:
         """Why an existing output path may not be replaced: not edgeseg's, or changed since (None: ours)."""
-        entry, pending = self.files.get(path.name), path.name in self.pending
+        entry, pending = self.files.get(path.name), self._pending(path)
         if entry is None and not pending:
             return (f"exists and was not written by edgeseg (not in {LEDGER_NAME}); not overwritten: move it or "
                     "choose another --out")
@@ -201,4 +223,5 @@ class OutputLedger:
             finally:
                 os.close(fd)
             self.files.update((r["file"], r) for r in records)
-            self.pending.difference_update(r["file"] for r in records)
+            for r in records:
+                self.pending.pop(r["file"], None)

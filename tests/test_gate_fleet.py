@@ -1,0 +1,54 @@
+"""The gate over a fleet (issue M): results of several device classes, each against its own baseline in
+--baseline-dir, one JUnit file with a suite per class; what `bench --ray` runs after gathering its results."""
+import copy
+import json
+import xml.etree.ElementTree as ET
+
+from gate_support import INT8, _gate, _slow_down
+
+from edgeseg.gating import device_class
+
+
+def _fleet(steady, name):
+    res = copy.deepcopy(steady)
+    res["device"]["fleet"] = {"device_class": name, "node": f"node-{name}"}
+    return res
+
+
+def test_each_class_is_gated_against_its_own_baseline_in_one_junit_file(steady, tmp_path):
+    results = {}
+    for name in ("x86-server", "jetson-orin-nano"):
+        results[name] = tmp_path / f"{name}.json"
+        results[name].write_text(json.dumps(_fleet(steady, name)))
+    assert device_class(json.loads(results["x86-server"].read_text())) == "x86-server"
+    baselines = tmp_path / "baselines"
+    res = _gate(*results.values(), "--baseline-dir", baselines, "--update-baseline")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in baselines.iterdir()) == ["jetson-orin-nano.json", "x86-server.json"]
+
+    junit = tmp_path / "fleet.xml"
+    res = _gate(*results.values(), "--baseline-dir", baselines, "--junit", junit)
+    assert res.exit_code == 0, res.output
+    suites = ET.parse(junit).getroot().findall("testsuite")
+    assert [s.get("name") for s in suites] == ["x86-server", "jetson-orin-nano"]
+    assert all(s.get("failures") == "0" and int(s.get("tests")) > 0 for s in suites)
+
+    # the Jetson got 40 % slower: only its suite fails, and the gate exits 1
+    results["jetson-orin-nano"].write_text(json.dumps(_slow_down(_fleet(steady, "jetson-orin-nano"), INT8, 1.4)))
+    res = _gate(*results.values(), "--baseline-dir", baselines, "--junit", junit)
+    assert res.exit_code == 1, res.output
+    failures = {s.get("name"): int(s.get("failures")) for s in ET.parse(junit).getroot().findall("testsuite")}
+    assert failures["x86-server"] == 0 and failures["jetson-orin-nano"] >= 1
+    assert "fleet gate failed" in res.output
+
+
+def test_a_class_without_a_baseline_is_one_line_of_unusable_input(steady, tmp_path):
+    paths = []
+    for name in ("a", "b"):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(_fleet(steady, name)))
+    baselines = tmp_path / "baselines"
+    assert _gate(paths[0], "--baseline-dir", baselines, "--update-baseline").exit_code == 0
+    res = _gate(*paths, "--baseline-dir", baselines)
+    assert res.exit_code == 2 and "no baseline for device class(es) b" in res.output
+    assert "Traceback" not in res.output
