@@ -52,3 +52,16 @@ def test_a_class_without_a_baseline_is_one_line_of_unusable_input(steady, tmp_pa
     res = _gate(*paths, "--baseline-dir", baselines)
     assert res.exit_code == 2 and "no baseline for device class(es) b" in res.output
     assert "Traceback" not in res.output
+
+
+def test_the_cluster_example_declares_an_x86_and_a_jetson_device_class():
+    import json as _json
+    from pathlib import Path
+
+    yaml = __import__("pytest").importorskip("yaml")
+    doc = yaml.safe_load((Path(__file__).parents[1] / "docs" / "ray" / "kuberay-fleet.yaml").read_text())
+    groups = {g["groupName"]: g for g in doc["spec"]["workerGroupSpecs"]}
+    resources = {name: _json.loads(_json.loads(g["rayStartParams"]["resources"])) for name, g in groups.items()}
+    assert resources == {"x86-avx2": {"edgeseg-device:cpu-x86_64-avx2-2t": 1},
+                         "jetson-orin-nano": {"edgeseg-device:jetson-orin-nano": 1}}
+    assert groups["jetson-orin-nano"]["template"]["spec"]["nodeSelector"]["kubernetes.io/arch"] == "arm64"

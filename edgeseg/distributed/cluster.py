@@ -34,7 +34,10 @@ def connected(address: str | bool) -> Iterator[object]:
         return
     address = "auto" if address is True else str(address)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    kwargs = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
+    # Ray's C++ core logs errors that are not edgeseg's to act on (a Ray Data actor's restart note) on stderr;
+    # a real failure still reaches edgeseg as an exception (one line, with where Ray's logs are)
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    kwargs = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
     try:
         if address == "local":
             ray.init(address="local", **kwargs)
@@ -53,10 +56,10 @@ def connected(address: str | bool) -> Iterator[object]:
 
 def quiet_ray_data(ray) -> None:
     """edgeseg draws its own progress (one bar across the cluster): Ray Data's bars and plan logs off."""
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # first: turning the bars off logs a warning
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 def ray_failure(exc: Exception) -> EdgesegError:

@@ -24,13 +24,15 @@ def run_infer(cfg: InferConfig) -> dict:
     return run_local(cfg)
 
 
-def infer(bundle: str | Path, inputs: str | Path | list, out: str | Path, *, ray: str | bool | None = None,
+def infer(bundle, inputs: str | Path | list, out: str | Path, *, ray: str | bool | None = None,
           replicas: int = 1, threads: int | None = None, **options) -> dict:
-    """``edgeseg infer`` from Python: segment ``inputs`` (files or folders) into ``out`` with the bundle's artifact.
+    """``edgeseg infer`` from Python: segment ``inputs`` (files or folders) into ``out`` with the artifact of
+    ``bundle`` (its folder, or an :class:`edgeseg.Bundle`).
     ``ray``: "auto"/True, "local" or a cluster address runs it on Ray with ``replicas`` model replicas of
     ``threads`` threads each; ``options``: the other :class:`InferConfig` fields (``backend``, ``resume``,
     ``force``, ``probabilities``, ``overlay``, ``batch_size`` …). Returns the run summary."""
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    bundle = getattr(bundle, "path", bundle)  # an edgeseg.Bundle, or its folder
     return run_infer(InferConfig(bundle=bundle, inputs=inputs, out=out, ray="auto" if ray is True else ray or None,
                                  replicas=replicas, threads=threads, **options))
 
