@@ -254,13 +254,13 @@ def test_bench_cli_ends_with_the_verdict_in_every_output(bundle, phantom_demo, t
 
 
 def test_infer_reports_model_time_as_bench_defines_it(bundle, phantom_demo, tmp_path):
-    from edgeseg.infer.pipeline import InferConfig, _Clock, _model_timing
+    from edgeseg.infer.pipeline import InferConfig, Clock, _model_timing
 
-    clock = _Clock(calls=[(120.0, 4), (20.0, 4), (24.0, 4)])  # the first call: lazy initialisation, warm-up
+    clock = Clock(calls=[(120.0, 4), (20.0, 4), (24.0, 4)])  # the first call: lazy initialisation, warm-up
     timing = _model_timing(InferConfig(bundle=bundle, inputs=[], out=tmp_path), clock)
     assert timing == {"model_ms_per_image": 5.5, "model_first_call_ms": 120.0, "model_ms_includes_first_call": False,
                       "model_batch": 4, "threads": "runtime default"}
-    one = _model_timing(InferConfig(bundle=bundle, inputs=[], out=tmp_path, threads=2), _Clock(calls=[(40.0, 2)]))
+    one = _model_timing(InferConfig(bundle=bundle, inputs=[], out=tmp_path, threads=2), Clock(calls=[(40.0, 2)]))
     assert one["model_ms_per_image"] == 20.0 and one["model_ms_includes_first_call"] and one["threads"] == 2
     images = sorted((phantom_demo / "imagesTr").iterdir())[:6]
     res = CliRunner().invoke(app, [str(a) for a in ("infer", bundle, *images, "-o", tmp_path / "masks", "--batch-size",
