@@ -254,7 +254,7 @@ def test_bench_cli_ends_with_the_verdict_in_every_output(bundle, phantom_demo, t
 
 
 def test_infer_reports_model_time_as_bench_defines_it(bundle, phantom_demo, tmp_path):
-    from edgeseg.infer.pipeline import InferConfig, Clock, _model_timing
+    from edgeseg.infer.pipeline import Clock, InferConfig, _model_timing
 
     clock = Clock(calls=[(120.0, 4), (20.0, 4), (24.0, 4)])  # the first call: lazy initialisation, warm-up
     timing = _model_timing(InferConfig(bundle=bundle, inputs=[], out=tmp_path), clock)

@@ -12,7 +12,7 @@ from edgeseg.benchmark.harness import BenchConfig, run_bench
 from edgeseg.gating.baseline import MIN_ROUNDS
 
 
-@pytest.mark.slow  # ~2 min of real bench runs; CI runs it with `pytest -m slow`
+@pytest.mark.slow  # ~4 min of real bench runs; CI runs it alone (.ci/run): tests beside it burst like a slowdown
 def test_real_gate_passes_an_unchanged_model_twice_and_catches_an_inserted_slowdown(bundle, phantom_demo, tmp_path):
     """The project's own gate in miniature: real bench runs, relative (÷ workload) mode, default limits, a broken
     latency limit confirmed by the gate's own second bench run."""

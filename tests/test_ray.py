@@ -64,7 +64,7 @@ def test_ray_infer_writes_the_bytes_local_infer_writes(ray_local, bundle, phanto
                                         replicas=replicas))
         assert summary["artifact"] == local["artifact"]
         assert summary["done"] == local["done"]  # in input order, whichever replica did them
-        assert [f["input"] for f in summary["failed"]] == [str((inputs / "broken_0000.png").resolve())]
+        assert [f["input"] for f in summary["failed"]] == [str((inputs / "broken_0000.png").absolute())]
         assert _masks(out) == _masks(tmp_path / "local")  # byte for byte
         assert sorted(_ledger_files(out)) == sorted(_masks(out))
         assert not (out / CASES_DIR).exists()  # every sidecar taken into the ledger

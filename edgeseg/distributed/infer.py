@@ -114,9 +114,10 @@ def _task_images(cfg: InferConfig, images: int) -> int:
 
 
 def _absolute(cfg: InferConfig) -> InferConfig:
-    """Every path absolute: a replica's working folder is not the driver's."""
-    return replace(cfg, bundle=cfg.bundle.resolve(), out=cfg.out.resolve(), inputs=[p.resolve() for p in cfg.inputs],
-                   engine_cache=cfg.engine_cache.resolve() if cfg.engine_cache else None)
+    """Every path absolute: a replica's working folder is not the driver's. Links are kept (an input's name, a
+    link's, names its outputs, as in local infer)."""
+    return replace(cfg, bundle=cfg.bundle.absolute(), out=cfg.out.absolute(), inputs=[p.absolute() for p in cfg.inputs],
+                   engine_cache=cfg.engine_cache.absolute() if cfg.engine_cache else None)
 
 
 def _rows(cfg: InferConfig, planned: Plan) -> list[dict]:
