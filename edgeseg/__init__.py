@@ -10,7 +10,7 @@ _EXPORTS = {
     "load_bundle": "edgeseg.api.bundle", "Bundle": "edgeseg.api.bundle", "Predictor": "edgeseg.api.bundle",
     "ArtifactInfo": "edgeseg.api.bundle",
     "bench": "edgeseg.api.results", "BenchResult": "edgeseg.api.results",
-    "gate": "edgeseg.api.results", "GateReport": "edgeseg.api.results",
+    "gate": "edgeseg.api.results", "GateReport": "edgeseg.api.results", "gate_fleet": "edgeseg.api.results",
     "train": "edgeseg.api.stages", "TrainResult": "edgeseg.api.stages",
     "evaluate": "edgeseg.api.stages", "Evaluation": "edgeseg.api.stages",
     "prune": "edgeseg.api.stages", "PruneResult": "edgeseg.api.stages",

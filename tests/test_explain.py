@@ -123,6 +123,47 @@ def test_explain_runs_every_artifact_in_its_own_runtime_and_writes_the_report(ex
     assert any(out.glob("explain_x86-onnxruntime-int8*.png"))
 
 
+def _plus_plus_reference(activation: np.ndarray, grad: np.ndarray) -> np.ndarray:
+    """Grad-CAM++ of one layer as grad-cam's GradCAMPlusPlus computes it (numpy, before resizing): eq. 19 of
+    Chattopadhay et al. with the exponential target's closed form."""
+    g2, g3 = grad ** 2, grad ** 3
+    sums = activation.sum(axis=(2, 3))[:, :, None, None]
+    aij = np.where(grad != 0, g2 / (2 * g2 + sums * g3 + 1e-7), 0)
+    weights = (np.maximum(grad, 0) * aij).sum(axis=(2, 3))[:, :, None, None]
+    return np.maximum((weights * activation).sum(1), 0)[0]
+
+
+def test_gradcam_plus_plus_shares_the_backward_pass_and_matches_grad_cams_formula():
+    import torch
+
+    from edgeseg.explanation.gradcam import _cam, gradcam_layers, gradcam_maps
+    from edgeseg.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("unet", 1, 3, base=4, depth=3).eval()
+    x = np.random.default_rng(0).normal(size=(1, 32, 32)).astype(np.float32)
+    regions = np.zeros((2, 32, 32), bool)
+    regions[0, 8:20, 8:20] = True  # label 2 has no region: an all-zero map
+    both = gradcam_maps(model, x, regions, ("gradcam", "gradcam++"))
+    assert set(both) == {f"{v}:{layer}" for v in ("gradcam", "gradcam++") for layer in ("bottleneck", "last_decoder")}
+    assert all(m.shape == (2, 32, 32) and (m >= 0).all() and not m[1].any() for m in both.values())
+    assert all(both[f"gradcam++:{layer}"][0].any() for layer in ("bottleneck", "last_decoder"))
+    plain = gradcam_maps(model, x, regions)
+    assert set(plain) == {"gradcam:bottleneck", "gradcam:last_decoder"}
+    assert all(np.array_equal(plain[m], both[m]) for m in plain)  # one more variant changes nothing of the other
+
+    layer = gradcam_layers(model)["bottleneck"]
+    captured = {}
+    hook = layer.register_forward_hook(lambda _m, _i, out: captured.__setitem__("a", out))
+    logits = model(torch.from_numpy(x[None]))
+    hook.remove()
+    grad, = torch.autograd.grad((logits[0, 1] * torch.from_numpy(regions[0])).sum(), [captured["a"]])
+    activation = captured["a"].detach()
+    expected = _plus_plus_reference(activation.double().numpy(), grad.double().numpy())
+    ours = _cam(activation.double(), grad.double(), "gradcam++", tuple(activation.shape[2:]))
+    np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-9 * expected.max())
+
+
 def test_explain_refuses_bad_input_in_one_line(bundle, phantom_demo, tmp_path, explained):
     runner = CliRunner()
     base = ["explain", str(bundle), "--data", str(phantom_demo), "--cases", "1"]

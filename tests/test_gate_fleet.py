@@ -65,3 +65,23 @@ def test_the_cluster_example_declares_an_x86_and_a_jetson_device_class():
     assert resources == {"x86-avx2": {"edgeseg-device:cpu-x86_64-avx2-2t": 1},
                          "jetson-orin-nano": {"edgeseg-device:jetson-orin-nano": 1}}
     assert groups["jetson-orin-nano"]["template"]["spec"]["nodeSelector"]["kubernetes.io/arch"] == "arm64"
+
+
+def test_the_python_api_gates_a_fleet_per_device_class(steady, tmp_path):
+    import pytest
+
+    import edgeseg
+    from edgeseg.gating import make_baseline
+
+    fleet = [_fleet(steady, "x86-server"), _fleet(steady, "jetson-orin-nano")]
+    baselines = tmp_path / "baselines"
+    baselines.mkdir()
+    for doc in fleet:
+        (baselines / f"{device_class(doc)}.json").write_text(json.dumps(make_baseline([doc], ["result"])))
+    slower = [fleet[0], _slow_down(copy.deepcopy(fleet[1]), INT8, 1.4)]
+    reports = edgeseg.gate_fleet(slower, baselines)
+    assert list(reports) == ["x86-server", "jetson-orin-nano"]
+    assert reports["x86-server"].passed and not reports["jetson-orin-nano"].passed
+    assert any("fleet" in note for note in reports["jetson-orin-nano"].notes)
+    with pytest.raises(edgeseg.InputError, match="no baseline for device class"):
+        edgeseg.gate_fleet([_fleet(steady, "riscv")], baselines)

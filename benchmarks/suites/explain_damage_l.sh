@@ -26,5 +26,5 @@ compress p50_no_recovery --precision fp32 --prune 0.5 --finetune-epochs 0
 for name in int8_default int8_no_preset int8_calib1; do
   explain "$name" --artifacts x86-onnxruntime-int8
 done
-explain p50_no_recovery --baseline-checkpoint "$CKPT"
+explain p50_no_recovery --baseline-checkpoint "$CKPT" --gradcam-plus-plus  # Grad-CAM and Grad-CAM++ of the pruned model
 python benchmarks/suites/explain_damage_table.py "$OUT" > "$OUT/damage.md"

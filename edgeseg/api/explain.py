@@ -38,8 +38,8 @@ class ExplainResult:
 def explain(bundle: Bundle | str | os.PathLike, data: str | os.PathLike, **options: Any) -> ExplainResult:
     """Explain the FP32 reference and every artifact of ``bundle`` on the cases of ``data`` and measure how far each
     artifact's maps moved (``edgeseg explain``). Options: the fields of :class:`edgeseg.explanation.ExplainConfig`
-    (``split``, ``cases``, ``labels``, ``artifacts``, ``baseline_checkpoint``, ``threads``, ``sanity_cases``) and
-    ``settings`` (a :class:`edgeseg.explanation.MapSettings`)."""
+    (``split``, ``cases``, ``labels``, ``artifacts``, ``baseline_checkpoint``, ``threads``, ``sanity_cases``,
+    ``gradcam_plus_plus``) and ``settings`` (a :class:`edgeseg.explanation.MapSettings`)."""
     from edgeseg.explanation import ExplainConfig, run_explain
 
     check_options(options, set(ExplainConfig.__dataclass_fields__) - {"bundle", "data"}, "explain()")

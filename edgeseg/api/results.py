@@ -134,10 +134,7 @@ def gate(results, baseline=None, limits=None) -> GateReport:
     from edgeseg.gating import gate_runs
     from edgeseg.gating.explanation import explanation_report, gather_explanations, resolve_limits, with_explanations
 
-    runs, explains = [], []
-    for i, item in enumerate(results if isinstance(results, (list, tuple)) else [results], 1):
-        doc = _explanation(item)
-        (explains if doc is not None else runs).append((f"result {i}", doc if doc is not None else _result(item)))
+    runs, explains = _gate_inputs(results)
     gate_limits = _limits(limits)
     docs = gather_explanations(runs, explains)
     explain_limits = resolve_limits(docs, gate_limits.max_explanation_drift)
@@ -149,15 +146,41 @@ def gate(results, baseline=None, limits=None) -> GateReport:
     return GateReport(with_explanations(report, docs, explain_limits))
 
 
-def _explanation(item) -> dict | None:
-    """An explain result's dict (from a path, a dict or an :class:`edgeseg.ExplainResult`), or None for anything else."""
+def gate_fleet(results, baseline_dir: str | os.PathLike, limits=None) -> dict[str, GateReport]:
+    """Judge bench results of several device classes (a fleet, e.g. from ``edgeseg bench --ray``), each class
+    against its own baseline ``<baseline_dir>/<device-class>.json``: a :class:`GateReport` per device class.
+    ``results`` and ``limits`` as in :func:`gate` (explanations as bench ``explain`` sections only)."""
+    from edgeseg.gating.fleet import by_device_class
+    from edgeseg.gating.fleet import gate_fleet as gate_classes
+
+    runs, explains = _gate_inputs(results)
+    if explains:
+        raise UsageError("gate_fleet(): give explanations as bench results' explain sections, not explain results")
+    reports = gate_classes(by_device_class(runs), Path(baseline_dir), _limits(limits))
+    return {name: GateReport(report) for name, _, report in reports}
+
+
+def _gate_inputs(results) -> tuple[list[tuple[str, dict]], list[tuple[str, dict]]]:
+    """``results`` split into bench results and explain results, each ``(name, dict)``; a path is read once."""
+    runs, explains = [], []
+    for i, item in enumerate(results if isinstance(results, (list, tuple)) else [results], 1):
+        is_explain, doc = _classify(item)
+        (explains if is_explain else runs).append((f"result {i}", doc))
+    return runs, explains
+
+
+def _classify(item) -> tuple[bool, dict]:
+    """``(is an explain result, its dict)`` of a path, a dict, an :class:`edgeseg.ExplainResult` or a
+    :class:`BenchResult`; a bench result is checked against its schema."""
     from edgeseg.gating.explanation import EXPLAIN_SCHEMA, check_explain, read_gate_input
 
     if isinstance(item, (str, os.PathLike)):
         kind, doc = read_gate_input(Path(item))
-        return doc if kind == EXPLAIN_SCHEMA else None
+        return kind == EXPLAIN_SCHEMA, doc
     data = getattr(item, "data", item)
-    return check_explain(data, "results") if isinstance(data, dict) and data.get("schema") == EXPLAIN_SCHEMA else None
+    if isinstance(data, dict) and data.get("schema") == EXPLAIN_SCHEMA:
+        return True, check_explain(data, "results")
+    return False, _result(item)
 
 
 def _result(result) -> dict:

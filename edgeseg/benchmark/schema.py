@@ -104,16 +104,20 @@ def read_result(path: str | Path) -> dict:
     from edgeseg.data.io import read_json
 
     path = Path(path)
-    result = read_json(path, "benchmark result")
+    return check_result(read_json(path, "benchmark result"), path)
+
+
+def check_result(result, source) -> dict:
+    """``result`` if it is an ``edgeseg bench`` result this version reads; else a one-line error naming ``source``."""
     if not isinstance(result, dict) or result.get("schema") != RESULT_SCHEMA_NAME:
         found = result.get("schema") if isinstance(result, dict) else type(result).__name__
-        raise EdgesegError(f"{path}: not an {RESULT_SCHEMA_NAME} result (schema: {found!r})")
+        raise EdgesegError(f"{source}: not an {RESULT_SCHEMA_NAME} result (schema: {found!r})")
     version = result.get("schema_version")
     if isinstance(version, int) and not isinstance(version, bool) and version > RESULT_SCHEMA_VERSION:
-        raise EdgesegError(f"{path}: {RESULT_SCHEMA_NAME} schema_version {version} is newer than this edgeseg reads "
+        raise EdgesegError(f"{source}: {RESULT_SCHEMA_NAME} schema_version {version} is newer than this edgeseg reads "
                            f"({RESULT_SCHEMA_VERSION}); upgrade edgeseg")
     problems = validate_result(result)
     if problems:
         more = f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})" if len(problems) > 1 else ""
-        raise EdgesegError(f"{path}: invalid {RESULT_SCHEMA_NAME} result: {problems[0]}{more}")
+        raise EdgesegError(f"{source}: invalid {RESULT_SCHEMA_NAME} result: {problems[0]}{more}")
     return result

@@ -24,6 +24,7 @@ def explain_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (verif
                 occlusion_grid: int = typer.Option(8, min=2, help="Occlusion patches per axis."),
                 seed: int = typer.Option(0, help="Seed of the RISE masks (the same masks for every model)."),
                 samples_per_volume: int = typer.Option(4, min=1, help="A volume: explain its N slices (2D model) or windows (3D) with the most foreground the reference predicts."),
+                gradcam_plus_plus: bool = typer.Option(False, "--gradcam-plus-plus", help="Also Grad-CAM++ maps of the PyTorch models (the same backward pass; their deletion/insertion curves add forward passes)."),
                 out: Path = typer.Option(Path("explain"), help="Output folder: explain.json, explain.md, explain_<artifact>.png, calibration.png."),
                 json_out: JsonFlag = False,
                 force: bool = force_option("Replace the files of an earlier explain run in --out (never any other file).")):
@@ -42,7 +43,7 @@ def explain_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (verif
     outcome = run_explain(ExplainConfig(bundle=bundle, data=data, split=value(split), cases=cases,
                                         labels=split_list(labels), artifacts=chosen,
                                         baseline_checkpoint=baseline_checkpoint, threads=threads, settings=settings,
-                                        samples_per_volume=samples_per_volume))
+                                        samples_per_volume=samples_per_volume, gradcam_plus_plus=gradcam_plus_plus))
     paths = write_outputs(outcome, out, force)
     if json_out:
         print_json(outcome.result)

@@ -39,12 +39,7 @@ def connected(address: str | bool) -> Iterator[object]:
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     kwargs = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
     try:
-        if address == "local":
-            ray.init(address="local", **kwargs)
-        elif address == "auto":
-            ray.init(**kwargs)
-        else:
-            ray.init(address=address, **kwargs)
+        ray.init(address=None if address == "auto" else address, **kwargs)  # None: RAY_ADDRESS, a local head, or new
     except ConnectionError as exc:
         raise EdgesegError(f"--ray {address}: cannot connect to a Ray cluster there ({exc})") from None
     quiet_ray_data(ray)

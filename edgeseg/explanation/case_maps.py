@@ -1,4 +1,4 @@
-"""Every map of one model on one case: the forward-only maps (any runtime), Grad-CAM (PyTorch models), the
+"""Every map of one model on one case: the forward-only maps (any runtime), Grad-CAM/++ (PyTorch models), the
 deletion/insertion curves of each, and the model's probabilities in the case's own geometry."""
 from __future__ import annotations
 
@@ -42,18 +42,18 @@ def reference_regions(run, x: np.ndarray, labels: int) -> np.ndarray:
 
 def case_maps(run, model, x: np.ndarray, regions: np.ndarray, settings: MapSettings, masks: np.ndarray,
               methods: tuple[str, ...]) -> ModelMaps:
-    """The maps of ``methods`` (``occlusion``, ``rise``, ``gradcam:<layer>``) for one model input; ``model`` is the
-    PyTorch module behind ``run`` (Grad-CAM) or None."""
-    from edgeseg.explanation.gradcam import gradcam_maps
+    """The maps of ``methods`` (``occlusion``, ``rise``, ``gradcam:<layer>``, ``gradcam++:<layer>``) for one model
+    input; ``model`` is the PyTorch module behind ``run`` (Grad-CAM) or None."""
+    from edgeseg.explanation.gradcam import GRADIENT_VARIANTS, gradcam_maps
 
     counting, start, out = CountingRunner(run), time.perf_counter(), ModelMaps()
     if "occlusion" in methods:
         out.maps["occlusion"] = occlusion_map(counting, x, regions, settings)
     if "rise" in methods:
         out.maps["rise"] = rise_map(counting, x, regions, settings, masks)
-    if model is not None and any(m.startswith("gradcam:") for m in methods):
-        out.maps.update({f"gradcam:{layer}": cam for layer, cam in gradcam_maps(model, x, regions).items()
-                         if f"gradcam:{layer}" in methods})
+    variants = tuple(v for v in GRADIENT_VARIANTS if any(m.startswith(f"{v}:") for m in methods))
+    if model is not None and variants:
+        out.maps.update({m: cam for m, cam in gradcam_maps(model, x, regions, variants).items() if m in methods})
     for method, saliency in out.maps.items():
         curves = perturbation_curves(counting, x, regions, saliency, settings)
         out.auc[method] = {kind: [curve_auc(c) for c in curve] for kind, curve in curves.items()}

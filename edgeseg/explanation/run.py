@@ -39,6 +39,7 @@ class ExplainConfig:
     settings: MapSettings = field(default_factory=MapSettings)
     sanity_cases: int = 2
     samples_per_volume: int = 4  # a volume: its slices (2D model) or windows (3D) with the most predicted foreground
+    gradcam_plus_plus: bool = False  # also Grad-CAM++ maps (no extra backward pass; its curves: more forward passes)
 
     def __post_init__(self):
         paths_as_path(self)
@@ -119,11 +120,12 @@ def _forward_stand_in(cfg: ExplainConfig, run):
                  and a.name not in cfg.artifacts and a.name not in run.refused), None)
 
 
-def _methods(reference: Explained) -> list[str]:
+def _methods(reference: Explained, plus_plus: bool) -> list[str]:
     from edgeseg.explanation.gradcam import gradcam_layers
 
     layers = gradcam_layers(reference.model) or {}
-    return [*FORWARD_METHODS, *(f"gradcam:{layer}" for layer in layers)]
+    variants = ("gradcam", "gradcam++") if plus_plus else ("gradcam",)
+    return [*FORWARD_METHODS, *(f"{v}:{layer}" for v in variants for layer in layers)]
 
 
 def _attention_probes(run, reference: Explained, artifacts: list[Explained]) -> dict | None:
@@ -208,7 +210,7 @@ def run_explain(cfg: ExplainConfig) -> ExplainOutcome:
     run = _open(cfg)
     reference, artifacts, skipped = _models(cfg, run)
     attention = _attention_probes(run, reference, artifacts)
-    methods, labels = _methods(reference), len(run.spec.label_names) - 1
+    methods, labels = _methods(reference, cfg.gradcam_plus_plus), len(run.spec.label_names) - 1
     settings, everyone = cfg.settings, [reference, *artifacts]
     sanity_inputs, masks, inputs = [], None, {}
     for cid in track(run.case_ids, f"explain {len(everyone)} model(s)"):

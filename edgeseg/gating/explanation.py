@@ -62,16 +62,16 @@ def parse_explanation_limits(text: str | float | dict) -> ExplanationLimits:
 
 
 def read_gate_input(path: Path) -> tuple[str, dict]:
-    """``(schema, document)`` of a gate input: a bench result (validated by its reader) or an explain result."""
-    from edgeseg.benchmark.schema import read_result
+    """``(schema, document)`` of a gate input, read once: a bench result or an explain result, either checked."""
+    from edgeseg.benchmark.schema import check_result
 
     try:
-        head = json.loads(Path(path).read_text(encoding="utf-8"))
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: not a readable JSON result ({exc})") from None
-    if isinstance(head, dict) and head.get("schema") == EXPLAIN_SCHEMA:
-        return EXPLAIN_SCHEMA, check_explain(head, path)
-    return "edgeseg-bench", read_result(path)
+    if isinstance(doc, dict) and doc.get("schema") == EXPLAIN_SCHEMA:
+        return EXPLAIN_SCHEMA, check_explain(doc, path)
+    return "edgeseg-bench", check_result(doc, path)
 
 
 def check_explain(doc: dict, source) -> dict:

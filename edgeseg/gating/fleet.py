@@ -35,5 +35,7 @@ def gate_fleet(groups: dict[str, list[tuple[Path, dict]]], baseline_dir: Path,
         report = gate_runs([doc for _, doc in members], read_baseline(baselines[name]), limits)
         if explained or limits.max_explanation_drift is not None:
             report = with_explanations(report, explained, resolve_limits(explained, limits.max_explanation_drift))
+        report["notes"].append("a fleet: latency over a limit is not confirmed by a second run here (the node is "
+                               "not this machine); re-run the fleet bench and gate both with --every-run")
         reports.append((name, baselines[name], report))
     return reports

@@ -21,6 +21,7 @@ import json
 import os
 import threading
 from pathlib import Path
+from typing import Protocol
 
 from edgeseg.data.io import atomic_write
 from edgeseg.errors import EdgesegError
@@ -48,6 +49,20 @@ def input_stamp(paths: list[Path]) -> list:
         except OSError:
             stamp.append(None)
     return stamp
+
+
+class OutputRecorder(Protocol):
+    """What a run writes its outputs through: :class:`OutputLedger` on one machine, ``ReplicaOutputs`` in a Ray
+    replica (:mod:`edgeseg.distributed.infer`)."""
+
+    def check_free(self, paths: dict[str, Path], force: bool, resume: bool = False) -> None:
+        """Raise unless every path may be written (free, or replaceable by the rules of this module)."""
+
+    def begin(self, item, paths: dict[str, Path]) -> None:
+        """Before the first output file of ``item`` is written."""
+
+    def record(self, item, paths: dict[str, Path]) -> None:
+        """After every output file of ``item`` is in place."""
 
 
 class CaseSidecars:

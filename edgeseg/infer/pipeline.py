@@ -33,7 +33,7 @@ from edgeseg.infer.inputs import (
     to_model_orientation,
     trained_orientation,
 )
-from edgeseg.infer.ledger import CASES_DIR, OutputLedger
+from edgeseg.infer.ledger import CASES_DIR, OutputLedger, OutputRecorder
 from edgeseg.infer.outputs import output_paths, refuse_inputs_inside, write_outputs
 from edgeseg.inference import label_map, predict_logits
 from edgeseg.progress import progress_bar
@@ -128,7 +128,7 @@ class _Run:
     spec: CheckpointSpec
     image_dims: int | None             # 2 or 3: what the model was given in training (a 2D model may take slices)
     trained: np.ndarray | None         # the training volumes' orientation (nibabel), when recorded
-    ledger: OutputLedger               # or, in a Ray replica, what stands for it there (edgeseg.distributed)
+    ledger: OutputRecorder
     clock: Clock
     end_to_end: object | None = None   # the artifact's end-to-end graph, loaded (uint8 2D images go through it)
 
@@ -333,7 +333,8 @@ def plan(cfg: InferConfig) -> Plan:
     return Plan(spec, layout, artifact, why, items, failed + taken, skipped, ledger, swept)
 
 
-def new_run(cfg: InferConfig, spec: CheckpointSpec, layout: dict, ledger, clock: Clock, end_to_end) -> _Run:
+def new_run(cfg: InferConfig, spec: CheckpointSpec, layout: dict, ledger: OutputRecorder, clock: Clock,
+            end_to_end) -> _Run:
     """What a run's reader and writer threads share; ``ledger`` records the outputs (:mod:`edgeseg.infer.ledger`)."""
     return _Run(cfg, spec, layout.get("image_dims"), trained_orientation(layout.get("axcodes")), ledger, clock,
                 end_to_end)

@@ -135,6 +135,12 @@ class Target:
                 raise EdgesegError(f"{where}: [options] {key} must be {kinds}, got {value!r}")
 
 
+def require_tensors(artifact: Artifact, tensors: list[str], graph_tensors) -> None:
+    """A one-line error unless every tensor :meth:`Target.load_probe` is asked for is in the artifact's graph."""
+    if missing := [t for t in tensors if t not in graph_tensors]:
+        raise EdgesegError(f"{artifact.name}: its graph has no tensor {missing[0]}")
+
+
 def dist_versions(*dists: str) -> dict[str, str]:
     """``{distribution: version}`` of those of ``dists`` that are installed."""
     import importlib.metadata as md

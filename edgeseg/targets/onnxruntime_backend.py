@@ -8,7 +8,7 @@ import numpy as np
 
 from edgeseg.errors import EdgesegError
 from edgeseg.housekeeping import work_dir
-from edgeseg.targets.base import Artifact, BuildRequest, Target, module_missing
+from edgeseg.targets.base import Artifact, BuildRequest, Target, module_missing, require_tensors
 from edgeseg.targets.registry import register_target
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -257,8 +257,7 @@ class OnnxRuntimeTarget(Target):
 
         model = onnx.load_model_from_string(artifact_bytes(bundle_dir, artifact, "model"))
         produced = {name for node in model.graph.node for name in node.output}
-        if missing := [t for t in tensors if t not in produced]:
-            raise EdgesegError(f"{artifact.name}: its graph has no tensor {missing[0]}")
+        require_tensors(artifact, tensors, produced)
         model.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in tensors)
         predictor = OrtPredictor(model.SerializeToString(), artifact.precision, artifact.device, threads,
                                  name=artifact.files["model"], spinning=_spinning(artifact))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg.errors import EdgesegError
-from edgeseg.targets.base import Artifact, BuildRequest, Target, module_missing
+from edgeseg.targets.base import Artifact, BuildRequest, Target, module_missing, require_tensors
 from edgeseg.targets.registry import register_target
 
 # ONNX op type → the OpenVINO op it becomes when the ONNX name is not kept (e.g. LayerNorm → MVN + Multiply + Add)
@@ -232,8 +232,7 @@ class OpenVinoTarget(Target):
         model = ov.Core().read_model(model=artifact_bytes(bundle_dir, artifact, "model"),
                                      weights=artifact_bytes(bundle_dir, artifact, "weights"))
         by_name = {name: out for op in model.get_ordered_ops() for out in op.outputs() for name in out.get_names()}
-        if missing := [t for t in tensors if t not in by_name]:
-            raise EdgesegError(f"{artifact.name}: its graph has no tensor {missing[0]}")
+        require_tensors(artifact, tensors, by_name)
         model.add_outputs([by_name[t] for t in tensors])
         predictor = OvPredictor(model, artifact.device, threads, artifact.details.get("inference_precision_hint"),
                                 name=artifact.files["model"], settings=_settings(artifact))
