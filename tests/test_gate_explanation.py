@@ -137,3 +137,33 @@ def test_a_result_missing_the_headline_map_of_an_artifact_fails_and_garbage_rows
     (tmp_path / "broken.json").write_text(json.dumps(broken))
     res = _gate(tmp_path / "broken.json")
     assert res.exit_code == 2 and "damaged explain result" in _flat(res.output) and "Traceback" not in res.output
+
+
+def test_attention_gates_are_gated_only_when_asked(explained, tmp_path):
+    _, result = explained
+    gates = result["attention_gates"]["gates"]
+    worst = min(row["rank_correlation"]["mean"] for entry in result["artifacts"].values()
+                for row in entry["attention"].values())
+    path = tmp_path / "e.json"
+    path.write_text(json.dumps(result))
+    loose = _gate(path, "--max-explanation-drift", "2", "--json")
+    assert loose.exit_code == 0 and "explanation gate" not in loose.output  # reported, not gated, by default
+    passed = _gate(path, "--max-explanation-drift", f"2,attention={1 - worst + 0.001:.4f}", "--json")
+    assert passed.exit_code == 0, passed.output
+    checks = [c for c in json.loads(passed.stdout)["checks"] if c["check"].startswith("explanation gate")]
+    assert len(checks) == len(gates) * len(result["artifacts"])
+    failed = _gate(path, "--max-explanation-drift", f"2,attention={max(1 - worst - 0.001, 0):.4f}")
+    assert failed.exit_code == 1 and "explanation gate" in _flat(failed.output)
+
+    unread = copy.deepcopy(result)  # an artifact whose gates were not read cannot pass an attention limit
+    unread["artifacts"][ORT_INT8]["attention"] = None
+    unread["attention_gates"]["not_read"][ORT_INT8] = "its runtime cannot expose them"
+    path.write_text(json.dumps(unread))
+    res = _gate(path, "--max-explanation-drift", "2,attention=2")
+    assert res.exit_code == 1 and "gates were not read" in _flat(res.output)
+
+    damaged = copy.deepcopy(result)
+    damaged["artifacts"][ORT_INT8]["attention"][gates[0]]["rank_correlation"]["mean"] = "high"
+    path.write_text(json.dumps(damaged))
+    res = _gate(path, "--max-explanation-drift", "2")
+    assert res.exit_code == 2 and "attention gate" in res.output and "Traceback" not in res.output

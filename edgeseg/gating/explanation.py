@@ -3,7 +3,9 @@
 Input is an ``edgeseg explain`` result, or the ``explain`` section of a bench result (``bench --explain``). The
 limit is on the *drift* of the headline forward-only map (the first of RISE, occlusion that passed its sanity
 checks), per artifact and label: ``1 − mean rank correlation`` (default) or ``1 − mean top-10 % IoU`` over the
-explained cases. The mean is judged; its bootstrap interval and the worst case are in the message.
+explained cases. The mean is judged; its bootstrap interval and the worst case are in the message. Opt-in
+(``attention=DRIFT``): the drift of each attention gate's coefficients (Attention U-Net, the hybrid), the same
+measure per gate and artifact.
 """
 from __future__ import annotations
 
@@ -26,14 +28,16 @@ class ExplanationLimits:
     measure: str = "rank_correlation"
     max_drift: float = DEFAULT_MAX_DRIFT
     per_label: dict[str, float] = field(default_factory=dict)
+    attention: float | None = None  # the attention gates' limit; None: they are reported, not gated
 
     def limit(self, label: str) -> float:
         return self.per_label.get(label, self.max_drift)
 
 
 def parse_explanation_limits(text: str | float | dict) -> ExplanationLimits:
-    """``"0.1"``, ``"iou:0.4"``, ``"rank:0.05,lung=0.1"`` (or a TOML table ``{measure = "iou", default = 0.4,
-    lung = 0.3}``) → :class:`ExplanationLimits`. Drift = 1 − the measure: 0.1 on rank asks ρ ≥ 0.9."""
+    """``"0.1"``, ``"iou:0.4"``, ``"rank:0.05,lung=0.1,attention=0.2"`` (or a TOML table ``{measure = "iou",
+    default = 0.4, lung = 0.3}``) → :class:`ExplanationLimits`. Drift = 1 − the measure: 0.1 on rank asks ρ ≥ 0.9;
+    ``attention`` is the limit of every attention gate."""
     if isinstance(text, dict):
         table = dict(text)
         measure = str(table.pop("measure", "rank"))
@@ -51,7 +55,9 @@ def parse_explanation_limits(text: str | float | dict) -> ExplanationLimits:
             drift = float(value)
             if not 0 <= drift <= 2:
                 raise ValueError
-            if name:
+            if name.strip() == "attention":
+                limits.attention = drift
+            elif name:
                 limits.per_label[name.strip()] = drift
             else:
                 limits.max_drift = drift
@@ -98,16 +104,20 @@ def _explain_problem(doc: dict) -> str | None:
         methods = entry.get("methods") if isinstance(entry, dict) else None
         if not isinstance(methods, dict) or not all(isinstance(rows, dict) for rows in methods.values()):
             return f"artifact {name}"
-        for rows in (r for m, r in methods.items() if m == doc.get("headline_method")):
-            for label, row in rows.items():
-                stats = [row.get(m) if isinstance(row, dict) else None for m in MEASURES.values()]
-                if not all(isinstance(st, dict) and all(number(st.get(k)) for k in ("mean", "low", "high"))
-                           for st in stats):
-                    return f"artifact {name}, label {label}"
-                worst = row.get("worst") or []
-                if not isinstance(worst, list) or not all(isinstance(w, dict) and isinstance(w.get("case"), str)
-                                                          and number(w.get("rank_correlation")) for w in worst):
-                    return f"artifact {name}, label {label}: worst cases"
+        attention = entry.get("attention") or {}
+        if not isinstance(attention, dict):
+            return f"artifact {name}: attention"
+        rows = [(f"label {label}", row) for m, r in methods.items() if m == doc.get("headline_method")
+                for label, row in r.items()]
+        for where, row in [*rows, *((f"attention gate {gate}", row) for gate, row in attention.items())]:
+            stats = [row.get(m) if isinstance(row, dict) else None for m in MEASURES.values()]
+            if not all(isinstance(st, dict) and all(number(st.get(k)) for k in ("mean", "low", "high"))
+                       for st in stats):
+                return f"artifact {name}, {where}"
+            worst = row.get("worst") or []
+            if not isinstance(worst, list) or not all(isinstance(w, dict) and isinstance(w.get("case"), str)
+                                                      and number(w.get("rank_correlation")) for w in worst):
+                return f"artifact {name}, {where}: worst cases"
     return None
 
 
@@ -138,7 +148,25 @@ def explanation_checks(doc: dict, limits: ExplanationLimits, source: str = "") -
                 notes.append(f"{name}: {label} not predicted by the reference on these cases; not gated")
                 continue
             checks.append(_label_check(name, label, row, method, measure, limits.limit(label), tag))
+        if limits.attention is not None:
+            checks += _attention_checks(doc, name, entry, limits, tag, notes)
     return checks, notes
+
+
+def _attention_checks(doc: dict, name: str, entry: dict, limits: ExplanationLimits, tag: str, notes: list) -> list:
+    """One check per attention gate of an artifact (``attention=`` in the limits); a model without gates has none."""
+    from edgeseg.gating.check import Check
+
+    gates = (doc.get("attention_gates") or {}).get("gates") or []
+    if not gates:
+        notes.append("attention=: the model has no attention gates; nothing to gate there")
+        return []
+    rows = entry.get("attention") or {}
+    if not rows:
+        why = ((doc.get("attention_gates") or {}).get("not_read") or {}).get(name, "not in the result")
+        return [Check(name, f"attention gates{tag}", False, None, None, "read", f"the gates were not read: {why}")]
+    return [_label_check(name, f"gate {gate}", row, "attention", limits.measure, limits.attention, tag)
+            for gate, row in rows.items()]
 
 
 def _label_check(name: str, label: str, row: dict, method: str, measure: str, limit: float, tag: str):
@@ -230,4 +258,5 @@ def explanation_report(docs: list[tuple[str, dict]], limits: ExplanationLimits, 
 
 
 def _limits_dict(limits: ExplanationLimits) -> dict:
-    return {"measure": limits.measure, "max_drift": limits.max_drift, "per_label": dict(limits.per_label)}
+    return {"measure": limits.measure, "max_drift": limits.max_drift, "per_label": dict(limits.per_label),
+            "attention": limits.attention}
