@@ -5,6 +5,22 @@ runtime-only install: ``edgeseg.load_bundle(...).predictor()`` never imports tor
 """
 __version__ = "0.1.0"
 
+
+def _no_third_party_telemetry() -> None:
+    """NNCF and OpenVINO's model converter send usage telemetry by default (opt-out, through ``openvino_telemetry``),
+    from a process they fork and join at exit. Without internet that process can hang edgeseg at exit for good
+    (seen: ``edgeseg compress`` stuck in the telemetry child's ``getaddrinfo``), and a medical tool should not
+    report its use anywhere unasked. With ``openvino_telemetry`` unimportable both fall back to their own no-op
+    stubs; ``EDGESEG_ALLOW_TELEMETRY=1`` keeps it, and a process that imported it first keeps it too."""
+    import os
+    import sys
+
+    if os.environ.get("EDGESEG_ALLOW_TELEMETRY") != "1":
+        sys.modules.setdefault("openvino_telemetry", None)  # None: `import openvino_telemetry` raises ImportError
+
+
+_no_third_party_telemetry()
+
 _EXPORTS = {
     "compress": "edgeseg.api.compress",
     "load_bundle": "edgeseg.api.bundle", "Bundle": "edgeseg.api.bundle", "Predictor": "edgeseg.api.bundle",

@@ -194,3 +194,20 @@ def test_choice_enums_mirror_the_library_constants():
                                 (mod.Precision, PRECISIONS), (mod.GateMode, ("auto", *MODES)),
                                 (mod.SensitivityMode, SENSITIVITY_MODES)):
         assert {m.value for m in enum_type} == set(constant), enum_type
+
+
+def test_nncf_and_openvino_telemetry_stay_off_unless_allowed(tmp_path):
+    """Their telemetry forks a sender joined at exit; without internet it hung `edgeseg compress` at exit. A fresh
+    interpreter (NNCF turns its telemetry off by itself inside pytest) sees both libraries' no-op stubs."""
+    import os
+
+    code = ("import edgeseg, nncf\nfrom nncf.telemetry.wrapper import telemetry\n"
+            "import openvino.tools.ovc.convert_impl as ovc\nprint(type(telemetry).__name__, ovc.tm.__name__)")
+    env = {k: v for k, v in os.environ.items() if k not in ("EDGESEG_ALLOW_TELEMETRY", "NNCF_CI", "CI")}
+    env["HOME"] = str(tmp_path)  # an allowed telemetry writes its client id under HOME
+    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert off.returncode == 0, off.stderr
+    assert off.stdout.split() == ["MagicMock", "openvino.tools.ovc.telemetry_stub"]  # NNCF's stub is a MagicMock
+    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                        env={**env, "EDGESEG_ALLOW_TELEMETRY": "1"})
+    assert on.returncode == 0 and on.stdout.split() == ["NNCFTelemetry", "openvino_telemetry"], on.stderr
