@@ -62,8 +62,9 @@ def gradcam_maps(model, x: np.ndarray, regions: np.ndarray,
                 target = (logits[0, label + 1] * torch.from_numpy(region)).sum()
                 grads = torch.autograd.grad(target, [captured[n] for n in layers], retain_graph=True)
                 for name, grad in zip(layers, grads):
+                    activation = captured[name].detach()
                     for variant in variants:
-                        maps[f"{variant}:{name}"][label] = _cam(captured[name].detach(), grad, variant, x.shape[1:])
+                        maps[f"{variant}:{name}"][label] = _cam(activation, grad, variant, x.shape[1:])
     finally:
         for hook in hooks:
             hook.remove()

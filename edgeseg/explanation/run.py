@@ -121,10 +121,10 @@ def _forward_stand_in(cfg: ExplainConfig, run):
 
 
 def _methods(reference: Explained, plus_plus: bool) -> list[str]:
-    from edgeseg.explanation.gradcam import gradcam_layers
+    from edgeseg.explanation.gradcam import GRADIENT_VARIANTS, gradcam_layers
 
     layers = gradcam_layers(reference.model) or {}
-    variants = ("gradcam", "gradcam++") if plus_plus else ("gradcam",)
+    variants = GRADIENT_VARIANTS if plus_plus else GRADIENT_VARIANTS[:1]
     return [*FORWARD_METHODS, *(f"{v}:{layer}" for v in variants for layer in layers)]
 
 
