@@ -22,6 +22,7 @@ from edgeseg.data.nnunet import NnUNetDataset, content_overlap
 from edgeseg.data.preprocessing import PreprocessSpec
 from edgeseg.errors import InputError, UsageError
 from edgeseg.progress import track
+from edgeseg.validation import JSON_ERRORS
 
 FORMAT, VERSION = "edgeseg-calibration", 2  # 2: per-case content hashes (``case_sha256``)
 STRATEGIES = ("stratified", "random")
@@ -222,7 +223,7 @@ def _parse_calibration(source, where: Path) -> CalibrationSet:
         with np.load(source, allow_pickle=False) as data:
             manifest = json.loads(str(data["manifest"]))
             inputs = {tuple(s): data[_size_key(tuple(s))].astype(np.float32) for s in manifest["sizes"]}
-    except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
+    except (OSError, KeyError, TypeError, *JSON_ERRORS) as exc:
         raise InputError(f"{where}: not an edgeseg calibration set ({type(exc).__name__}: {exc})") from None
     if manifest.get("format") != FORMAT:
         raise InputError(f"{where}: not an edgeseg calibration set")

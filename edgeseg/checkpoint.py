@@ -14,8 +14,9 @@ from pathlib import Path
 from edgeseg.data.io import atomic_write
 from edgeseg.data.preprocessing import PreprocessSpec
 from edgeseg.errors import EdgesegError
+from edgeseg.spec_checks import WIDTH_ATTRS, check_model_fields
 from edgeseg.util import file_sha256, jsonable
-from edgeseg.validation import expect_choice, expect_dict, expect_int, expect_str, expect_str_list, fail
+from edgeseg.validation import JSON_ERRORS, expect_dict, expect_int
 
 FORMAT = "edgeseg-checkpoint"
 FORMAT_VERSION = 1
@@ -54,7 +55,8 @@ class CheckpointSpec:
         if expect_int(d.get("format_version", 1), f"{field}.format_version", 1, 10**6) > FORMAT_VERSION:
             raise EdgesegError(f"checkpoint format {d['format_version']} is newer than this edgeseg "
                                f"(reads up to {FORMAT_VERSION}); upgrade edgeseg")
-        return cls(**check_model_fields(d, field))
+        checked = check_model_fields(d, field)
+        return cls(**{k: checked[k] for k in cls.__dataclass_fields__ if k in checked})
 
     @classmethod
     def from_manifest(cls, manifest: dict) -> "CheckpointSpec":
@@ -65,34 +67,6 @@ class CheckpointSpec:
         from edgeseg.models import create_model
 
         return create_model(self.arch, self.in_channels, self.num_classes, **self.arch_kwargs)
-
-
-def check_model_fields(d: dict, field: str, preprocessing_field: str | None = None) -> dict:
-    """The spec's fields of ``d`` (a checkpoint spec, or a bundle's model + preprocessing), type-checked."""
-    pre_field = preprocessing_field or f"{field}.preprocessing"
-    for key in ("arch", "in_channels", "num_classes", "label_names", "preprocessing"):
-        if key not in d:
-            fail(f"{field}.{key}", "missing")
-    expect_str(d["arch"], f"{field}.arch", max_len=64)
-    in_channels = expect_int(d["in_channels"], f"{field}.in_channels", 1, 64)
-    num_classes = expect_int(d["num_classes"], f"{field}.num_classes", 2, 255)  # label maps are uint8
-    expect_str_list(d["label_names"], f"{field}.label_names", num_classes, num_classes)
-    dims = expect_choice(d.get("spatial_dims", 2), f"{field}.spatial_dims", (2, 3))
-    kwargs = expect_dict(d.get("arch_kwargs", {}), f"{field}.arch_kwargs")
-    plain = (str, int, float, bool, type(None), list)
-    for key, value in kwargs.items():  # nested objects: one level of plain values (nnU-Net's norm_op_kwargs)
-        if not isinstance(value, plain) and not (isinstance(value, dict) and all(isinstance(v, plain) for v in value.values())):
-            fail(f"{field}.arch_kwargs.{key}", f"expected a JSON scalar, list or object of those, got {type(value).__name__}")
-    for key in ("data", "metrics", "training", "pruning"):
-        expect_dict(d.get(key, {}), f"{field}.{key}")
-    pre = PreprocessSpec.from_dict(d["preprocessing"], pre_field)
-    if len(pre.size) != dims:
-        fail(f"{pre_field}.size", f"{len(pre.size)} sides for a {dims}D model")
-    if pre.in_channels != in_channels:
-        fail(f"{pre_field}.channel_names", f"{pre.in_channels} names for {in_channels} input channel(s)")
-    fields = {k: d[k] for k in CheckpointSpec.__dataclass_fields__ if k in d}
-    fields["preprocessing"] = pre
-    return fields
 
 
 def save_checkpoint(path: str | Path, model, spec: CheckpointSpec) -> Path:
@@ -125,8 +99,8 @@ def _safetensors_header(data: bytes, source) -> dict:
         raise EdgesegError(f"{source}: not a safetensors checkpoint (bad header length)")
     try:
         header = json.loads(data[8 : 8 + size].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EdgesegError(f"{source}: not a safetensors checkpoint (header: {exc})") from None
+    except JSON_ERRORS as exc:  # invalid text or JSON, a number beyond the digit limit, nesting beyond recursion
+        raise EdgesegError(f"{source}: not a safetensors checkpoint (header: {str(exc)[:120]})") from None
     if not isinstance(header, dict):
         raise EdgesegError(f"{source}: not a safetensors checkpoint (header is not an object)")
     return header
@@ -138,8 +112,8 @@ def _spec_from_header(header: dict, source) -> CheckpointSpec:
         raise EdgesegError(f"{source}: safetensors file without an edgeseg spec; import it with `edgeseg import-weights`")
     try:
         d = json.loads(meta[_META_KEY])
-    except (TypeError, json.JSONDecodeError) as exc:
-        raise EdgesegError(f"{source}: the edgeseg spec is not valid JSON ({exc})") from None
+    except (TypeError, *JSON_ERRORS) as exc:
+        raise EdgesegError(f"{source}: the edgeseg spec is not valid JSON ({str(exc)[:120]})") from None
     try:
         return CheckpointSpec.from_dict(d)
     except EdgesegError as exc:
@@ -202,18 +176,15 @@ def _shape_model(spec: CheckpointSpec, source):
     computes with tensors (MONAI's SwinUNETR calls ``.item()``, which a meta tensor cannot): ``(model, device)``."""
     import torch
 
-    try:
-        with torch.device("meta"):
-            return spec.build_model(), "meta"
-    except (EdgesegError, RuntimeError, NotImplementedError):  # the CPU build says whether the spec is at fault
-        pass
-    try:
-        return spec.build_model(), "cpu"
-    except EdgesegError as exc:  # e.g. a negative width in arch_kwargs
-        raise EdgesegError(f"{source}: the spec does not build a model ({exc})") from None
-    except (RuntimeError, MemoryError) as exc:  # e.g. widths no memory holds
-        raise EdgesegError(f"{source}: the spec does not build a model ({type(exc).__name__}: "
-                           f"{str(exc)[:120]})") from None
+    from edgeseg.models.registry import TooManyModules
+
+    for device in ("meta", "cpu"):  # create_model turns any error of the constructor into an EdgesegError
+        try:
+            with torch.device(device):
+                return spec.build_model(), device
+        except EdgesegError as exc:  # the CPU build says whether the spec is at fault (e.g. a negative width)
+            if device == "cpu" or isinstance(exc, TooManyModules):  # too many: the CPU would only take longer
+                raise EdgesegError(f"{source}: the spec does not build a model ({exc})") from None
 
 
 def _check_shapes(spec: CheckpointSpec, shapes: dict, source) -> None:
@@ -240,11 +211,6 @@ def _check_shapes(spec: CheckpointSpec, shapes: dict, source) -> None:
         raise EdgesegError(f"{source}: weights do not fit the architecture the spec describes ({detail})")
 
 
-# Module attributes that structured pruning changes (MultiHeadAttention keeps num_heads/head_dim).
-_WIDTH_ATTRS = ("in_channels", "out_channels", "in_features", "out_features", "num_features", "normalized_shape",
-                "num_heads", "head_dim")
-
-
 def pruned_structure(model, reference) -> dict:
     """Widths of ``model`` that differ from ``reference`` (the same architecture, unpruned):
     ``{"modules": {name: {attr: value}}, "parameters": {name: shape}}`` (parameters outside modules' own)."""
@@ -252,7 +218,7 @@ def pruned_structure(model, reference) -> dict:
     modules = {}
     for name, m in model.named_modules():
         ref = ref_modules.get(name)
-        changed = {a: jsonable(getattr(m, a)) for a in _WIDTH_ATTRS
+        changed = {a: jsonable(getattr(m, a)) for a in WIDTH_ATTRS
                    if ref is not None and hasattr(m, a) and getattr(m, a) != getattr(ref, a)}
         if changed:
             modules[name] = changed
@@ -272,6 +238,8 @@ def apply_structure(model, structure: dict, state: dict) -> None:
             raise EdgesegError(f"pruned structure names a module {name!r} that the architecture lacks")
         module = named[name]
         for attr, value in attrs.items():
+            if attr not in WIDTH_ATTRS:  # the spec's check refuses it first; this guards specs built in code
+                raise EdgesegError(f"pruned structure: {name}.{attr} is not a width structured pruning changes")
             setattr(module, attr, tuple(value) if attr == "normalized_shape" else value)
         for key, tensor in list(module._parameters.items()) + list(module._buffers.items()):
             full = f"{name}.{key}" if name else key

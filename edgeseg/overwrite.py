@@ -4,14 +4,16 @@ The one rule (:func:`check_replace`), for every output edgeseg writes: a path th
 that holds something edgeseg cannot recognise as its own output is refused whatever the flags; an output of
 ours is replaced only with ``force``. What "ours" means is the caller's adapter: a single file
 (:func:`check_overwrite`, by content: JSON results carry ``"schema": "edgeseg-…"`` (or ``"format"``),
-calibration sets and checkpoints carry their edgeseg manifest/spec, Markdown reports and JUnit files name
-edgeseg in their first lines, PNG plots carry the ``Software: edgeseg`` text chunk), a bundle folder
+calibration sets and checkpoints carry their edgeseg manifest/spec, Markdown reports begin with the title
+edgeseg gives them (``# edgeseg bench: …``), JUnit files are ``<testsuites name="edgeseg-…">``, PNG plots carry
+the ``Software: edgeseg`` text chunk; a file that merely mentions edgeseg is not ours), a bundle folder
 (:func:`edgeseg.bundle.check_replaceable`), an ``infer`` output listed in its folder's ledger
 (:mod:`edgeseg.infer.outputs`), a JSON document of one schema (:func:`json_schema_is`).
 """
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +21,8 @@ from edgeseg.errors import EdgesegError
 
 PNG_SOFTWARE = "edgeseg"  # the PNG text chunk edgeseg's plots carry (matplotlib ``metadata={"Software": …}``)
 _HEAD = 2048
+_MAX_XML = 64 << 20
+_MARKDOWN_TITLE = re.compile(rb"# edgeseg (bench|explain): ")
 EARLIER_OUTPUT = "exists (an earlier edgeseg output)"
 
 
@@ -43,7 +47,7 @@ def json_object(path: Path, follow_links: bool = False) -> dict | None:
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):  # ValueError: also > 4300 digits
         return None
     return data if isinstance(data, dict) else None
 
@@ -57,9 +61,26 @@ def _json_is_ours(path: Path) -> bool:
     return _tag_is_ours(json_object(path))
 
 
-def _head_names_us(path: Path) -> bool:
+def _markdown_is_ours(path: Path) -> bool:
+    """A report edgeseg wrote: its first line is the title edgeseg gives its reports."""
     with open(path, "rb") as f:
-        return b"edgeseg" in f.read(_HEAD)
+        return _MARKDOWN_TITLE.match(f.read(_HEAD).split(b"\n", 1)[0]) is not None
+
+
+def _junit_is_ours(path: Path) -> bool:
+    """A JUnit file edgeseg wrote (:mod:`edgeseg.gating.junit`): root ``<testsuites name="edgeseg-…">``."""
+    import xml.etree.ElementTree as ET
+
+    if not path.is_file() or path.is_symlink() or path.stat().st_size > _MAX_XML:
+        return False
+    data = path.read_bytes()
+    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:  # never expand entities of a file we only inspect
+        return False
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError:
+        return False
+    return root.tag == "testsuites" and str(root.get("name", "")).startswith("edgeseg-")
 
 
 def _png_is_ours(path: Path) -> bool:
@@ -93,7 +114,7 @@ def _calibration_is_ours(path: Path) -> bool:
         return False
 
 
-_RECOGNISERS = {".json": _json_is_ours, ".md": _head_names_us, ".xml": _head_names_us, ".png": _png_is_ours,
+_RECOGNISERS = {".json": _json_is_ours, ".md": _markdown_is_ours, ".xml": _junit_is_ours, ".png": _png_is_ours,
                 ".ckpt": _checkpoint_is_ours, ".npz": _calibration_is_ours}
 
 
@@ -110,9 +131,13 @@ def _not_written_by_edgeseg(path: Path) -> str | None:
 
 
 def check_overwrite(*paths: str | Path, force: bool) -> None:
-    """Refuse to write over an existing path unless edgeseg wrote it and ``force`` is given."""
-    for path in paths:
+    """Refuse to write over an existing path unless edgeseg wrote it and ``force`` is given; the temporaries a
+    killed edgeseg left beside each path (``.NAME.edgeseg-…``) are swept."""
+    from edgeseg.housekeeping import sweep_stale
+
+    for path in map(Path, paths):
         check_replace(path, force, _not_written_by_edgeseg)
+        sweep_stale(path.parent, prefix=f".{path.name}")
 
 
 def json_schema_is(schema: str, refusal: str) -> Callable[[Path], str | None]:
@@ -123,3 +148,11 @@ def json_schema_is(schema: str, refusal: str) -> Callable[[Path], str | None]:
         return None if (json_object(path) or {}).get("schema") == schema else refusal
 
     return foreign
+
+
+def check_junit_path(path: str | Path) -> None:
+    """A JUnit file is rewritten on every CI run: what is there is replaced (no ``--force`` needed) only when it
+    is an edgeseg JUnit report — not any other file edgeseg wrote (a checkpoint, a bench result, a manifest)."""
+    check_replace(path, True, lambda p: None if _junit_is_ours(p) else
+                  "exists and is not an edgeseg JUnit report; it is never replaced, whatever the flags: choose "
+                  "another --junit path")

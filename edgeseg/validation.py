@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 
 from edgeseg.errors import EdgesegError
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# what ``json.loads`` of untrusted text raises: ValueError for invalid JSON or text (JSONDecodeError and
+# UnicodeDecodeError are ValueErrors) and for an integer beyond Python's 4300-digit limit; RecursionError for
+# nesting deeper than the interpreter's recursion limit
+JSON_ERRORS = (ValueError, RecursionError)
+_MAX_LINE = 300  # an error line quotes at most this much of what it was given
 
 
 class FieldError(EdgesegError):
@@ -22,8 +28,18 @@ def _type_name(value) -> str:
     return "null" if value is None else type(value).__name__
 
 
+def short(value, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: how an error line quotes an untrusted value."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # an integer beyond the digit limit, a structure nested too deep
+        text = f"<{_type_name(value)}>"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def fail(field: str, message: str):
-    raise FieldError(f"{field}: {message}")
+    line = f"{field}: {message}"
+    raise FieldError(line if len(line) <= _MAX_LINE else line[: _MAX_LINE - 1] + "…")
 
 
 def expect_dict(value, field: str) -> dict:
@@ -53,22 +69,27 @@ def expect_str(value, field: str, max_len: int = 4096, pattern: re.Pattern | Non
 def expect_int(value, field: str, lo: int, hi: int) -> int:
     """An integer in ``[lo, hi]``; JSON floats (``1e12``, ``2.0``) and booleans are refused."""
     if isinstance(value, bool) or not isinstance(value, int):
-        fail(field, f"expected an integer, got {_type_name(value)} {value!r}"[:160])
+        fail(field, f"expected an integer, got {_type_name(value)} {short(value)}")
     if not lo <= value <= hi:
-        fail(field, f"{value} is outside {lo}..{hi}")
+        fail(field, f"{short(value)} is outside {lo}..{hi}")
     return value
 
 
 def expect_number(value, field: str, lo: float = -math.inf, hi: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        fail(field, f"expected a finite number, got {_type_name(value)} {value!r}"[:160])
+    """A finite number in ``[lo, hi]`` as a float (booleans, NaN, infinities and integers no float holds refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            (isinstance(value, float) and not math.isfinite(value)):
+        fail(field, f"expected a finite number, got {_type_name(value)} {short(value)}")
+    if abs(value) > sys.float_info.max:
+        fail(field, f"{short(value)} is too large for a float")
     if not lo <= value <= hi:
-        fail(field, f"{value} is outside {lo}..{hi}")
+        fail(field, f"{short(value)} is outside {lo}..{hi}")
     return float(value)
 
 
-def expect_choice(value, field: str, choices) -> str:
-    if value not in tuple(choices):
+def expect_choice(value, field: str, choices):
+    """One of ``choices``, of the same type too: ``2.0`` or ``True`` is not the choice ``2`` or ``1``."""
+    if not any(type(value) is type(choice) and value == choice for choice in choices):
         fail(field, f"{str(value)[:80]!r} is not one of {', '.join(map(str, choices))}")
     return value
 

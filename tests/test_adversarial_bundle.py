@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import onnx
 import pytest
@@ -285,18 +286,54 @@ def test_killed_compress_leftovers_are_swept_and_force_replaces_only_our_bundle(
 
 
 def test_sweep_keeps_live_processes_and_foreign_files(tmp_path):
-    from edgeseg.housekeeping import owner_tag, sweep_stale
+    from edgeseg.housekeeping import MARKER, _host, sweep_stale, temp_dir
 
-    mine = tmp_path / f".x.partial{owner_tag()}abc"  # this process is alive
-    mine.mkdir()
-    dead = tmp_path / ".y.partial.edgeseg-999999999-1-abc"
+    host = _host()
+    mine = temp_dir(".x.partial", tmp_path)  # this process is alive
+    dead = tmp_path / f".y.partial.edgeseg-999999999-1-{host}-abcd1234"
     dead.mkdir()
-    reused = tmp_path / f".z.png.edgeseg-{os.getpid()}-1-abc.png"  # this pid, another start time: a dead writer
+    (dead / MARKER).touch()
+    (dead / "model.onnx").write_text("")
+    empty = tmp_path / f".e.partial.edgeseg-999999999-1-{host}-abcd1234"  # killed before it was marked
+    empty.mkdir()
+    reused = tmp_path / f".z.png.edgeseg-{os.getpid()}-1-{host}-abcd1234.png"  # this pid, another start: dead
     reused.write_text("")
+    # named like ours but not provably ours: a user's folder without the marker, names that only contain the tag
+    unmarked = tmp_path / f".u.partial.edgeseg-999999999-1-{host}-abcd1234"
+    unmarked.mkdir()
+    (unmarked / "notes.txt").write_text("keep")
+    user_named = [tmp_path / "results.edgeseg-2024-06-final", tmp_path / "results.edgeseg-424242-0-final.csv",
+                  tmp_path / f".n.png.edgeseg-999999999-1-{host}-abcd1234.png.bak"]
+    user_named[0].mkdir()
+    (user_named[0] / "data.txt").write_text("months of work")
+    for path in user_named[1:]:
+        path.write_text("keep")
+    elsewhere = tmp_path / ".w.png.edgeseg-999999999-1-0badc0de-abcd1234.png"  # another host's, fresh: kept
+    elsewhere.write_text("")
+    old_elsewhere = tmp_path / ".v.png.edgeseg-999999999-1-0badc0de-abcd1234.png"
+    old_elsewhere.write_text("")
+    os.utime(old_elsewhere, (time.time() - 2 * 86400,) * 2)
     foreign = tmp_path / ".partial-not-ours"
     foreign.mkdir()
-    assert sorted(p.name for p in sweep_stale(tmp_path)) == sorted([dead.name, reused.name])
-    assert mine.exists() and foreign.exists()
+    removed = sorted(p.name for p in sweep_stale(tmp_path))
+    assert removed == sorted([dead.name, empty.name, reused.name, old_elsewhere.name])
+    assert all(p.exists() for p in (mine, unmarked, elsewhere, foreign, *user_named))
+
+
+def test_sweep_treats_a_zombie_as_gone(tmp_path):
+    from edgeseg.housekeeping import _host, _process_start, sweep_stale
+
+    child = subprocess.Popen(["true"])
+    deadline = time.time() + 10
+    while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z" and time.time() < deadline:
+        time.sleep(0.05)  # not reaped: a zombie until wait()
+    try:
+        assert _process_start(child.pid) is None
+        left = tmp_path / f".m.png.edgeseg-{child.pid}-5-{_host()}-abcd1234.png"
+        left.write_text("")
+        assert [p.name for p in sweep_stale(tmp_path)] == [left.name]
+    finally:
+        child.wait()
 
 
 # 14 — malformed checkpoint specs

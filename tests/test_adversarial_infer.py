@@ -114,13 +114,13 @@ def test_temporary_file_of_a_killed_infer_is_swept_by_the_next_run(bundle, phant
         import os, signal, sys
         import edgeseg.data.io as io
         real = io.atomic_write
-        def write_then_die(path, write):  # SIGKILL once the first output's temporary file is fully written
-            if ".edgeseg-cases" in str(path):  # the case's sidecar ("writing") comes first
-                return real(path, write)
+        def write_then_die(path, write, before_rename=None):  # SIGKILL once the first output's temporary
+            if ".edgeseg-cases" in str(path):               # file is fully written (the sidecar comes first)
+                return real(path, write, before_rename)
             def then_die(tmp):
                 write(tmp)
                 os.kill(os.getpid(), signal.SIGKILL)
-            real(path, then_die)
+            real(path, then_die, before_rename)
         io.atomic_write = write_then_die
         from edgeseg.cli import main
         sys.argv = ["edgeseg", "infer", {str(bundle)!r}, {str(_phantom_image(phantom_demo, 4))!r}, "-o", {str(out)!r}]
@@ -135,6 +135,37 @@ def test_temporary_file_of_a_killed_infer_is_swept_by_the_next_run(bundle, phant
     assert not left[0].exists() and (out / "phantom_0004.png").is_file()
     assert json.loads((tmp_path / "r.json").read_text())["swept"] == [str(left[0])]
     assert "removed 1 temporary file(s) of killed edgeseg runs" in res.output
+
+
+def test_resume_redoes_an_input_rewritten_with_its_old_size_and_mtime(bundle, phantom_demo, tmp_path):
+    """cp -p, rsync -a and tar set a file's mtime back; its ctime and inode still tell a new file."""
+    import os
+    import shutil
+
+    image, out = _copy_inputs(phantom_demo, tmp_path / "in", 1)[0], tmp_path / "out"
+    assert _run("infer", bundle, image, "-o", out).exit_code == 0
+    before = os.stat(image)
+    replacement = tmp_path / "other.png"  # a new file (here with the same bytes) put in place as cp -p would
+    shutil.copy2(image, replacement)
+    os.replace(replacement, image)
+    assert os.stat(image).st_size == before.st_size and os.stat(image).st_mtime_ns == before.st_mtime_ns
+    res = _run("infer", bundle, image, "-o", out, "--resume", "--report", tmp_path / "r.json")
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert not report["skipped"] and "pass --force" in report["failed"][0]["error"], res.output
+
+
+def test_a_second_infer_into_a_folder_being_written_is_refused(bundle, phantom_demo, tmp_path):
+    from edgeseg.infer.ledger import CASES_DIR, output_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with output_lock(out):  # another run holds the folder
+        res = _run("infer", bundle, _phantom_image(phantom_demo, 1), "-o", out)
+        assert res.exit_code == 2 and "another edgeseg infer is writing into this folder" in res.output, res.output
+        assert not (out / "phantom_0001.png").exists()
+    assert not (out / CASES_DIR).exists()  # the lock goes with its holder
+    assert _run("infer", bundle, _phantom_image(phantom_demo, 1), "-o", out).exit_code == 0
+    assert not (out / CASES_DIR).exists()
 
 
 # item 12: broken geometry in one input: one line naming it, the others processed (any other failure of one
@@ -200,3 +231,77 @@ def test_too_many_pixels_are_refused_from_the_header_before_decoding(bundle, pha
     res = _run("infer", bundle, good, "-o", tmp_path / "out2", "--max-pixels", 128 * 127)  # the limit is the user's
     assert res.exit_code == 1 and "128×128 = 16,384 pixels, above --max-pixels 16,256" in res.output
     assert _run("infer", bundle, good, "-o", tmp_path / "out3", "--max-pixels", 128 * 128).exit_code == 0
+
+
+def test_hidden_dimensions_count_against_the_size_limit(bundle, phantom_demo, tmp_path):
+    """A NIfTI's fourth dimension and a DICOM file's frames take memory too: refused from the headers."""
+    import pydicom
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((16, 16, 16, 40), np.uint8), np.eye(4)), str(folder / "t4d.nii.gz"))
+    _dicom_series(folder / "series", np.zeros((16, 16, 2)))
+    first = sorted((folder / "series").iterdir())[0]
+    ds = pydicom.dcmread(str(first))
+    ds.NumberOfFrames = 400  # the header claims 400 frames: counted before any pixel is decoded
+    ds.save_as(str(first))
+    res = _run("infer", bundle, folder, "-o", tmp_path / "out", "--max-voxels", "100000")
+    assert res.exit_code != 0 and "Traceback" not in res.output, res.output
+    assert "16×16×16×40 = 163,840 voxels" in res.output and "16×16×401 = 102,656 voxels" in res.output
+
+
+def test_outputs_of_two_inputs_never_take_each_others_names(bundle, phantom_demo, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "a_overlay.png", "b.png"):
+        (folder / name).write_bytes(_phantom_image(phantom_demo).read_bytes())
+    res = _run("infer", bundle, folder, "-o", tmp_path / "out", "--overlay", "--report", tmp_path / "r.json")
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [f["input"] for f in report["failed"] if "take names" in f["error"]] == [str(folder / "a_overlay.png")]
+    assert report["done"] == ["a", "b"], res.output
+    ledger = [json.loads(line)["file"] for line in (tmp_path / "out" / LEDGER).read_text().splitlines()[1:]]
+    assert len(ledger) == len(set(ledger))
+
+
+def test_channel_files_in_different_places_are_refused(tmp_path):
+    from edgeseg.errors import EdgesegError
+    from edgeseg.infer.inputs import InputItem, read_item
+
+    shifted = np.eye(4)
+    shifted[0, 3] = 500.0
+    for i, affine in enumerate((np.diag([-1.0, -1, 1, 1]), np.diag([1.0, 1, 1, 1]))):  # mirrored, then shifted
+        paths = [tmp_path / f"c{i}_0000.nii.gz", tmp_path / f"c{i}_0001.nii.gz"]
+        nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.float32), np.diag([1.0, 1, 1, 1])), str(paths[0]))
+        nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.float32), affine if i == 0 else shifted), str(paths[1]))
+        try:
+            read_item(InputItem(f"c{i}", paths, "nifti"))
+            raise AssertionError("read")
+        except EdgesegError as exc:
+            assert "affine differs" in str(exc)
+
+
+def test_inputs_that_are_not_files_and_empty_folders_are_reported_not_waited_on(bundle, phantom_demo, tmp_path):
+    import os
+
+    fifo = tmp_path / "f.png"
+    os.mkfifo(fifo)
+    (tmp_path / "empty").mkdir()
+    image = _phantom_image(phantom_demo)
+    res = _run("infer", bundle, fifo, tmp_path / "empty", image, image, "-o", tmp_path / "out",
+               "--report", tmp_path / "r.json")
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert {f["input"]: f["error"] for f in report["failed"]} == {
+        str(fifo): "not a regular file", str(tmp_path / "empty"): "no image, volume or DICOM series in this folder"}
+    assert report["done"] == ["phantom_0001"] and res.exit_code == 1  # the same image twice: segmented once
+
+
+def test_a_report_path_that_could_take_an_outputs_name_is_refused_before_the_run(bundle, phantom_demo, tmp_path):
+    out, image = tmp_path / "out", _phantom_image(phantom_demo)
+    (tmp_path / "file").write_text("")
+    for report in (out / "phantom_0001.png", out / LEDGER, out / ".edgeseg-cases" / "r.json", tmp_path / "file" / "r.json"):
+        res = _run("infer", bundle, image, "-o", out, "--report", report)
+        assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+        assert not out.exists()
+    res = _run("infer", bundle, image, "-o", tmp_path / "file" / "sub")
+    assert res.exit_code == 2 and "cannot create the output folder" in res.output, res.output
+    assert _run("infer", bundle, image, "-o", out, "--report", out / "run.json").exit_code == 0

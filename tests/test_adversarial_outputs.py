@@ -96,5 +96,48 @@ def test_bench_and_gate_outputs_replace_only_their_own(bundle, phantom_demo, for
         path.unlink()
     junit = foreign("report.xml", b"<testsuites name='mine'/>")
     _refused(_run("gate", junit.with_name("r.json"), "--baseline", junit.with_name("b.json"), "--junit", junit),
-             "not written by edgeseg")
+             "not an edgeseg JUnit report")
     assert junit.read_bytes() == b"<testsuites name='mine'/>"
+    # edgeseg wrote it, but not as a JUnit report: a checkpoint or a bundle's manifest is never replaced by one
+    model = foreign("model.ckpt", default_checkpoint().read_bytes())
+    for path in (model, bundle / "manifest.json"):
+        before = path.read_bytes()
+        _refused(_run("gate", junit.with_name("r.json"), "--baseline", junit.with_name("b.json"), "--junit", path),
+                 "not an edgeseg JUnit report")
+        assert path.read_bytes() == before
+
+
+def test_a_file_that_only_mentions_edgeseg_is_not_taken_for_its_output(tmp_path):
+    """Markdown and JUnit are recognised by what edgeseg writes, not by the word: a lab notebook about edgeseg,
+    a pytest JUnit whose test is named after it, a JUnit with an entity are a user's."""
+    from edgeseg.gating.junit import write_junit
+
+    notebook = tmp_path / "run.md"
+    notebook.write_text("# My lab notebook\nToday I tried edgeseg on chest x-rays\n")
+    pytest_junit = tmp_path / "results.xml"
+    pytest_junit.write_text('<?xml version="1.0"?><testsuites><testsuite name="pytest"><testcase '
+                            'classname="tests.test_edgeseg_cli" name="t"/></testsuite></testsuites>')
+    entity = tmp_path / "e.xml"
+    entity.write_text('<!DOCTYPE x [<!ENTITY a "edgeseg-gate">]><testsuites name="&a;"/>')
+    assert not any(map(written_by_edgeseg, (notebook, pytest_junit, entity)))
+    report = tmp_path / "bench.md"
+    report.write_text("# edgeseg bench: `b` (from `c`)\n")
+    ours = tmp_path / "gate.xml"
+    write_junit({"checks": [], "notes": [], "passed": True}, ours)
+    assert written_by_edgeseg(report) and written_by_edgeseg(ours)
+
+
+def test_a_killed_commands_temporary_beside_its_output_is_swept_by_the_next(phantom_demo, tmp_path):
+    """atomic_write's temporary of a process that is gone, beside an output the next command writes, is removed;
+    another file's temporary and a live process's are not."""
+    from edgeseg.housekeeping import owner_tag
+
+    dead_tag = owner_tag().replace(f"-{__import__('os').getpid()}-", "-999999999-", 1)
+    stale = tmp_path / f".e.json{dead_tag}abcd1234.json"
+    other = tmp_path / f".other.json{dead_tag}abcd1234.json"
+    live = tmp_path / f".e.json{owner_tag()}abcd1234.json"
+    for path in (stale, other, live):
+        path.write_text("{")
+    result = _run("evaluate", default_checkpoint(), "--data", phantom_demo, "--out", tmp_path / "e.json")
+    assert result.exit_code == 0, result.output
+    assert not stale.exists() and other.exists() and live.exists()

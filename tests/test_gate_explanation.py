@@ -59,7 +59,7 @@ def test_foreign_damaged_and_missing_explanations_are_refused_in_one_line(explai
     (tmp_path / "garbage.json").write_text("{not json")
     cases = [((write(steady), tmp_path / "foreign.json", "--baseline", base), "explains another bundle", 2),
              ((tmp_path / "damaged.json",), "damaged", 2),
-             ((tmp_path / "garbage.json",), "not a readable JSON", 2),
+             ((tmp_path / "garbage.json",), "not valid JSON", 2),
              ((write(steady), "--baseline", base, "--max-explanation-drift", "0.1"), "none of RESULTS has an explanation", 2),
              ((explained[0] / "explain.json", "--max-explanation-drift", "rho:x"), "measure must be rank or iou", 64),
              ((explained[0] / "explain.json", "--max-explanation-drift", "spleen=0.1"), "names ['spleen']", 64),

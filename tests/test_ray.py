@@ -1,5 +1,6 @@
 """Issue M: `infer --ray` (Ray Data, a local instance) gives the bytes local `infer` gives, resumes a killed run,
 reports a bad input and goes on; `bench --ray` over two device classes declared on this machine."""
+import hashlib
 import json
 import os
 import shutil
@@ -86,12 +87,15 @@ def test_resume_skips_complete_cases_and_redoes_unfinished_ones(bundle, phantom_
     (out / LEDGER_NAME).write_text("\n".join(line for line in lines if names[0] not in line) + "\n")
     (out / CASES_DIR).mkdir()
     sidecar = out / CASES_DIR / f"{first['done'][0]}.json"
-    sidecar.write_text(json.dumps({"state": "writing", "files": [names[0]]}))
-    # a file older than the sidecar naming it was not written by that run: never taken as edgeseg's
+    sidecar.write_text(json.dumps({"state": "writing", "files": [names[0]], "sealed": {}}))
+    # a file the killed run did not seal (its bytes are not the ones it wrote): never taken as edgeseg's
     forged = run_infer(InferConfig(bundle, [inputs], out, threads=1, resume=True))
-    assert "not written by edgeseg" in forged["failed"][0]["error"] and not forged["done"]
-    later = sidecar.stat().st_mtime_ns + 10**9
-    os.utime(out / names[0], ns=(later, later))  # the run wrote the file after its sidecar, then was killed
+    assert "did not write" in forged["failed"][0]["error"] and not forged["done"]
+    forced = run_infer(InferConfig(bundle, [inputs], out, threads=1, force=True))
+    assert "did not write" in forced["failed"][0]["error"] and first["done"][0] not in forced["done"]
+    # the run sealed the file's bytes, renamed it into place, then was killed
+    sealed = {names[0]: hashlib.sha256((out / names[0]).read_bytes()).hexdigest()}
+    sidecar.write_text(json.dumps({"state": "writing", "files": [names[0]], "sealed": sealed}))
     plain = run_infer(InferConfig(bundle, [inputs], out, threads=1))
     assert len(plain["failed"]) == 4 and "pass --resume" in plain["failed"][0]["error"]
     os.utime(inputs / sorted(os.listdir(inputs))[1], ns=(1, 1))  # an input changed since its outputs were written
@@ -124,11 +128,16 @@ def test_records_a_killed_ray_driver_left_in_sidecars_are_taken_in_once_and_forg
     (out / "notes.txt").write_text("a user's file")
     forged = {"state": "done", "records": [{"file": "notes.txt", "sha256": "0" * 64}]}
     (out / CASES_DIR / "forged.json").write_text(json.dumps(forged))
+    # a whole record of a user's file, in the sidecar of another case: its files all begin with that case's id
+    (out / "scan_user.jpg").write_bytes(b"a user's mask")
+    whole = {**records[f"{first['done'][0]}.png"][0], "file": "scan_user.jpg",
+             "sha256": hashlib.sha256(b"a user's mask").hexdigest()}
+    (out / CASES_DIR / "other.json").write_text(json.dumps({"state": "done", "records": [whole]}))
     resumed = run_infer(InferConfig(bundle, [inputs], out, threads=1, resume=True))
     assert resumed["skipped"] == first["done"] and not resumed["done"] and not resumed["failed"]
     files = _ledger_files(out)
     assert sorted(files) == sorted(_masks(out)), "a record taken in twice, lost, or forged"
-    assert (out / "notes.txt").read_text() == "a user's file"
+    assert (out / "notes.txt").read_text() == "a user's file" and "scan_user.jpg" not in files
 
 
 def _wait_for_lines(ledger: Path, n: int, proc: subprocess.Popen, timeout: float) -> None:

@@ -73,8 +73,10 @@ def bench(bundle: Bundle | str | os.PathLike, data: str | os.PathLike, *,
     ``"lung=0.3,nodule=1"`` or a dict; default 0.5); ``explain_cases`` > 0 also measures explanation drift on that
     many cases (``bench --explain``: the result's ``explain`` section)."""
     from edgeseg.benchmark.harness import BenchConfig, run_bench
+    from edgeseg.benchmark.settings import check_count
 
     check_options(options, set(BenchConfig.__dataclass_fields__) - {"bundle", "data", "limits"}, "bench()")
+    check_count(explain_cases, "explain_cases", 0, "0: no explanations")
     if max_dice_drop is not None:
         options["limits"] = dice_limits(max_dice_drop).to_dict()
     if "backends" in options:
@@ -172,10 +174,11 @@ def _gate_inputs(results) -> tuple[list[tuple[str, dict]], list[tuple[str, dict]
 def _classify(item) -> tuple[bool, dict]:
     """``(is an explain result, its dict)`` of a path, a dict, an :class:`edgeseg.ExplainResult` or a
     :class:`BenchResult`; a bench result is checked against its schema."""
+    from edgeseg.benchmark.schema import check_document_size
     from edgeseg.gating.explanation import EXPLAIN_SCHEMA, check_explain, read_gate_input
 
     if isinstance(item, (str, os.PathLike)):
-        kind, doc = read_gate_input(Path(item))
+        kind, doc = read_gate_input(check_document_size(item, "result"))
         return kind == EXPLAIN_SCHEMA, doc
     data = getattr(item, "data", item)
     if isinstance(data, dict) and data.get("schema") == EXPLAIN_SCHEMA:
@@ -183,8 +186,9 @@ def _classify(item) -> tuple[bool, dict]:
     return False, _result(item)
 
 
-def _result(result) -> dict:
-    """A bench result's dict from a path, a dict (checked against the schema) or a :class:`BenchResult`."""
+def _result(result, what: str = "results") -> dict:
+    """A bench result's dict from a path, a dict (checked against the schema) or a :class:`BenchResult`; ``what``:
+    the argument it was given as, for the error line."""
     from edgeseg.benchmark.schema import read_result, validate_result
 
     if isinstance(result, BenchResult):
@@ -192,9 +196,9 @@ def _result(result) -> dict:
     if isinstance(result, (str, os.PathLike)):
         return read_result(result)
     if not isinstance(result, dict):
-        raise UsageError(f"results: expected bench result paths, dicts or BenchResults, got {type(result).__name__}")
+        raise UsageError(f"{what}: expected bench result paths, dicts or BenchResults, got {type(result).__name__}")
     if problems := validate_result(result):
-        raise InputError(f"results: not a valid edgeseg-bench result: {problems[0]}")
+        raise InputError(f"{what}: not a valid edgeseg-bench result: {problems[0]}")
     return result
 
 
@@ -206,7 +210,8 @@ def _baseline(baseline) -> dict:
         return read_baseline(Path(baseline))
     if isinstance(baseline, dict) and baseline.get("schema") == BASELINE_SCHEMA:
         return baseline
-    runs = [_result(r) for r in (baseline if isinstance(baseline, (list, tuple)) else [baseline])]
+    what = "baseline (neither a baseline nor bench results to make one from)"
+    runs = [_result(r, what) for r in (baseline if isinstance(baseline, (list, tuple)) else [baseline])]
     return make_baseline(runs, [f"result {i}" for i in range(1, len(runs) + 1)])
 
 

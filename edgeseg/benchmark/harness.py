@@ -19,6 +19,7 @@ from edgeseg.benchmark.load import load_entries, load_verdict_line
 from edgeseg.benchmark.measure import Measured, measure
 from edgeseg.benchmark.ratios import add_ratios, run_noise
 from edgeseg.benchmark.schema import RESULT_SCHEMA_NAME, RESULT_SCHEMA_VERSION
+from edgeseg.benchmark.settings import check_bench_settings
 from edgeseg.benchmark.verdict import bench_verdict, check_limit_labels
 from edgeseg.bundle import MANIFEST, failed_files, manifest_artifacts, read_manifest
 from edgeseg.checkpoint import CheckpointSpec
@@ -60,6 +61,7 @@ class BenchConfig:
 
     def __post_init__(self):
         paths_as_path(self)  # str paths from Python work as well as Path
+        check_bench_settings(self)  # counts and limits that mean nothing: refused before anything runs
 
 
 @dataclass

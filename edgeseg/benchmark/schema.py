@@ -10,11 +10,18 @@ import math
 from functools import lru_cache
 from pathlib import Path
 
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, InputError
 
 RESULT_SCHEMA_NAME = "edgeseg-bench"
 RESULT_SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).with_name("result_schema.json")
+# Bounds on a JSON document edgeseg reads back (a bench result, a gate baseline): a result of thousands of cases
+# is a few MB and ~10⁵ values, 8 levels deep; beyond these a document is refused in one line instead of parsed
+# or validated for minutes.
+MAX_DOCUMENT_BYTES = 64 << 20
+MAX_ITEMS = 100_000     # items of one list or object
+MAX_VALUES = 2_000_000  # values in one document
+MAX_DEPTH = 32
 
 
 def load_schema() -> dict:
@@ -40,6 +47,23 @@ def _where(result: dict, path) -> str:
             except (KeyError, IndexError, TypeError):
                 pass
     return text.lstrip(".") or "(top level)"
+
+
+def _too_large(result) -> str | None:
+    """A size no bench result has, where: jsonschema would take minutes over a few million values (walked without
+    recursion, so a deep nesting is measured, not followed)."""
+    stack, seen = [((), result)], 0
+    while stack:
+        path, value = stack.pop()
+        seen += 1
+        if isinstance(value, (dict, list)):
+            if len(value) > MAX_ITEMS or len(path) > MAX_DEPTH or seen + len(value) > MAX_VALUES:
+                return (f"{_where(result, path)}: {len(value)} items at depth {len(path)}: larger or deeper than any "
+                        f"bench result (≤ {MAX_ITEMS} items per list or object, depth ≤ {MAX_DEPTH}, ≤ {MAX_VALUES} "
+                        "values in all)")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            stack.extend(((*path, key), item) for key, item in items)
+    return None
 
 
 def _non_finite(value, path=()):
@@ -82,6 +106,8 @@ def _minimal_problems(result) -> list[str]:
 
 def validate_result(result: dict) -> list[str]:
     """Human-readable problems with ``result`` (empty when it is a valid version-1 result)."""
+    if too_large := _too_large(result):
+        return [too_large]
     try:
         validator = _validator()
     except ImportError:
@@ -99,12 +125,31 @@ def validate_result(result: dict) -> list[str]:
     return problems
 
 
-def read_result(path: str | Path) -> dict:
-    """Load a results JSON written by ``edgeseg bench``; raise :class:`EdgesegError` unless it is one we can read."""
+def read_document(path: str | Path, what: str):
+    """The JSON content of ``path`` (a bench result, a baseline): refused in one line when it is larger than
+    :data:`MAX_DOCUMENT_BYTES`, unreadable or not JSON (also an integer of > 4300 digits, nesting too deep)."""
     from edgeseg.data.io import read_json
 
+    check_document_size(path, what)
+    return read_json(Path(path), what)
+
+
+def check_document_size(path: str | Path, what: str) -> Path:
+    """``path``, unless it is larger than :data:`MAX_DOCUMENT_BYTES` (one line naming it and ``what``)."""
+    try:
+        size = Path(path).stat().st_size
+    except OSError:
+        return Path(path)  # the reader says why it cannot read it
+    if size > MAX_DOCUMENT_BYTES:
+        raise InputError(f"{path}: {size / 2**20:.0f} MB, larger than any {what} edgeseg writes "
+                         f"(≤ {MAX_DOCUMENT_BYTES >> 20} MB); not read")
+    return Path(path)
+
+
+def read_result(path: str | Path) -> dict:
+    """Load a results JSON written by ``edgeseg bench``; raise :class:`EdgesegError` unless it is one we can read."""
     path = Path(path)
-    return check_result(read_json(path, "benchmark result"), path)
+    return check_result(read_document(path, "benchmark result"), path)
 
 
 def check_result(result, source) -> dict:

@@ -18,7 +18,7 @@ from edgeseg.bundle.members import artifact_bytes, member_path, read_verified, u
 from edgeseg.bundle.schema import SCHEMA, SCHEMA_VERSION, check_header, check_manifest
 from edgeseg.bundle.staging import check_replaceable, staging_dir
 from edgeseg.errors import EdgesegError, InputError, VerificationError
-from edgeseg.validation import FieldError
+from edgeseg.validation import JSON_ERRORS, FieldError
 
 MANIFEST = "manifest.json"
 DIGEST_KEY = "manifest_sha256"
@@ -97,14 +97,16 @@ def read_manifest(bundle_dir: str | Path, expected_digest: str | None = None) ->
         manifest = json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except JSON_ERRORS as exc:  # also an integer beyond Python's digit limit, nesting beyond its recursion limit
         raise InputError(f"{path}: invalid JSON ({str(exc)[:120]})") from None
     try:
         check_header(manifest, str(bundle_dir))
         check_manifest(manifest)
+        digest = manifest_digest(manifest)
     except FieldError as exc:
         raise InputError(f"{path}: {exc}") from None
-    digest = manifest_digest(manifest)
+    except RecursionError:  # a free-form section nested just below the parser's limit
+        raise InputError(f"{path}: nested too deeply for a manifest edgeseg wrote") from None
     if digest != manifest[DIGEST_KEY]:
         raise VerificationError(f"{path}: content does not match its {DIGEST_KEY} (edited after edgeseg wrote it)")
     if expected_digest is not None and digest != expected_digest.removeprefix("sha256:").lower():

@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 
 from edgeseg.bundle.onnx_scan import check_self_contained
 from edgeseg.errors import EdgesegError, VerificationError
+from edgeseg.validation import JSON_ERRORS
 
 PREPROCESSING_KEY, LABELS_KEY = "edgeseg.preprocessing", "edgeseg.label_names"
 
@@ -49,7 +50,7 @@ def embedded_metadata(rel: str, data: bytes) -> dict[str, str] | None:
 def _canonical(text: str, rel: str, key: str):
     try:
         return json.loads(text)
-    except (TypeError, json.JSONDecodeError):
+    except (TypeError, *JSON_ERRORS):
         raise EdgesegError(f"{rel}: embedded {key} is not valid JSON") from None
 
 

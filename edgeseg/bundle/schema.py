@@ -17,6 +17,7 @@ from edgeseg.validation import (
     expect_str,
     expect_str_list,
     fail,
+    short,
 )
 
 SCHEMA, SCHEMA_VERSION = "edgeseg-bundle", 2
@@ -27,6 +28,7 @@ DEVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,31}$")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 # keys that redirect what a runner opens: only edgeseg's own in-process artifacts may carry them
 _INTERNAL_KEYS = ("root", "engine_path", "workload")
+MODEL_ROLES = ("model", "end_to_end")  # the files a runtime loads as a model (the others: weights, engines)
 _MAX_FILE_BYTES = 1 << 40
 
 
@@ -51,6 +53,18 @@ def _check_entry(entry, field: str) -> None:
     expect_int(entry.get("bytes"), f"{field}.bytes", 0, _MAX_FILE_BYTES)
 
 
+def _check_model_suffix(files: dict, runtime: str, field: str) -> None:
+    """The runtime's model files (roles model, end_to_end) end as its target declares (``Target.model_suffix``):
+    the suffix decides which content checks a file gets, so a file may not dodge them by its name."""
+    from edgeseg.targets.registry import find_target
+
+    suffix = getattr(find_target(runtime), "model_suffix", None)
+    for role in MODEL_ROLES:
+        if suffix and role in files and not files[role].endswith(suffix):
+            fail(f"{field}.files.{role}",
+                 f"{short(files[role], 80)} does not end in {suffix}, as {runtime} model files must")
+
+
 def _check_artifact(artifact, field: str) -> None:
     from edgeseg.targets.registry import target_names  # the registered runtimes (edgeseg's and outside ones)
 
@@ -59,8 +73,9 @@ def _check_artifact(artifact, field: str) -> None:
         if key in artifact:
             fail(f"{field}.{key}", "not allowed in a manifest (artifacts load only from hashed bundle files)")
     expect_str(artifact.get("name"), f"{field}.name", pattern=NAME)
-    expect_choice(artifact.get("runtime"), f"{field}.runtime", target_names())
+    runtime = expect_choice(artifact.get("runtime"), f"{field}.runtime", target_names())
     expect_choice(artifact.get("precision"), f"{field}.precision", PRECISIONS)
+    expect_str(artifact.get("profile"), f"{field}.profile", max_len=256)  # what loaders read it by
     expect_str(artifact.get("device", "cpu"), f"{field}.device", pattern=DEVICE)
     files = expect_dict(artifact.get("files"), f"{field}.files")
     hashes = expect_dict(artifact.get("hashes"), f"{field}.hashes")
@@ -73,6 +88,7 @@ def _check_artifact(artifact, field: str) -> None:
         _check_entry(hashes[role], f"{field}.hashes.{role}")
         if rel != hashes[role]["path"]:  # one source of truth: the file that is hashed is the file that is loaded
             fail(f"{field}.files.{role}", f"{str(rel)[:80]!r} is not the hashed file {hashes[role]['path']!r}")
+    _check_model_suffix(files, runtime, field)
     expect_str_list(artifact.get("float_nodes", []), f"{field}.float_nodes")
     expect_dict(artifact.get("details", {}), f"{field}.details")
 
@@ -101,7 +117,7 @@ def check_manifest(manifest: dict) -> None:
         fail("artifacts", "two artifacts share a name")
     extra_hashes = expect_dict(manifest.get("extra_hashes", {}), "extra_hashes")
     for name, rel in expect_dict(manifest.get("extra_files", {}), "extra_files").items():
-        if rel not in extra_hashes:
+        if expect_str(rel, f"extra_files.{name}", max_len=1024) not in extra_hashes:
             fail(f"extra_files.{name}", f"{str(rel)[:80]!r} has no entry in extra_hashes")
     for rel, entry in extra_hashes.items():
         _check_entry(entry, f"extra_hashes.{rel}")

@@ -12,7 +12,7 @@ import contextlib
 import shutil
 from pathlib import Path
 
-from edgeseg.housekeeping import owner_tag, sweep_stale, temp_dir
+from edgeseg.housekeeping import mark, sweep_stale, temp_dir, temp_name
 from edgeseg.overwrite import check_replace, json_object
 
 
@@ -63,17 +63,19 @@ def staging_dir(out: Path, force: bool = False):
     check_replaceable(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(out.parent)
-    tmp = temp_dir(f".{out.name}.partial", out.parent)
+    staging = temp_dir(f".{out.name}.partial", out.parent)  # marked as edgeseg's; the bundle is built inside it
+    tmp = staging / "bundle"
+    tmp.mkdir()
     try:
         yield tmp
         check_replaceable(out, force)  # again: something may have appeared there while we worked
         old = None
         if out.exists():
-            old = out.with_name(f".{out.name}.old{owner_tag()}0")
+            old = temp_name(f".{out.name}.old", out.parent)
             out.rename(old)
+            mark(old)  # a kill before this leaves the old bundle unswept (never a folder not provably ours swept)
         tmp.rename(out)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)

@@ -23,6 +23,7 @@ except ImportError:  # pragma: no cover — older typer on click
 
 from edgeseg import __version__
 from edgeseg.errors import EdgesegError, Incomplete, InputError, LimitBroken, UsageError, VerificationError
+from edgeseg.validation import JSON_ERRORS
 
 # ── exit codes: the one table (docs/cli.md) ───────────────────────────────────────────────────────────────────
 EXIT_OK = 0
@@ -205,7 +206,7 @@ def parse_kwargs(pairs: list[str]) -> dict:
             raise UsageError(f"--arch-arg expects KEY=VALUE, got {pair!r}")
         try:
             out[key] = json.loads(text)
-        except json.JSONDecodeError:
+        except JSON_ERRORS:  # not JSON (or a number beyond Python's digit limit): the text itself
             out[key] = text
     return out
 

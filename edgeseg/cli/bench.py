@@ -27,14 +27,14 @@ from edgeseg.errors import Incomplete, UsageError, VerificationError
 def bench_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (from `edgeseg compress`)."),
               data: Path = typer.Option(..., help="Dataset folder (nnU-Net layout); labels optional (agreement only)."),
               split: Split = typer.Option(Split.val, help="val: the checkpoint's held-back cases; test: imagesTs/labelsTs."),
-              cases: int = typer.Option(0, help="Use only the first N cases of the split (0: all)."),
+              cases: int = typer.Option(0, min=0, help="Use only the first N cases of the split (0: all)."),
               backends: list[str] = typer.Option([], help="Runtimes to run: torch,onnxruntime,openvino,tensorrt (default all; the FP32 reference always runs)."),
-              threads: Optional[int] = typer.Option(None, help="Threads for every runtime (default: all usable cores); recorded."),
-              repeats: int = typer.Option(50, help="Timed batch-1 runs per artifact (after warm-up), split over the rounds."),
-              rounds: int = typer.Option(6, help="Rounds: each artifact timed in a fresh process per round, artifacts alternating (edgeseg gate needs ≥ 6)."),
-              warmup: int = typer.Option(5, help="Untimed runs before timing, in each process."),
-              batch_size: int = typer.Option(8, help="The larger batch for throughput (0 or 1: batch 1 only)."),
-              e2e_cases: int = typer.Option(8, help="Cases timed end to end (read → preprocess → infer → postprocess → write)."),
+              threads: Optional[int] = typer.Option(None, min=1, help="Threads for every runtime (default: all usable cores); recorded."),
+              repeats: int = typer.Option(50, min=1, help="Timed batch-1 runs per artifact (after warm-up), split over the rounds."),
+              rounds: int = typer.Option(6, min=1, help="Rounds: each artifact timed in a fresh process per round, artifacts alternating (edgeseg gate needs ≥ 6)."),
+              warmup: int = typer.Option(5, min=0, help="Untimed runs before timing, in each process."),
+              batch_size: int = typer.Option(8, min=0, help="The larger batch for throughput (0 or 1: batch 1 only)."),
+              e2e_cases: int = typer.Option(8, min=0, help="Cases timed end to end (read → preprocess → infer → postprocess → write)."),
               no_latency: bool = typer.Option(False, "--no-latency", help="Accuracy only."),
               load: Optional[str] = typer.Option(None, "--load", help="Also time every artifact with one core kept busy this share of the time, e.g. 0.3,0.6: p50/p99 against idle (a device running other software)."),
               profile: bool = typer.Option(False, "--profile", help="Also time every layer with each runtime's own profiler (OpenVINO performance counters, ONNX Runtime trace): where the time goes, in the JSON and the Markdown."),
@@ -42,7 +42,7 @@ def bench_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (from `e
               baseline_checkpoint: Optional[Path] = typer.Option(None, help="Also measure this checkpoint in PyTorch eager (e.g. the unpruned model)."),
               explain: bool = typer.Option(False, "--explain", help="Also measure explanation drift (occlusion, RISE, Grad-CAM against the FP32 reference, or --baseline-checkpoint) after the timings: the result's explain section, gated by edgeseg gate --max-explanation-drift."),
               explain_cases: int = typer.Option(8, min=1, help="With --explain: the first N cases explained (about 3–7 s per case and artifact for a 2D model on 2 cores)."),
-              max_dice_drop: float = typer.Option(0.5, help="Verdict: largest mean Dice drop per label against the FP32 reference, in points (0.01 Dice)."),
+              max_dice_drop: float = typer.Option(0.5, min=0.0, help="Verdict: largest mean Dice drop per label against the FP32 reference, in points (0.01 Dice)."),
               per_label: Optional[str] = typer.Option(None, help="Verdict: per-label limits in points, e.g. lung=0.3,nodule=1.0 (others: --max-dice-drop)."),
               ray: Optional[str] = typer.Option(None, "--ray", help="A device fleet on Ray (pip install 'edgeseg[ray]'): auto, local or a cluster address; one bench per --device-classes class on a node advertising the resource edgeseg-device:<class>; --out is then a folder (<class>.json each). The bundle and data must be at the same paths on every node."),
               device_classes: Optional[str] = typer.Option(None, "--device-classes", help="With --ray: the device classes to bench, e.g. cpu-x86_64-avx2-2t,jetson-orin-nano (the gate's class names)."),
@@ -109,7 +109,7 @@ def _fleet(cfg, address: str, device_classes: Optional[str], out: Path, baseline
     from edgeseg.distributed.bench import parse_device_classes, result_paths, run_fleet_bench
     from edgeseg.gating import GateLimits
     from edgeseg.gating.fleet import by_device_class
-    from edgeseg.overwrite import check_overwrite
+    from edgeseg.overwrite import check_junit_path, check_overwrite
 
     classes = parse_device_classes(device_classes)
     if out.suffix == ".json" or out.is_file():
@@ -119,7 +119,7 @@ def _fleet(cfg, address: str, device_classes: Optional[str], out: Path, baseline
     for path in result_paths(out, classes).values():
         check_overwrite(path, path.with_suffix(".md"), path.with_suffix(".png"), force=force)
     if junit:
-        check_overwrite(junit, force=True)
+        check_junit_path(junit)
     written, failed = run_fleet_bench(cfg, address, classes, out, explain_cases)
     for name, path in written.items():
         say(f"{name}: wrote {path}", json_out)

@@ -49,7 +49,7 @@ def infer_cmd(bundle: Path = typer.Argument(..., help="Bundle directory (verifie
     if ray is not None and threads is not None and threads_per_replica is not None:
         raise UsageError("give --threads-per-replica or --threads, not both")
     if report:
-        check_report_path(report, force)
+        check_report_path(report, force, out)
     limits = {name: v for name, v in (("max_pixels", max_pixels), ("max_voxels", max_voxels)) if v}
     summary = run_infer(InferConfig(bundle=bundle, inputs=inputs, out=out, backend=value(backend), artifact=artifact,
                                     probabilities=probabilities, overlay=overlay, force=force,

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg.errors import EdgesegError, InputError
+from edgeseg.validation import JSON_ERRORS
 
 ARCH = "onnx"                   # the manifest's model.arch of a bundle made from an ONNX file
 MAX_BYTES = 2 << 30             # protobuf's limit: larger models need external data, which bundles refuse
@@ -35,7 +36,7 @@ def _read_spec_file(spec_file: Path) -> dict:
         raise InputError(f"{spec_file}: spec file not found")
     try:
         data = json.loads(spec_file.read_text()) if spec_file.suffix == ".json" else read_toml(spec_file)
-    except (ValueError, EdgesegError) as exc:
+    except (EdgesegError, *JSON_ERRORS) as exc:
         raise InputError(f"{spec_file}: unreadable spec ({str(exc)[:120]})") from None
     if not isinstance(data, dict):
         raise InputError(f"{spec_file}: a spec must be a table (labels, [preprocessing])")
@@ -49,7 +50,7 @@ def _metadata_fields(metadata: dict[str, str], source: Path) -> dict:
     try:
         return {"labels": json.loads(metadata.get("edgeseg.label_names", "null")),
                 "preprocessing": json.loads(metadata["edgeseg.preprocessing"])}
-    except ValueError:
+    except JSON_ERRORS:
         raise InputError(f"{source}: edgeseg metadata in the ONNX file is not JSON") from None
 
 

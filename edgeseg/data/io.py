@@ -96,8 +96,9 @@ def read_label(path: str | Path) -> tuple[np.ndarray, Geometry]:
     return arr.astype(np.int64), geo
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: a reader never sees a half-written file."""
+def atomic_write(path: Path, write, before_rename=None) -> None:
+    """Call ``write(tmp_path)`` then rename onto ``path``: a reader never sees a half-written file;
+    ``before_rename(tmp_path)`` is called with the file complete, just before the rename."""
     from edgeseg.housekeeping import temp_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,15 +108,17 @@ def atomic_write(path: Path, write) -> None:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file ordinary permissions
+        if before_rename is not None:
+            before_rename(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def write_array(path: str | Path, arr: np.ndarray, geometry: Geometry | None = None) -> None:
+def write_array(path: str | Path, arr: np.ndarray, geometry: Geometry | None = None, before_rename=None) -> None:
     """Write ``(*spatial)`` or ``(channels, *spatial)`` uint8/uint16 to PNG/TIFF, or any array to NIfTI (with a
-    copy of ``geometry.header`` when there is one)."""
+    copy of ``geometry.header`` when there is one); ``before_rename``: as in :func:`atomic_write`."""
     path = Path(path)
     ext = file_extension(path)
     if ext in NIFTI_EXTS:
@@ -130,7 +133,7 @@ def write_array(path: str | Path, arr: np.ndarray, geometry: Geometry | None = N
         if geometry is not None and geometry.header is not None:  # the source's header, only the data type new
             header = geometry.header.copy()
             header.set_data_dtype(data.dtype)
-        atomic_write(path, lambda tmp: nib.save(nib.Nifti1Image(data, affine, header), str(tmp)))
+        atomic_write(path, lambda tmp: nib.save(nib.Nifti1Image(data, affine, header), str(tmp)), before_rename)
     elif ext in IMAGE_2D_EXTS:
         from PIL import Image
 
@@ -138,7 +141,7 @@ def write_array(path: str | Path, arr: np.ndarray, geometry: Geometry | None = N
         # PNG level 1: label maps barely compress better at the default 6, which takes ~2× longer to write
         options = {"compress_level": 1} if ext == ".png" else {}
         atomic_write(path, lambda tmp: Image.fromarray(data).save(tmp, format=Image.registered_extensions()[ext],
-                                                                  **options))
+                                                                  **options), before_rename)
     else:
         raise UsageError(f"{path}: unsupported output type {ext!r}")
 
@@ -156,8 +159,8 @@ def read_toml(path: Path) -> dict:
         return tomllib.loads(Path(path).read_text())
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{path}: invalid TOML ({exc})") from None
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError) as exc:  # ValueError: also > 4300 digits
+        raise InputError(f"{path}: invalid TOML ({str(exc)[:200]})") from None
 
 
 def read_json(path: Path, what: str):
@@ -165,9 +168,11 @@ def read_json(path: Path, what: str):
     it should have been."""
     import json
 
+    from edgeseg.validation import JSON_ERRORS
+
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise InputError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not valid JSON ({exc})") from None
+    except (UnicodeDecodeError, *JSON_ERRORS) as exc:  # JSONDecodeError is a ValueError
+        raise InputError(f"{path}: not valid JSON ({str(exc)[:200]})") from None

@@ -13,6 +13,7 @@ import numpy as np
 
 from edgeseg.data.io import Geometry, file_extension, read_array, read_label
 from edgeseg.errors import EdgesegError
+from edgeseg.validation import JSON_ERRORS
 
 _CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 _FILE_DIGESTS: dict[tuple[str, int, int], bytes] = {}  # (path, size, mtime) → sha256: each file hashed once
@@ -79,7 +80,7 @@ class NnUNetDataset:
             self.meta = json.loads(meta_file.read_text())
             self.channel_names = [self.meta["channel_names"][k] for k in sorted(self.meta["channel_names"], key=int)]
             self.labels: dict[str, int] = {str(k): int(v) for k, v in self.meta["labels"].items()}
-        except (json.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
+        except (KeyError, TypeError, AttributeError, *JSON_ERRORS) as exc:
             raise EdgesegError(f"{meta_file}: invalid dataset.json ({type(exc).__name__}: {exc})") from None
         self.name = self.root.name
         self.images_dir, self.labels_dir = (self.root / f"imagesT{'s' if test else 'r'}",
@@ -156,7 +157,7 @@ class NnUNetDataset:
         """The ``name`` case list of ``splits.json`` (an object, or nnU-Net's list of folds: fold 0)."""
         try:
             splits = json.loads(split_file.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, *JSON_ERRORS) as exc:
             raise EdgesegError(f"{split_file}: unreadable JSON ({exc})") from None
         if isinstance(splits, list):
             if not splits or not isinstance(splits[0], dict):

@@ -23,8 +23,8 @@ import numpy as np
 from edgeseg.distributed.cluster import connected, ray_failure
 from edgeseg.errors import EdgesegError, UsageError
 from edgeseg.infer.inputs import InputItem
-from edgeseg.infer.ledger import CaseSidecars
-from edgeseg.infer.outputs import output_paths
+from edgeseg.infer.ledger import CaseSidecars, output_lock
+from edgeseg.infer.outputs import make_out, output_paths
 from edgeseg.infer.pipeline import (
     Clock,
     InferConfig,
@@ -53,6 +53,9 @@ class ReplicaOutputs:
 
     def begin(self, item: InputItem, paths: dict[str, Path]) -> None:
         self.sidecars.begin(item, paths)
+
+    def seal(self, item: InputItem, path: Path, tmp: Path) -> None:
+        self.sidecars.seal(item, path, tmp)
 
     def record(self, item: InputItem, paths: dict[str, Path]) -> None:
         self.written[item.case_id] = self.sidecars.done(item, paths)
@@ -205,10 +208,21 @@ def run_infer_ray(cfg: InferConfig) -> dict:
         raise UsageError("--replicas must be ≥ 1")
     cfg = _absolute(replace(cfg, threads=cfg.threads or 1))
     start = time.perf_counter()
+    with output_lock(cfg.out) as lock:
+        planned, gather, seconds = _run_on_ray(cfg, lock)
+    order = {item.case_id: n for n, item in enumerate(planned.items)}
+    result = summary(cfg, planned, sorted(gather.done, key=order.get), gather.clock,
+                     max(gather.loads, default=0.0), start)
+    return {**result, "ray": gather.ray_summary(cfg, seconds)}
+
+
+def _run_on_ray(cfg: InferConfig, lock) -> tuple[Plan, _Gather, float]:
+    """Plan, then run the replicas over the inputs: ``(plan, what they returned, seconds of the pipeline)``."""
     planned = plan(cfg)
     gather, pipeline_seconds = _Gather(planned), 0.0
     if planned.items:
-        cfg.out.mkdir(parents=True, exist_ok=True)
+        make_out(cfg.out)
+        lock()
         config = {"infer": {**{k: v for k, v in asdict(cfg).items() if k != "ray"}, "artifact": planned.artifact.name},
                   "manifest_sha256": planned.ledger.run["manifest_sha256"]}
         with connected(cfg.ray) as ray:
@@ -226,8 +240,4 @@ def run_infer_ray(cfg: InferConfig) -> dict:
                     raise
                 raise ray_failure(exc) from None
             pipeline_seconds = time.perf_counter() - t0
-    order = {item.case_id: n for n, item in enumerate(planned.items)}
-    planned.ledger.sidecars.remove_folder_if_empty()
-    result = summary(cfg, planned, sorted(gather.done, key=order.get), gather.clock,
-                     max(gather.loads, default=0.0), start)
-    return {**result, "ray": gather.ray_summary(cfg, pipeline_seconds)}
+    return planned, gather, pipeline_seconds

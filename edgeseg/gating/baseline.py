@@ -14,13 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeseg.data.io import atomic_write, read_json
+from edgeseg.benchmark.schema import read_document
+from edgeseg.data.io import atomic_write
 from edgeseg.errors import EdgesegError
+from edgeseg.gating.baseline_schema import BASELINE_SCHEMA, BASELINE_VERSION, MODES, check_baseline
 from edgeseg.util import slug
 
-BASELINE_SCHEMA, BASELINE_VERSION = "edgeseg-gate-baseline", 1
-# runtime_fp32: ÷ the bundle's FP32 artifact on the same runtime, timed in the same rounds (non-FP32 artifacts only)
-MODES = ("workload", "reference", "absolute", "runtime_fp32")
 # Rounds per side the gate judges latency from. The band's σ is a median absolute deviation over the rounds;
 # with normal round-to-round noise and z = 3, the band alone falsely flags an unchanged model in 2.9 % (2 rounds),
 # 6.6 % (3), 2.7 % (5) and 1.4 % (6) of comparisons, and the 10th percentile of σ̂ is 0.13 σ (2 rounds) against
@@ -265,15 +264,6 @@ def write_baseline(baseline: dict, path: Path, replace_other: bool = False) -> d
 
 
 def read_baseline(path: Path) -> dict:
-    """A baseline file; refuses anything else, and a schema version newer than this edgeseg reads."""
-    path = Path(path)
-    baseline = read_json(path, "baseline")
-    if not isinstance(baseline, dict) or baseline.get("schema") != BASELINE_SCHEMA:
-        raise EdgesegError(f"{path}: not an {BASELINE_SCHEMA} file (write one with `edgeseg gate --update-baseline`)")
-    if baseline.get("schema_version") != BASELINE_VERSION:
-        raise EdgesegError(f"{path}: {BASELINE_SCHEMA} schema_version {baseline.get('schema_version')!r}; this edgeseg "
-                           f"reads version {BASELINE_VERSION}: re-create the baseline with this edgeseg")
-    missing = {"device_class", "data", "artifacts"} - set(baseline)
-    if missing:
-        raise EdgesegError(f"{path}: baseline lacks {sorted(missing)}")
-    return baseline
+    """A baseline file, checked (:func:`~edgeseg.gating.baseline_schema.check_baseline`); refuses anything else,
+    and a schema version other than the one this edgeseg reads."""
+    return check_baseline(read_document(path, "baseline"), path)

@@ -6,9 +6,11 @@ import fnmatch
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from edgeseg.benchmark.settings import check_limit
 from edgeseg.data.io import read_toml
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, InputError, UsageError
 from edgeseg.gating.baseline import MODES, rounds_shortfall, summarize_runs, too_few_rounds
+from edgeseg.gating.baseline_schema import check_baseline
 
 Z = 3.0                  # standard errors a change must exceed to count as more than noise
 # The run-to-run σ of a latency (÷ workload) between bench runs of an unchanged bundle: the floor of the noise
@@ -34,13 +36,24 @@ class GateLimits:
     every_run: bool = False  # latency over several results: pooled beyond the band, each run > CONFIRM_FRACTION × limit
     max_explanation_drift: str | dict | None = None  # see edgeseg.gating.explanation (default there when explained)
 
+    def __post_init__(self):
+        self.check_values()
+
     def check_values(self) -> None:
+        """Refuse limits that cannot judge anything (NaN, ∞, negative, not a number): a usage error, one line."""
         if self.metric not in ("p50", "p90"):
-            raise EdgesegError(f"--metric must be p50 or p90, got {self.metric!r}")
+            raise UsageError(f"--metric must be p50 or p90, got {str(self.metric)[:40]!r}")
         if self.mode not in ("auto", *MODES):
-            raise EdgesegError(f"--mode must be one of auto, {', '.join(MODES)}; got {self.mode!r}")
-        if self.max_latency_regression < 0 or self.max_dice_drop < 0 or any(v < 0 for v in self.per_label.values()):
-            raise EdgesegError("gate limits must be ≥ 0")
+            raise UsageError(f"--mode must be one of auto, {', '.join(MODES)}; got {str(self.mode)[:40]!r}")
+        check_limit(self.max_latency_regression, "--max-latency-regression")
+        check_limit(self.max_dice_drop, "--max-dice-drop")
+        if not isinstance(self.per_label, dict):
+            raise UsageError(f"per_label: expected {{label: points}}, got {type(self.per_label).__name__}")
+        for label, points in self.per_label.items():
+            check_limit(points, f"--max-dice-drop {label}")
+        globs = self.allow_vanished
+        if not isinstance(globs, (list, tuple)) or not all(isinstance(g, str) for g in globs):
+            raise UsageError("--allow-vanished: expected a list of CASE:LABEL globs")
 
 
 def parse_fraction(text: str | float) -> float:
@@ -49,7 +62,7 @@ def parse_fraction(text: str | float) -> float:
     try:
         return float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
     except ValueError:
-        raise EdgesegError(f"--max-latency-regression expects e.g. 10% or 0.1, got {text!r}") from None
+        raise UsageError(f"--max-latency-regression expects e.g. 10% or 0.1, got {str(text)[:40]!r}") from None
 
 
 def parse_dice_limits(text: str | float | dict) -> tuple[float | None, dict[str, float]]:
@@ -67,7 +80,7 @@ def parse_dice_limits(text: str | float | dict) -> tuple[float | None, dict[str,
             else:
                 default = float(item)
     except ValueError:
-        raise EdgesegError(f"--max-dice-drop expects POINTS or LABEL=POINTS pairs, got {text!r}") from None
+        raise UsageError(f"--max-dice-drop expects POINTS or LABEL=POINTS pairs, got {str(text)[:80]!r}") from None
     return default, per_label
 
 
@@ -124,8 +137,10 @@ def resolve_mode(limits: GateLimits, summary: dict, baseline: dict) -> tuple[str
 def run_gate(summary: dict, baseline: dict, limits: GateLimits, per_run: list[dict] | None = None) -> dict:
     """``{"passed", "checks": [Check], "notes", "mode", ...}`` for a :func:`summarize_runs` summary.
     With ``limits.every_run``, ``per_run`` holds one summary per result and a latency check fails only when
-    it fails in each of them (a slowdown must reproduce in independent runs)."""
+    it fails in each of them (a slowdown must reproduce in independent runs). A baseline entry the results lack (an
+    artifact, a timing, a label's Dice) is a failed check; nothing to compare at all is unusable input."""
     limits.check_values()
+    check_baseline(baseline, "baseline")
     if summary["device_class"] != baseline["device_class"] and not limits.allow_device_mismatch:
         raise EdgesegError(f"results are from device class {summary['device_class']}, the baseline from "
                            f"{baseline['device_class']}: keep one baseline per class "
@@ -173,6 +188,9 @@ def run_gate(summary: dict, baseline: dict, limits: GateLimits, per_run: list[di
         checks += _vanished_checks(name, current, limits)
     for name in set(summary["artifacts"]) - set(baseline["artifacts"]):
         notes.append(f"{name}: not in the baseline, not gated (update the baseline to gate it)")
+    if not any(not c.advisory for c in checks):
+        raise InputError("nothing to gate: no artifact of the baseline has a Dice, agreement, latency or presence to "
+                         "judge in these results; re-create the baseline from results that measured the bundle")
     return {"passed": all(c.passed for c in checks), "checks": checks, "notes": notes, "mode": " + ".join(modes),
             "metric": limits.metric, "device_class": summary["device_class"], "runs": summary["runs"],
             "baseline_runs": baseline.get("runs"), "limits": asdict(limits)}
@@ -291,18 +309,29 @@ def _latency_check(name, base, current, limits, mode, baseline) -> list[Check]:
 
 
 def _accuracy_checks(name, base, current, limits) -> list[Check]:
-    key = "dice" if base.get("dice") and current.get("dice") else "agreement"
+    """Dice per label of the baseline (agreement with the FP32 reference where the results have only that: unlabelled
+    data); a label the baseline has and the results lack fails: no evidence is not a pass."""
+    unlabelled = not current.get("dice") and current.get("agreement") and base.get("agreement")
+    key = "agreement" if unlabelled or not base.get("dice") else "dice"
     b, c = base.get(key) or {}, current.get(key) or {}
     checks = []
-    for label in (lab for lab in b if lab in c):
+    for label, before in b.items():
         limit = limits.per_label.get(label, limits.max_dice_drop)
-        change = (c[label] - b[label]) * 100
-        checks.append(Check(name, f"{key} {label}", -change <= limit, b[label], c[label], f"-{limit:g} pts",
+        if label not in c:
+            what = "no accuracy at all" if not (current.get("dice") or current.get("agreement")) else f"no {key} of it"
+            checks.append(Check(name, f"{key} {label}", False, before, None, f"-{limit:g} pts",
+                                f"in the baseline, not in the results ({what}): nothing to compare"))
+            continue
+        change = (c[label] - before) * 100
+        checks.append(Check(name, f"{key} {label}", -change <= limit, before, c[label], f"-{limit:g} pts",
                             f"{change:+.2f} pts (limit -{limit:g})"))
     return checks
 
 
 def _vanished_checks(name, current, limits) -> list[Check]:
+    """Structures of the FP32 masks that vanished; none said only where the results measured accuracy."""
+    if not (current.get("dice") or current.get("agreement")):
+        return []  # not measured: the accuracy checks of a baseline that had it fail already
     blocked = [v for v in current["vanished"] if not any(fnmatch.fnmatch(v, p) for p in limits.allow_vanished)]
     allowed = len(current["vanished"]) - len(blocked)
     note = f" ({allowed} allowed by --allow-vanished)" if allowed else ""

@@ -9,7 +9,6 @@ measure per gate and artifact.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,12 +68,9 @@ def parse_explanation_limits(text: str | float | dict) -> ExplanationLimits:
 
 def read_gate_input(path: Path) -> tuple[str, dict]:
     """``(schema, document)`` of a gate input, read once: a bench result or an explain result, either checked."""
-    from edgeseg.benchmark.schema import check_result
+    from edgeseg.benchmark.schema import check_result, read_document
 
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: not a readable JSON result ({exc})") from None
+    doc = read_document(path, "gate input (bench or explain result)")
     if isinstance(doc, dict) and doc.get("schema") == EXPLAIN_SCHEMA:
         return EXPLAIN_SCHEMA, check_explain(doc, path)
     return "edgeseg-bench", check_result(doc, path)

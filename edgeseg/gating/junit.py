@@ -51,6 +51,9 @@ def junit_xml(reports: list[tuple[str, dict]], errors: dict[str, str] | None = N
 
 def write_junit(report: dict | list[tuple[str, dict]], path: Path, errors: dict[str, str] | None = None) -> None:
     """The gate's JUnit XML: one report (suite ``edgeseg-gate``) or ``(suite name, report)`` pairs."""
+    from edgeseg.overwrite import check_junit_path
+
+    check_junit_path(path)
     reports = [("edgeseg-gate", report)] if isinstance(report, dict) else report
     root = junit_xml(reports, errors)
     ET.indent(root)

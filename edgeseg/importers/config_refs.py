@@ -9,19 +9,20 @@ from pathlib import Path
 from edgeseg.errors import EdgesegError
 
 MAX_DEPTH = 32
+MAX_NODES = 100_000  # values a resolved config may hold: references can multiply a small file (a "billion laughs")
 
 
 def read_config(path: Path) -> dict:
     """A JSON or YAML (``yaml.safe_load``) mapping."""
-    text = path.read_text()
     try:
+        text = path.read_text(encoding="utf-8")
         if path.suffix in (".yaml", ".yml"):
             import yaml
 
             data = yaml.safe_load(text)
         else:
             data = json.loads(text)
-    except Exception as exc:  # json/yaml errors: the file is the user's
+    except Exception as exc:  # unreadable, not UTF-8, json/yaml errors: the file is the user's
         raise EdgesegError(f"{path}: unreadable config ({type(exc).__name__}: {str(exc)[:120]})") from None
     if not isinstance(data, dict):
         raise EdgesegError(f"{path}: a config must be a mapping")
@@ -37,23 +38,32 @@ def lookup(config: dict, ref: str, where: str):
         elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         else:
-            raise EdgesegError(f"{where}: reference @{ref} names nothing in the config")
+            raise EdgesegError(f"{where}: reference @{ref[:80]} names nothing in the config")
     return node
 
 
-def resolve(config: dict, value, where: str, depth: int = 0):
-    """``value`` with every ``@id`` replaced by what it names, recursively; ``$``/``%`` values refused."""
+def resolve(config: dict, value, where: str):
+    """``value`` with every ``@id`` replaced by what it names, recursively; ``$``/``%`` values refused, and so
+    are references nested deeper than ``MAX_DEPTH`` or expanding to more than ``MAX_NODES`` values."""
+    return _resolve(config, value, where, 0, [0])
+
+
+def _resolve(config: dict, value, where: str, depth: int, nodes: list[int]):
+    nodes[0] += 1
+    if nodes[0] > MAX_NODES:
+        raise EdgesegError(f"{where.split(' → ')[0]}: its references expand to more than {MAX_NODES} values (a "
+                           "reference bomb?); not a network config")
     if depth > MAX_DEPTH:
         raise EdgesegError(f"{where}: references nested deeper than {MAX_DEPTH} (a cycle?)")
     if isinstance(value, str):
         if value.startswith("@"):
-            return resolve(config, lookup(config, value[1:], where), f"{where} → {value}", depth + 1)
+            return _resolve(config, lookup(config, value[1:], where), f"{where} → {value[:80]}", depth + 1, nodes)
         if value.startswith(("$", "%")):
             raise EdgesegError(f"{where}: {value[:60]!r} is a Python expression or macro; edgeseg reads configs as "
                                "data and never runs them: replace it with its value")
         return value
     if isinstance(value, list):
-        return [resolve(config, v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
+        return [_resolve(config, v, f"{where}[{i}]", depth + 1, nodes) for i, v in enumerate(value)]
     if isinstance(value, dict):
-        return {k: resolve(config, v, f"{where}.{k}", depth + 1) for k, v in value.items()}
+        return {k: _resolve(config, v, f"{where}.{k}", depth + 1, nodes) for k, v in value.items()}
     return value

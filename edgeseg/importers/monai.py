@@ -33,11 +33,27 @@ def _labels(folder: Path, num_classes: int, request: ImportRequest) -> list[str]
     """``metadata.json``'s ``network_data_format.outputs.pred.channel_def``, else the request's."""
     meta = folder / "configs" / "metadata.json"
     if meta.is_file() and not request.labels:
-        outputs = (read_config(meta).get("network_data_format") or {}).get("outputs") or {}
+        data_format = read_config(meta).get("network_data_format")
+        outputs = data_format.get("outputs") if isinstance(data_format, dict) else None
+        outputs = outputs if isinstance(outputs, dict) else {}
         channels = next((o.get("channel_def") for o in outputs.values() if isinstance(o, dict)), None)
         if isinstance(channels, dict) and len(channels) == num_classes:
             return [str(channels.get(str(i), channels.get(i, f"label{i}"))) for i in range(num_classes)]
     return need_labels(request, num_classes, str(folder))
+
+
+def _network_ints(kwargs: dict, name: str, where: str) -> tuple[int, int, int]:
+    """``(spatial_dims, in_channels, out_channels)`` of a resolved ``network_def`` (the channels popped from
+    ``kwargs``), each a plain integer of a usable size."""
+    from edgeseg.validation import expect_int
+
+    for key in ("in_channels", "out_channels"):
+        if key not in kwargs:
+            raise EdgesegError(f"{where}: no {key}; edgeseg needs the network's channel counts")
+    dims = expect_int(kwargs.get("spatial_dims", 3 if name in ("UNETR", "SwinUNETR") else 2),
+                      f"{where}.spatial_dims", 1, 3)
+    return (dims, expect_int(kwargs.pop("in_channels"), f"{where}.in_channels", 1, 64),
+            expect_int(kwargs.pop("out_channels"), f"{where}.out_channels", 2, 255))
 
 
 @register_importer
@@ -56,17 +72,16 @@ class MonaiBundleImporter(Importer):
         from edgeseg.models import create_model
 
         path = _bundle_config(source)
-        config = read_config(path)
-        if path is None or "network_def" not in config:
+        config = read_config(path) if path is not None else {}
+        if "network_def" not in config:
             raise EdgesegError(f"{source}: no configs/inference.json with a network_def")
         net = resolve(config, config["network_def"], f"{path.name}: network_def")
         name = transform_name(net, f"{path.name}: network_def")
         kwargs = {k: v for k, v in net.items() if k != "_target_"}
-        dims = int(kwargs.get("spatial_dims", 3 if name in ("UNETR", "SwinUNETR") else 2))
+        dims, in_channels, num_classes = _network_ints(kwargs, name, f"{path.name}: network_def")
         if dims != 2:
             raise EdgesegError(f"{source}: a {dims}D MONAI bundle; edgeseg imports 2D bundles so far (3D: "
                                "Orientation/Spacing resampling are not mapped yet)")
-        in_channels, num_classes = int(kwargs.pop("in_channels")), int(kwargs.pop("out_channels"))
         pre = flatten(resolve(config, config.get("preprocessing", {"_target_": "Compose"}), "preprocessing"),
                       "preprocessing")
         mapping = map_preprocessing(pre, dims, in_channels, f"{path.name}: preprocessing")

@@ -52,9 +52,9 @@ class Mapping:
 
 
 def transform_name(spec: dict, where: str) -> str:
-    target = spec.get("_target_")
+    target = spec.get("_target_") if isinstance(spec, dict) else None
     if not isinstance(target, str):
-        raise EdgesegError(f"{where}: a transform without _target_")
+        raise EdgesegError(f"{where}: expected an object with a _target_, got {type(spec).__name__}")
     name = target.rsplit(".", 1)[-1]
     return name[:-1] if name.endswith("d") and name[:-1] in MAPPED else name
 
@@ -62,8 +62,10 @@ def transform_name(spec: dict, where: str) -> str:
 def flatten(node: dict, where: str) -> list[dict]:
     """The transforms of a ``Compose`` (nested ones flattened), or the one transform ``node`` is."""
     if transform_name(node, where) == "Compose":
-        out = []
-        for i, t in enumerate(node.get("transforms", [])):
+        out, transforms = [], node.get("transforms", [])
+        if not isinstance(transforms, list):
+            raise EdgesegError(f"{where}.transforms: expected a list, got {type(transforms).__name__}")
+        for i, t in enumerate(transforms):
             out += flatten(t, f"{where}.transforms[{i}]")
         return out
     return [node]

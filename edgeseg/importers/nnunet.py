@@ -15,6 +15,7 @@ from edgeseg.errors import EdgesegError
 from edgeseg.importers.base import Imported, Importer, ImportRequest
 from edgeseg.importers.registry import register_importer
 from edgeseg.importers.weights import load_into, source_files
+from edgeseg.validation import JSON_ERRORS
 
 DATA_RESAMPLING = ("resample_data_or_seg_to_shape", {"is_seg": False, "order": 3, "order_z": 0,
                                                      "force_separate_z": None})
@@ -26,7 +27,7 @@ PROBABILITY_RESAMPLING = ("resample_data_or_seg_to_shape", {"is_seg": False, "or
 def _read_json(path: Path) -> dict:
     try:
         value = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, *JSON_ERRORS) as exc:
         raise EdgesegError(f"{path}: unreadable JSON ({str(exc)[:120]})") from None
     if not isinstance(value, dict):
         raise EdgesegError(f"{path}: expected a JSON object")

@@ -14,6 +14,7 @@ from edgeseg.errors import EdgesegError
 from edgeseg.importers.base import Imported, Importer, ImportRequest, need_labels
 from edgeseg.importers.registry import register_importer
 from edgeseg.importers.weights import load_into, read_state_dict, source_files
+from edgeseg.validation import JSON_ERRORS, expect_int
 
 MODEL_KEYS = ("_model_class", "_smp_model_class", "model_class")
 
@@ -24,7 +25,7 @@ def _config(folder: Path) -> dict | None:
         return None
     try:
         config = json.loads(path.read_text())
-    except (ValueError, OSError):
+    except (OSError, *JSON_ERRORS):
         return None
     return config if isinstance(config, dict) and any(k in config for k in MODEL_KEYS) else None
 
@@ -89,7 +90,8 @@ class SmpImporter(Importer):
         arch = next(config[k] for k in MODEL_KEYS if k in config)
         kwargs = {k: v for k, v in config.items() if not k.startswith("_") and k not in
                   ("model_class", "encoder_weights", "in_channels", "classes")}
-        net_channels, num_classes = int(config.get("in_channels", 3)), int(config.get("classes", 1))
+        net_channels = expect_int(config.get("in_channels", 3), f"{source}/config.json: in_channels", 1, 64)
+        num_classes = expect_int(config.get("classes", 1), f"{source}/config.json: classes", 1, 255)
         if num_classes < 2:
             raise EdgesegError(f"{source}: {num_classes} output channel (sigmoid); edgeseg label maps need softmax over "
                                "≥ 2 classes")

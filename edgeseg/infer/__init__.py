@@ -31,6 +31,10 @@ def infer(bundle, inputs: str | Path | list, out: str | Path, *, ray: str | bool
     ``ray``: "auto"/True, "local" or a cluster address runs it on Ray with ``replicas`` model replicas of
     ``threads`` threads each; ``options``: the other :class:`InferConfig` fields (``backend``, ``resume``,
     ``force``, ``probabilities``, ``overlay``, ``batch_size`` …). Returns the run summary."""
+    from edgeseg.api.options import check_options
+
+    check_options(options, set(InferConfig.__dataclass_fields__) - {"bundle", "inputs", "out", "ray", "replicas",
+                                                                    "threads"}, "infer()")
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     bundle = getattr(bundle, "path", bundle)  # an edgeseg.Bundle, or its folder
     return run_infer(InferConfig(bundle=bundle, inputs=inputs, out=out, ray="auto" if ray is True else ray or None,

@@ -40,16 +40,21 @@ def _pydicom(folder: Path):
 
 
 def dicom_series_shape(folder: Path) -> tuple[int, int, int]:
-    """``(columns, rows, files)`` of a series from the first file's header alone (no pixel data decoded)."""
+    """``(columns, rows, frames)`` of a series from its files' headers alone (no pixel data decoded): the frames
+    of every file (multi-frame files count each), at the largest columns × rows of any."""
     pydicom = _pydicom(folder)
     files = _dicom_files(folder)
     if not files:
         raise EdgesegError(f"{folder}: no DICOM files")
-    try:
-        ds = pydicom.dcmread(str(files[0]), stop_before_pixels=True)
-        return int(ds.Columns), int(ds.Rows), len(files)
-    except Exception as exc:  # pydicom raises many types for a damaged header
-        raise EdgesegError(f"{files[0]}: unreadable DICOM header ({type(exc).__name__}: {exc})") from None
+    columns = rows = frames = 0
+    for path in files:
+        try:
+            ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["Columns", "Rows", "NumberOfFrames"])
+            columns, rows = max(columns, int(ds.Columns)), max(rows, int(ds.Rows))
+            frames += max(1, int(ds.get("NumberOfFrames", 1) or 1))
+        except Exception as exc:  # pydicom raises many types for a damaged header
+            raise EdgesegError(f"{path}: unreadable DICOM header ({type(exc).__name__}: {exc})") from None
+    return columns, rows, frames
 
 
 def _numbers(ds, path: Path, keyword: str, count: int) -> np.ndarray:

@@ -56,11 +56,18 @@ def discover_inputs(paths: list[Path], in_channels: int) -> tuple[list[InputItem
         elif path.is_dir() and is_dicom_series(path):
             items.append(InputItem(path.name, [path], "dicom"))
         elif path.is_dir():
+            found = len(items) + len(files)
             for child in sorted(path.iterdir()):
                 if child.is_dir() and is_dicom_series(child):
                     items.append(InputItem(child.name, [child], "dicom"))
                 elif child.is_file() and _kind(child):
                     files.append(child)
+            if len(items) + len(files) == found:
+                problems.append((str(path), "no image, volume or DICOM series in this folder"))
+        elif not path.is_file():  # a FIFO or device would block the reader
+            problems.append((str(path), "not a regular file"))
+        elif path in files:
+            continue  # the same file named twice: segmented once
         elif _kind(path):
             files.append(path)
         else:
@@ -89,7 +96,8 @@ def discover_inputs(paths: list[Path], in_channels: int) -> tuple[list[InputItem
 
 
 def _header_shape(path: Path, kind: str) -> tuple[int, ...]:
-    """Spatial shape from the file's header alone: PIL's ``(width, height)``, NIfTI's first three dims."""
+    """Shape from the file's header alone: PIL's ``(width, height)``, NIfTI's every dimension (a fourth one is
+    channels or time: it takes memory as well)."""
     try:
         if kind == "2d":
             from PIL import Image
@@ -98,7 +106,7 @@ def _header_shape(path: Path, kind: str) -> tuple[int, ...]:
                 return im.size
         import nibabel as nib
 
-        return tuple(int(n) for n in nib.load(str(path)).shape[:3])
+        return tuple(int(n) for n in nib.load(str(path)).shape)
     except FileNotFoundError:
         raise EdgesegError(f"{path}: file not found") from None
     except Exception as exc:  # PIL/nibabel raise many types for a corrupt header
@@ -209,5 +217,18 @@ def read_item(item: InputItem) -> tuple[np.ndarray, Geometry]:
     arrays = [read_array(p) for p in item.paths]
     if len({a.shape[1:] for a, _ in arrays}) > 1:
         raise EdgesegError(f"{item.source}: channel files differ in size {[a.shape[1:] for a, _ in arrays]}")
+    _check_same_place(item, [geometry for _, geometry in arrays])
     image = np.concatenate([a for a, _ in arrays]) if len(arrays) > 1 else arrays[0][0]
     return image, arrays[0][1]
+
+
+def _check_same_place(item: InputItem, geometries: list[Geometry]) -> None:
+    """Channel files of one case must lie in the same place (affine equal to 0.01 mm): a mirrored or shifted
+    channel would be fed to the model misregistered."""
+    affines = [np.asarray(g.affine, float) for g in geometries if g.affine is not None]
+    if len(affines) != len(geometries) and affines:
+        raise EdgesegError(f"{item.source}: some channel files carry an affine and some do not")
+    for path, affine in zip(item.paths[1:], affines[1:]):
+        if affine.shape != affines[0].shape or not np.allclose(affine, affines[0], rtol=0, atol=0.01):
+            raise EdgesegError(f"{path}: its affine differs from {item.paths[0].name}'s (channel files of a case must "
+                               "share their geometry; resample them onto one grid first)")

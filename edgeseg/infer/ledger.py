@@ -1,13 +1,15 @@
 """What `edgeseg infer` wrote into an output folder, and how a killed run is resumed.
 
 ``edgeseg-outputs.jsonl`` (the ledger) lists every file edgeseg wrote there, one JSON line each after a header
-line: file name, sha256, the input it came from (path and a size/mtime stamp), the bundle (path, manifest
-digest) and artifact. ``--force`` replaces only files listed there and unchanged since.
+line: file name, sha256, the input it came from (path and a size/mtime/ctime/inode stamp), the bundle (path,
+manifest digest) and artifact. ``--force`` replaces only files listed there and unchanged since. One run writes
+into a folder at a time (:func:`output_lock`).
 
 A case is written in three steps, so that a kill at any point leaves a state the next run understands:
-1. a sidecar ``.edgeseg-cases/<case>.json`` says "writing" and names the case's files (they are edgeseg's from
-   now on: a later ``--resume`` may finish them, a later run without it refuses to touch them unasked);
-2. the files are written, each to a temporary name and renamed;
+1. a sidecar ``.edgeseg-cases/<case>.json`` says "writing" and names the case's files;
+2. the files are written, each to a temporary name whose sha256 goes into the sidecar before it is renamed into
+   place: a file there with exactly those bytes is edgeseg's (a later ``--resume`` may replace it, a run
+   without it refuses to touch it unasked); any other file there is not, whatever the flags;
 3. the case's lines are appended to the ledger and the sidecar removed. A Ray replica (another process, maybe
    another machine, where appending to one shared file is not atomic) instead rewrites its sidecar as "done"
    with the lines; the driver appends them to the ledger as results arrive, or the next run does.
@@ -17,6 +19,7 @@ and unchanged input; a case left "writing" is done again.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -25,27 +28,29 @@ from typing import Protocol
 
 from edgeseg.data.io import atomic_write
 from edgeseg.errors import EdgesegError
+from edgeseg.infer.outputs import CASES_DIR, output_paths
 from edgeseg.overwrite import check_replace
 from edgeseg.util import file_sha256
 
 LEDGER_NAME = "edgeseg-outputs.jsonl"
-CASES_DIR = ".edgeseg-cases"
 _LEDGER_HEADER = {"edgeseg": "infer outputs", "schema_version": 1}
 _EARLIER = "exists (written by a previous edgeseg infer)"
 
 
 def input_stamp(paths: list[Path]) -> list:
-    """``[size, mtime_ns]`` per input path (a folder: its files' count, total size and latest mtime): what
-    says an input is unchanged since its outputs were written, without reading it again."""
+    """``[size, mtime_ns, ctime_ns, inode]`` per input path (a folder: its files' count, total size, latest mtime
+    and ctime): what says an input is unchanged since its outputs were written, without reading it again. The
+    ctime is in it because copying tools set a file's mtime back (``cp -p``, ``rsync -a``); nothing sets ctime."""
     stamp = []
     for path in map(Path, paths):
         try:
             if path.is_dir():
                 files = [p.stat() for p in path.iterdir() if p.is_file()]
-                stamp.append([len(files), sum(s.st_size for s in files), max((s.st_mtime_ns for s in files), default=0)])
+                stamp.append([len(files), sum(s.st_size for s in files), max((s.st_mtime_ns for s in files), default=0),
+                              max((s.st_ctime_ns for s in files), default=0)])
             else:
                 st = path.stat()
-                stamp.append([st.st_size, st.st_mtime_ns])
+                stamp.append([st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino])
         except OSError:
             stamp.append(None)
     return stamp
@@ -61,6 +66,9 @@ class OutputRecorder(Protocol):
     def begin(self, item, paths: dict[str, Path]) -> None:
         """Before the first output file of ``item`` is written."""
 
+    def seal(self, item, path: Path, tmp: Path) -> None:
+        """An output file of ``item`` is complete at ``tmp`` and about to be renamed onto ``path``."""
+
     def record(self, item, paths: dict[str, Path]) -> None:
         """After every output file of ``item`` is in place."""
 
@@ -71,6 +79,7 @@ class CaseSidecars:
 
     def __init__(self, folder: Path, run: dict):
         self.folder, self.run = Path(folder) / CASES_DIR, run
+        self.open: dict[str, dict] = {}  # case id → its "writing" sidecar, as written last
 
     def _path(self, case_id: str) -> Path:
         return self.folder / f"{case_id}.json"
@@ -80,13 +89,21 @@ class CaseSidecars:
 
     def begin(self, item, paths: dict[str, Path]) -> None:
         """Step 1: the case's files are about to be written."""
-        self._write(item.case_id, {"state": "writing", "files": [p.name for p in paths.values()], "input": item.source})
+        body = {"state": "writing", "files": [p.name for p in paths.values()], "input": item.source, "sealed": {}}
+        self._write(item.case_id, body)
+        self.open[item.case_id] = body
+
+    def seal(self, item, path: Path, tmp: Path) -> None:
+        """Step 2, before a file's rename: its final bytes' sha256 into the sidecar (what proves it edgeseg's)."""
+        body = self.open[item.case_id]
+        body["sealed"][path.name] = file_sha256(tmp)
+        self._write(item.case_id, body)
 
     def records(self, item, paths: dict[str, Path]) -> list[dict]:
         """The ledger lines of a case whose files are in place."""
-        stamp = input_stamp(item.paths)
-        return [{"file": p.name, "sha256": file_sha256(p), "input": item.source, "input_stamp": stamp, **self.run}
-                for p in paths.values()]
+        stamp, sealed = input_stamp(item.paths), self.open.pop(item.case_id, {}).get("sealed", {})
+        return [{"file": p.name, "sha256": sealed.get(p.name) or file_sha256(p), "input": item.source,
+                 "input_stamp": stamp, **self.run} for p in paths.values()]
 
     def done(self, item, paths: dict[str, Path]) -> list[dict]:
         """Step 3 of a replica: the sidecar becomes the case's record; returns its ledger lines."""
@@ -103,10 +120,10 @@ class CaseSidecars:
         for path in sorted(self.folder.glob("*.json")) if self.folder.is_dir() else []:
             try:
                 body = json.loads(path.read_text())
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
                 continue
             if isinstance(body, dict) and body.get("state") in ("writing", "done"):
-                found.append((path.name[: -len(".json")], {**body, "mtime_ns": path.stat().st_mtime_ns}))
+                found.append((path.name[: -len(".json")], body))
         return found
 
     def remove_folder_if_empty(self) -> None:
@@ -114,6 +131,53 @@ class CaseSidecars:
             self.folder.rmdir()
         except OSError:
             pass
+
+
+_RECORD_KEYS = ("file", "sha256", "input", "input_stamp", "manifest_sha256", "artifact")
+
+
+def _case_file(case_id: str, name) -> bool:
+    """``name`` is a plain file name of the case's outputs (they all begin with its id)."""
+    return isinstance(name, str) and name.startswith(case_id) and Path(name).name == name
+
+
+@contextlib.contextmanager
+def output_lock(out: Path):
+    """Hold ``OUT/.edgeseg-cases/lock`` (an exclusive ``flock``) while a run writes into ``out``: a second
+    ``edgeseg infer`` into the same folder is refused in one line instead of writing every case twice. Call the
+    yielded function to take it (again after creating ``out``; a folder not there yet holds nothing to guard)."""
+    import fcntl
+
+    held: list[int] = []
+
+    def take() -> None:
+        if held or not out.is_dir():
+            return
+        path = out / CASES_DIR / "lock"
+        try:
+            path.parent.mkdir(exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        except OSError as exc:
+            raise EdgesegError(f"{path}: cannot take the output folder's lock ({exc.strerror or exc})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise EdgesegError(f"{out}: another edgeseg infer is writing into this folder; wait for it, or choose "
+                               "another --out") from None
+        if os.fstat(fd).st_ino != os.stat(path).st_ino:  # the holder before us removed the file as we opened it
+            os.close(fd)
+            return take()
+        held.append(fd)
+
+    take()
+    try:
+        yield take
+    finally:
+        if held:
+            (out / CASES_DIR / "lock").unlink(missing_ok=True)
+            os.close(held[0])
+            CaseSidecars(out, {}).remove_folder_if_empty()
 
 
 class OutputLedger:
@@ -126,33 +190,34 @@ class OutputLedger:
         self.path, self.run, self._lock = Path(folder) / LEDGER_NAME, run, threading.Lock()
         self.sidecars = CaseSidecars(folder, run)
         self.files: dict[str, dict] = self._read() if self.path.exists() or self.path.is_symlink() else {}
-        # files of cases a killed run began (name → when the sidecar was written): edgeseg's, maybe incomplete
-        self.pending: dict[str, int] = {}
+        # files of cases a killed run began: name → the sha256 sealed before its rename (no entry: never sealed)
+        self.pending: dict[str, str | None] = {}
         for case_id, sidecar in self.sidecars.read_all():
             if sidecar["state"] == "done" and isinstance(sidecar.get("records"), list):
                 # a kill may have come after the driver's append and before the sidecar went: not twice
-                if not all(self._intact(r) for r in sidecar["records"]):
+                if not all(self._intact(case_id, r) for r in sidecar["records"]):
                     continue  # not what edgeseg wrote, or changed since: left alone, and not taken in
                 if new := [r for r in sidecar["records"] if r != self.files.get(r["file"])]:
                     self.append(new)
                 self.sidecars.clear(case_id)
             elif isinstance(sidecar.get("files"), list):
-                self.pending.update({name: sidecar["mtime_ns"] for name in sidecar["files"]
-                                     if isinstance(name, str) and name.startswith(case_id) and Path(name).name == name})
+                sealed = sidecar.get("sealed") if isinstance(sidecar.get("sealed"), dict) else {}
+                self.pending.update({name: sealed.get(name) if isinstance(sealed.get(name), str) else None
+                                     for name in sidecar["files"] if _case_file(case_id, name)})
 
-    def _intact(self, record) -> bool:
-        """A sidecar's record names a file of this folder that still has the bytes it records."""
-        if not (isinstance(record, dict) and isinstance(record.get("file"), str) and isinstance(record.get("sha256"), str)):
+    def _intact(self, case_id: str, record) -> bool:
+        """A sidecar's record is a whole record of one of the case's files, which still has the bytes it records."""
+        if not (isinstance(record, dict) and all(isinstance(record.get(k), (str, list)) for k in _RECORD_KEYS)
+                and _case_file(case_id, record["file"])):
             return False
         path = self.path.parent / record["file"]
-        return (Path(record["file"]).name == record["file"] and path.is_file() and not path.is_symlink()
-                and file_sha256(path) == record["sha256"])
+        return path.is_file() and not path.is_symlink() and file_sha256(path) == record["sha256"]
 
     def _read(self) -> dict[str, dict]:
         try:
             lines = self.path.read_text().splitlines() if self.path.is_file() and not self.path.is_symlink() else []
             records = [json.loads(line) for line in lines]
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             records = []
         if not records or records[0] != _LEDGER_HEADER or not all(
                 isinstance(r, dict) and isinstance(r.get("file"), str) and isinstance(r.get("sha256"), str)
@@ -171,17 +236,18 @@ class OutputLedger:
                           "left by an edgeseg infer that was killed; pass --resume to finish it" if pending else _EARLIER)
 
     def _pending(self, path: Path) -> bool:
-        """A file of a case a killed run began, written after its sidecar (a file older than the sidecar that
-        names it was not written by that run)."""
-        try:
-            return path.name in self.pending and path.lstat().st_mtime_ns >= self.pending[path.name]
-        except OSError:
-            return False
+        """A file of a case a killed run began that holds exactly the bytes that run sealed for it."""
+        sealed = self.pending.get(path.name)
+        return (sealed is not None and path.is_file() and not path.is_symlink()
+                and file_sha256(path) == sealed)
 
     def _not_ours(self, path: Path) -> str | None:
         """Why an existing output path may not be replaced: not edgeseg's, or changed since (None: ours)."""
         entry, pending = self.files.get(path.name), self._pending(path)
         if entry is None and not pending:
+            if path.name in self.pending:
+                return ("holds bytes that the edgeseg infer killed while writing here did not write; not "
+                        "overwritten, whatever the flags: move it, then run again")
             return (f"exists and was not written by edgeseg (not in {LEDGER_NAME}); not overwritten: move it or "
                     "choose another --out")
         if path.is_symlink() or not path.is_file() or (not pending and file_sha256(path) != entry["sha256"]):
@@ -204,8 +270,6 @@ class OutputLedger:
                     resume: bool = False) -> tuple[list, list[dict], list[str]]:
         """Check every input's outputs before any model call: the inputs to segment, one failure
         ``{"input", "error"}`` per input whose outputs may not be written, and the case ids ``resume`` skips."""
-        from edgeseg.infer.outputs import output_paths
-
         free, taken, skipped = [], [], []
         for item in items:
             paths = output_paths(out_dir, item.case_id, item.kind, probabilities, overlay)
@@ -222,6 +286,9 @@ class OutputLedger:
     def begin(self, item, paths: dict[str, Path]) -> None:
         self.sidecars.begin(item, paths)
 
+    def seal(self, item, path: Path, tmp: Path) -> None:
+        self.sidecars.seal(item, path, tmp)
+
     def record(self, item, paths: dict[str, Path]) -> None:
         """The files of one case are in place: their lines to the ledger, its sidecar removed."""
         self.append(self.sidecars.records(item, paths))
@@ -230,7 +297,7 @@ class OutputLedger:
     def append(self, records: list[dict]) -> None:
         """Append ledger lines in one ``write`` (O_APPEND: a kill leaves whole lines)."""
         with self._lock:
-            header = [] if self.path.exists() else [_LEDGER_HEADER]
+            header = [] if self.path.exists() or self.path.is_symlink() else [_LEDGER_HEADER]
             data = "".join(json.dumps(r) + "\n" for r in header + records).encode()
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
             try:

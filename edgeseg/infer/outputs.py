@@ -13,6 +13,8 @@ from edgeseg.data.io import Geometry, atomic_write, write_array
 from edgeseg.errors import EdgesegError
 from edgeseg.overwrite import check_replace, json_object
 
+CASES_DIR = ".edgeseg-cases"  # the per-case sidecars of edgeseg.infer.ledger (and its lock)
+
 _REPORT_KEYS = {"bundle", "artifact", "done", "failed", "stages_seconds"}  # what every infer report holds
 
 # label 0 (background) black, then seven well-separated colours; further labels get spread hues (label_colours)
@@ -32,6 +34,14 @@ def output_paths(out_dir: Path, case_id: str, kind: str, probabilities: bool, ov
     return paths
 
 
+def make_out(out: Path) -> None:
+    """Create the output folder (one line, not a traceback, when a file is in the way)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgesegError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
+
+
 def refuse_inputs_inside(out_dir: Path, inputs: list[Path]) -> None:
     """An output folder that is, or holds (at any depth, links resolved), one of the inputs is refused."""
     out = out_dir.resolve()
@@ -46,8 +56,19 @@ def _not_an_infer_report(path: Path) -> str | None:
     return "exists and is not an edgeseg infer report; not overwritten: choose another --report path"
 
 
-def check_report_path(path: Path, force: bool) -> None:
-    """``--report FILE`` may only replace a previous edgeseg infer report, and only with ``force``."""
+def check_report_path(path: Path, force: bool, out: Path | None = None) -> None:
+    """``--report FILE`` may only replace a previous edgeseg infer report, and only with ``force``; in the output
+    folder ``out`` it must be a ``.json`` file outside edgeseg's records there (no mask, ledger or sidecar is
+    ever a report's name). Checked before the run."""
+    path = Path(path)
+    parent = next((p for p in path.absolute().parents if p.exists() or p.is_symlink()), None)
+    if parent is not None and not parent.is_dir():
+        raise EdgesegError(f"{path}: {parent} is not a folder; choose another --report path")
+    if out is not None and path.absolute().parent.resolve() in (out.absolute().resolve(),
+                                                                (out / CASES_DIR).absolute().resolve()):
+        if path.suffix != ".json" or path.parent.name == CASES_DIR:
+            raise EdgesegError(f"{path}: a --report in the output folder must be a .json file (it could take the "
+                               "name of a mask or of edgeseg's records there)")
     check_replace(path, force, _not_an_infer_report, "exists (a previous edgeseg infer report)")
 
 
@@ -68,13 +89,13 @@ def label_colours(n: int = 256) -> np.ndarray:
     return np.concatenate([_COLOURS, np.array(extra, np.uint8).reshape(-1, 3)])[:n]
 
 
-def _save_png(path: Path, image) -> None:
+def _save_png(path: Path, image, before_rename=None) -> None:
     """A PIL image to ``path`` (atomically); PNG level 1: label maps barely compress better at the default 6,
     which takes ~2× longer to write."""
-    atomic_write(path, lambda tmp: image.save(tmp, format="PNG", compress_level=1))
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG", compress_level=1), before_rename)
 
 
-def write_label_png(path: Path, mask: np.ndarray) -> None:
+def write_label_png(path: Path, mask: np.ndarray, before_rename=None) -> None:
     """A 2D label map as a palette PNG: each pixel holds its label value (0 background, 1, 2 … as in the bundle's
     ``label_names``), which PIL, numpy and edgeseg read back, and the palette shows them in colour. imageio and
     scikit-image (so nnU-Net's reader) apply the palette and read colours: the mask a tool reads is grey."""
@@ -82,7 +103,7 @@ def write_label_png(path: Path, mask: np.ndarray) -> None:
 
     image = Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8))
     image.putpalette(label_colours().tobytes())  # "L" becomes "P": the pixel values stay the label values
-    _save_png(path, image)
+    _save_png(path, image, before_rename)
 
 
 def _display(image: np.ndarray) -> np.ndarray:
@@ -168,19 +189,24 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
 
 
 def write_outputs(paths: dict[str, Path], mask: np.ndarray, logits: np.ndarray | None, image: np.ndarray,
-                  geometry: Geometry, label_names: list[str] | None = None) -> None:
+                  geometry: Geometry, label_names: list[str] | None = None, seal=None) -> None:
     """Write the mask (label values) and, as asked, the probabilities (``logits`` are overwritten by them), the
-    overlay (with a legend of ``label_names``) and the mask in colour."""
-    write_array(paths["mask"], mask.astype(np.uint8), geometry)
+    overlay (with a legend of ``label_names``) and the mask in colour; ``seal(path, tmp)`` is called with each
+    file complete at its temporary name, before it is renamed onto ``path``."""
+    def sealing(role):
+        return None if seal is None else (lambda tmp: seal(paths[role], tmp))
+
+    write_array(paths["mask"], mask.astype(np.uint8), geometry, sealing("mask"))
     if "colour" in paths:
-        write_label_png(paths["colour"], mask)
+        write_label_png(paths["colour"], mask, sealing("colour"))
     if "probabilities" in paths:
         prob = softmax_in_place(logits.astype(np.float32, copy=False))
         if paths["probabilities"].suffix == ".npy":
-            atomic_write(paths["probabilities"], lambda tmp: _save_npy(tmp, prob.astype(np.float16)))
+            atomic_write(paths["probabilities"], lambda tmp: _save_npy(tmp, prob.astype(np.float16)),
+                         sealing("probabilities"))
         else:
-            write_array(paths["probabilities"], prob, geometry)
+            write_array(paths["probabilities"], prob, geometry, sealing("probabilities"))
     if "overlay" in paths:
         from PIL import Image
 
-        _save_png(paths["overlay"], Image.fromarray(overlay_png(image, mask, label_names)))
+        _save_png(paths["overlay"], Image.fromarray(overlay_png(image, mask, label_names)), sealing("overlay"))

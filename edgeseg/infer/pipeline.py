@@ -33,8 +33,8 @@ from edgeseg.infer.inputs import (
     to_model_orientation,
     trained_orientation,
 )
-from edgeseg.infer.ledger import CASES_DIR, OutputLedger, OutputRecorder
-from edgeseg.infer.outputs import output_paths, refuse_inputs_inside, write_outputs
+from edgeseg.infer.ledger import CASES_DIR, OutputLedger, OutputRecorder, output_lock
+from edgeseg.infer.outputs import make_out, output_paths, refuse_inputs_inside, write_outputs
 from edgeseg.inference import label_map, predict_logits
 from edgeseg.progress import progress_bar
 from edgeseg.targets import get_target
@@ -64,7 +64,12 @@ class InferConfig:
     max_voxels: int = MAX_VOXELS       # the same for volumes
 
     def __post_init__(self):
+        from edgeseg.benchmark.settings import check_count
+
         paths_as_path(self)  # str paths from Python work as well as Path
+        for name, lo in (("batch_size", 1), ("replicas", 1), ("threads", 1), ("max_pixels", 1), ("max_voxels", 1)):
+            if (value := getattr(self, name)) is not None:
+                check_count(value, f"--{name.replace('_', '-')}", lo)
 
 
 @dataclass
@@ -165,7 +170,8 @@ class _Run:
             logits = from_model_orientation(result, prepared.orientation)
             labels = label_map(logits)
         self.ledger.begin(prepared.item, prepared.paths)
-        write_outputs(prepared.paths, labels, logits, prepared.image, prepared.geometry, self.spec.label_names)
+        write_outputs(prepared.paths, labels, logits, prepared.image, prepared.geometry, self.spec.label_names,
+                      seal=lambda path, tmp: self.ledger.seal(prepared.item, path, tmp))
         self.ledger.record(prepared.item, prepared.paths)
         self.clock.postprocess_write += time.perf_counter() - t0
 
@@ -176,15 +182,17 @@ def failure(source: str, exc: Exception) -> dict:
     return {"input": source, "error": " ".join(message.split())[:500]}
 
 
-def _unique_outputs(items: list[InputItem], failed: list[dict]) -> list[InputItem]:
-    """Drop (as failed) an input whose outputs would take the names of an earlier one's, e.g. a.png and a.tif."""
+def _unique_outputs(cfg: InferConfig, items: list[InputItem], failed: list[dict]) -> list[InputItem]:
+    """Drop (as failed) an input whose outputs would take the name of one of an earlier input's: a.png and a.tif,
+    or a.png and a_overlay.png with --overlay."""
     seen: dict[str, str] = {}
     kept = []
     for item in items:
-        if item.case_id in seen:
-            failed.append({"input": item.source, "error": f"same output name {item.case_id!r} as {seen[item.case_id]}"})
+        names = [p.name for p in output_paths(cfg.out, item.case_id, item.kind, cfg.probabilities, cfg.overlay).values()]
+        if taken := next((seen[n] for n in names if n in seen), None):
+            failed.append({"input": item.source, "error": f"its outputs would take names of those of {taken}"})
         else:
-            seen[item.case_id] = item.source
+            seen.update((n, item.source) for n in names)
             kept.append(item)
     return kept
 
@@ -207,7 +215,7 @@ def _inputs(cfg: InferConfig, spec: CheckpointSpec) -> tuple[list[InputItem], li
     name taken by an earlier input); an output folder that is a file or holds an input is refused."""
     items, problems = discover_inputs(cfg.inputs, spec.in_channels)
     failed = [{"input": source, "error": why} for source, why in problems]
-    items = _unique_outputs(items, failed)
+    items = _unique_outputs(cfg, items, failed)
     if cfg.out.exists() and not cfg.out.is_dir():
         raise EdgesegError(f"{cfg.out}: exists and is not a folder")
     refuse_inputs_inside(cfg.out, [path for item in items for path in item.paths])
@@ -344,14 +352,15 @@ def run_local(cfg: InferConfig) -> dict:
     """Segment every input in this process; returns a summary (cases done, skipped and failed, throughput, time per
     stage, the stale temporary files of killed runs removed from the output folder)."""
     start = time.perf_counter()
-    planned, clock = plan(cfg), Clock()
-    runner, end_to_end, load_seconds = load_runners(cfg, planned.artifact, clock)
-    done: list[str] = []
-    if planned.items:  # every output path was checked before any model call
-        cfg.out.mkdir(parents=True, exist_ok=True)
-        run = new_run(cfg, planned.spec, planned.layout, planned.ledger, clock, end_to_end)
-        done = segment(run, runner, planned.items, planned.failed)
-    planned.ledger.sidecars.remove_folder_if_empty()
+    with output_lock(cfg.out) as lock:
+        planned, clock = plan(cfg), Clock()
+        runner, end_to_end, load_seconds = load_runners(cfg, planned.artifact, clock)
+        done: list[str] = []
+        if planned.items:  # every output path was checked before any model call
+            make_out(cfg.out)
+            lock()
+            run = new_run(cfg, planned.spec, planned.layout, planned.ledger, clock, end_to_end)
+            done = segment(run, runner, planned.items, planned.failed)
     return summary(cfg, planned, done, clock, load_seconds, start)
 
 

@@ -67,6 +67,9 @@ class Target:
     infer_preference: int | None = None          # rank for ``backend="auto"`` (lower first); None: not an infer backend
     options: dict[str, type | tuple[type, ...]] = {}  # the keys a profile's ``[options]`` accepts, with their types
     tool_dists: tuple[str, ...] = ()             # distributions whose versions the bundle manifest records
+    # how its model files (roles model, end_to_end) end (".onnx"): a manifest naming one otherwise is refused, as
+    # the ending chooses the content checks (edgeseg.bundle.contents); None: no rule (an outside target's choice)
+    model_suffix: str | None = None
     # ``workload_runner(path, threads, rank) -> Predictor``: the bench's fixed CPU workload ONNX
     # (:mod:`edgeseg.benchmark.workload`) on this runtime for inputs of ``rank`` dimensions; None: no CPU workload
     workload_runner = None

@@ -188,6 +188,7 @@ class OnnxRuntimeTarget(Target):
                "extra_options": dict, "rewrite_conv_transpose": bool, "calibration_cache": str, "intra_op_spinning": bool,
                "end_to_end": bool}
     tool_dists = ("onnx", "onnxruntime", "onnxruntime-gpu")
+    model_suffix = ".onnx"
 
     def missing(self, build: bool = False) -> str | None:
         return module_missing("onnxruntime", *(["onnx"] if build else []))

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import collections
 import platform
+import re
 from pathlib import Path
 
 import numpy as np
 
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, VerificationError
 from edgeseg.targets.base import Artifact, BuildRequest, Target, module_missing, require_tensors
 from edgeseg.targets.registry import register_target
 
@@ -64,6 +65,18 @@ def summarize_precisions(counts: dict[str, int]) -> str:
     return ", ".join(f"{p}×{n}" for p, n in sorted(counts.items(), key=lambda kv: -kv[1])) or "unknown"
 
 
+# an OpenVINO IR ``.xml``: an optional XML declaration, then the <net> root (OpenVINO would also read ONNX and
+# other formats from the same bytes, resolving their external data against the working directory)
+_IR_START = re.compile(rb"^(\xef\xbb\xbf)?\s*(<\?xml[^>]*\?>\s*)?<net[\s>]")
+
+
+def read_ir(core, model: bytes, weights: bytes, name: str):
+    """The ``openvino.Model`` of a bundle's verified IR bytes; bytes of any other format are refused."""
+    if not _IR_START.match(bytes(model[:4096])):
+        raise VerificationError(f"{name}: not an OpenVINO IR (.xml with a <net> root); refused")
+    return core.read_model(model=model, weights=weights)
+
+
 class OvPredictor:
     """A compiled OpenVINO model; records the precision its execution graph really uses."""
 
@@ -86,10 +99,12 @@ class OvPredictor:
         core = ov.Core()
         try:
             if isinstance(xml, tuple):
-                model = core.read_model(model=xml[0], weights=xml[1])
+                model = read_ir(core, xml[0], xml[1], name or "model")
             else:
                 model = str(xml) if isinstance(xml, (str, Path)) else xml
             self.compiled = core.compile_model(model, device.upper(), config)
+        except EdgesegError:
+            raise
         except Exception as exc:  # OpenVINO raises RuntimeError and its own types for an invalid model
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise EdgesegError(f"{name or xml}: OpenVINO cannot load it ({type(exc).__name__}: {first})") from None
@@ -118,6 +133,7 @@ class OpenVinoTarget(Target):
     options = {"preset": str, "fast_bias_correction": bool, "model_type": str, "inference_precision_hint": str,
                "end_to_end": bool, "cpu_pinning": bool}
     tool_dists = ("openvino", "nncf")
+    model_suffix = ".xml"
 
     @property
     def infer_preference(self) -> int:
@@ -229,8 +245,8 @@ class OpenVinoTarget(Target):
 
         from edgeseg.bundle.members import artifact_bytes
 
-        model = ov.Core().read_model(model=artifact_bytes(bundle_dir, artifact, "model"),
-                                     weights=artifact_bytes(bundle_dir, artifact, "weights"))
+        model = read_ir(ov.Core(), artifact_bytes(bundle_dir, artifact, "model"),
+                        artifact_bytes(bundle_dir, artifact, "weights"), artifact.files["model"])
         by_name = {name: out for op in model.get_ordered_ops() for out in op.outputs() for name in out.get_names()}
         require_tensors(artifact, tensors, by_name)
         model.add_outputs([by_name[t] for t in tensors])

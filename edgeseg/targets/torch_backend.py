@@ -61,6 +61,7 @@ class TorchTarget(Target):
     aliases = ("pytorch",)
     default_profiles = {"fp32": "torch-fp32"}
     tool_dists = ("torch",)
+    model_suffix = ".ckpt"
 
     def missing(self, build: bool = False) -> str | None:
         return module_missing("torch")

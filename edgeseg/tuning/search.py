@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from edgeseg.artifact import Artifact
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, UsageError
 
 
 @dataclass
@@ -34,9 +34,12 @@ class DiceLimits:
             try:
                 limits[name.strip()] = float(value)
             except ValueError:
-                raise EdgesegError(f"--per-label expects LABEL=POINTS pairs, got {item!r}") from None
-        if max_drop < 0 or any(v < 0 for v in limits.values()):
-            raise EdgesegError("Dice drop limits are points of Dice and must be ≥ 0")
+                raise UsageError(f"--per-label expects LABEL=POINTS pairs, got {item!r}"[:200]) from None
+        from edgeseg.benchmark.settings import check_limit
+
+        check_limit(max_drop, "--max-dice-drop")  # NaN would hold or break every check
+        for name, points in limits.items():
+            check_limit(points, f"--per-label {name}")
         return cls(max_drop, limits)
 
     def check(self, score: dict, labels: list[str]) -> list[str]:

@@ -31,6 +31,7 @@ class TensorRtTarget(Target):
     infer_preference = 0  # on an NVIDIA GPU with an engine for it, before everything else
     options = {"calibration_method": str, "op_types_to_quantize": list, "calibration_cache": str, "workspace_mib": int}
     tool_dists = ("tensorrt",)
+    model_suffix = ".onnx"
 
     def missing(self, build: bool = False) -> str | None:
         # building the QDQ ONNX needs only onnxruntime; running needs TensorRT and a GPU
