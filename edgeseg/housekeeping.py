@@ -29,7 +29,13 @@ def _stat_fields(pid: int) -> list[str] | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return None
+        try:
+            os.kill(pid, 0)  # /proc mounted hidepid: another user's live process is only seen this way
+        except PermissionError:
+            pass
+        except OSError:
+            return None
+        return ["?"] + ["0"] * 19  # alive, start time unknown
     return stat.rsplit(")", 1)[1].split()
 
 
@@ -43,15 +49,26 @@ def _process_start(pid: int) -> int | None:
 
         process = psutil.Process(pid)
         return None if process.status() == psutil.STATUS_ZOMBIE else int(process.create_time() * 100)
-    except Exception:  # psutil.NoSuchProcess, AccessDenied, or psutil absent
-        return None
+    except ImportError:
+        return 0  # cannot tell: alive (a temporary is kept rather than a live run's removed)
+    except Exception as exc:  # NoSuchProcess: gone; AccessDenied: alive, another user's
+        return 0 if type(exc).__name__ == "AccessDenied" else None
 
 
 def _host() -> str:
+    """This machine and pid namespace: containers that share a host name (``--net=host``) see each other's pids
+    as gone, so their temporaries must not look like one host's."""
     import hashlib
     import socket
 
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+    where = [socket.gethostname()]
+    for probe in (lambda: Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+                  lambda: str(os.stat("/proc/self/ns/pid").st_ino)):
+        try:
+            where.append(probe())
+        except OSError:
+            pass
+    return hashlib.sha256("|".join(where).encode()).hexdigest()[:8]
 
 
 def owner_tag() -> str:
@@ -113,8 +130,8 @@ def is_stale(path: Path, prefix: str | None = None) -> bool:
         except OSError:
             return False
     pid, start = int(match["pid"]), int(match["start"])
-    alive_start = _process_start(pid)
-    return alive_start is None or (start != 0 and alive_start != start)  # gone, or the pid was reused
+    alive_start = _process_start(pid)  # 0: alive, start time unknown
+    return alive_start is None or (start != 0 and alive_start not in (0, start))  # gone, or the pid was reused
 
 
 def _remove(path: Path) -> bool:

@@ -253,11 +253,12 @@ def test_hidden_dimensions_count_against_the_size_limit(bundle, phantom_demo, tm
 def test_outputs_of_two_inputs_never_take_each_others_names(bundle, phantom_demo, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
-    for name in ("a.png", "a_overlay.png", "b.png"):
+    for name in ("a.png", "a_overlay.png", "b.png", "b.tif"):  # b.tif: another input of case b (one sidecar)
         (folder / name).write_bytes(_phantom_image(phantom_demo).read_bytes())
     res = _run("infer", bundle, folder, "-o", tmp_path / "out", "--overlay", "--report", tmp_path / "r.json")
     report = json.loads((tmp_path / "r.json").read_text())
-    assert [f["input"] for f in report["failed"] if "take names" in f["error"]] == [str(folder / "a_overlay.png")]
+    assert [f["input"] for f in report["failed"] if "take names" in f["error"]] == [str(folder / "a_overlay.png"),
+                                                                                   str(folder / "b.tif")]
     assert report["done"] == ["a", "b"], res.output
     ledger = [json.loads(line)["file"] for line in (tmp_path / "out" / LEDGER).read_text().splitlines()[1:]]
     assert len(ledger) == len(set(ledger))
@@ -298,10 +299,48 @@ def test_inputs_that_are_not_files_and_empty_folders_are_reported_not_waited_on(
 def test_a_report_path_that_could_take_an_outputs_name_is_refused_before_the_run(bundle, phantom_demo, tmp_path):
     out, image = tmp_path / "out", _phantom_image(phantom_demo)
     (tmp_path / "file").write_text("")
-    for report in (out / "phantom_0001.png", out / LEDGER, out / ".edgeseg-cases" / "r.json", tmp_path / "file" / "r.json"):
+    (tmp_path / "cases").symlink_to(out / ".edgeseg-cases")  # the sidecar folder through a link
+    for report in (out / "phantom_0001.png", out / LEDGER, out / ".edgeseg-cases" / "r.json", tmp_path / "file" / "r.json",
+                   tmp_path / "cases" / "phantom_0001.json"):
         res = _run("infer", bundle, image, "-o", out, "--report", report)
         assert res.exit_code == 2 and "Traceback" not in res.output, res.output
         assert not out.exists()
     res = _run("infer", bundle, image, "-o", tmp_path / "file" / "sub")
     assert res.exit_code == 2 and "cannot create the output folder" in res.output, res.output
     assert _run("infer", bundle, image, "-o", out, "--report", out / "run.json").exit_code == 0
+
+
+def test_a_linked_cases_folder_is_refused_and_what_it_points_to_untouched(bundle, phantom_demo, tmp_path):
+    victim, out = tmp_path / "proj", tmp_path / "out"
+    victim.mkdir()
+    (victim / "phantom_0001.json").write_text("my config")
+    out.mkdir()
+    (out / ".edgeseg-cases").symlink_to(victim)
+    res = _run("infer", bundle, _phantom_image(phantom_demo), "-o", out)
+    assert res.exit_code == 2 and "is not a plain folder" in res.output, res.output
+    assert [p.name for p in victim.iterdir()] == ["phantom_0001.json"]
+    assert (victim / "phantom_0001.json").read_text() == "my config"
+
+
+def test_a_resumed_case_keeps_what_the_killed_run_sealed_and_the_ledger_survives_torn_appends(tmp_path):
+    from edgeseg.infer.inputs import InputItem
+    from edgeseg.infer.ledger import LEDGER_NAME, CaseSidecars, OutputLedger
+
+    out = tmp_path / "out"
+    out.mkdir()
+    mask = out / "x.png"
+    mask.write_bytes(b"bytes the killed run wrote")
+    sealed = hashlib.sha256(mask.read_bytes()).hexdigest()
+    (out / ".edgeseg-cases").mkdir()
+    (out / ".edgeseg-cases" / "x.json").write_text(json.dumps({"state": "writing", "files": ["x.png"],
+                                                                "sealed": {"x.png": sealed}}))
+    item = InputItem("x", [tmp_path / "x.png"], "2d")
+    CaseSidecars(out, {}).begin(item, {"mask": mask})  # the next run begins the case again, then is killed
+    assert OutputLedger(out, {})._pending(mask)  # the old bytes, still in place, are still edgeseg's
+    (out / LEDGER_NAME).write_text("")  # a kill right after creating the ledger
+    ledger = OutputLedger(out, {})
+    ledger.append([{"file": "a.png", "sha256": "0" * 64}])
+    with open(out / LEDGER_NAME, "a") as f:
+        f.write('{"file": "b.png", "sha2')  # an append cut short
+    OutputLedger(out, {}).append([{"file": "c.png", "sha256": "1" * 64}])
+    assert sorted(OutputLedger(out, {}).files) == ["a.png", "c.png"]

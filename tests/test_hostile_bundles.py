@@ -316,3 +316,27 @@ def test_an_absurd_value_is_not_echoed_in_full(bundle):
     _resign(bundle, lambda m: m.update(schema_version=10**4000))
     line = _one_line_error(_run("verify", bundle))
     assert "schema_version" in line and "…" in line and len(line) < 400
+
+
+def test_external_data_in_a_functions_default_attribute_is_refused():
+    """FunctionProto.attribute_proto holds default attribute values, which may be tensors: scanned like a node's."""
+    from onnx import TensorProto, helper
+
+    from edgeseg.bundle.onnx_scan import check_self_contained
+
+    tensor = helper.make_tensor("w", TensorProto.FLOAT, [4], [0.0] * 4)
+    tensor.ClearField("float_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", "/etc/secret.bin"
+    function = helper.make_function("local", "F", ["x"], ["y"], [helper.make_node("Identity", ["x"], ["y"])],
+                                    [helper.make_opsetid("", 17)], attributes=[])
+    function.attribute_proto.append(helper.make_attribute("value", tensor))
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    model = helper.make_model(graph, functions=[function], opset_imports=[helper.make_opsetid("", 17),
+                                                                          helper.make_opsetid("local", 1)])
+    with pytest.raises(EdgesegError, match="external file '/etc/secret.bin'"):
+        check_self_contained(model.SerializeToString(), "m.onnx")
+

@@ -16,7 +16,7 @@ from edgeseg.errors import EdgesegError, VerificationError
 # field numbers from onnx.proto
 _MODEL = {"graph": 7, "metadata_props": 14, "training_info": 20, "functions": 25}
 _GRAPH = {"node": 1, "initializer": 5, "sparse_initializer": 15}
-_NODE_ATTRIBUTE, _FUNCTION_NODE = 5, 7
+_NODE_ATTRIBUTE, _FUNCTION_NODE, _FUNCTION_ATTRIBUTE = 5, 7, 11  # FunctionProto.attribute_proto: default values
 _TRAINING_GRAPHS = (1, 2)          # TrainingInfoProto.initialization, .algorithm
 _ATTR_TENSORS, _ATTR_GRAPHS, _ATTR_SPARSE = (5, 10), (6, 11), (22, 23)
 _SPARSE_TENSORS = (1, 2)           # SparseTensorProto.values, .indices
@@ -123,15 +123,20 @@ def _sparse(buf: bytes, span, scan: OnnxScan) -> None:
 
 def _node(buf: bytes, span, scan: OnnxScan, depth: int) -> None:
     for _, attr in _children(buf, span, {_NODE_ATTRIBUTE: "attribute"}):
-        kinds = {**dict.fromkeys(_ATTR_TENSORS, "tensor"), **dict.fromkeys(_ATTR_GRAPHS, "graph"),
-                 **dict.fromkeys(_ATTR_SPARSE, "sparse")}
-        for kind, v in _children(buf, attr, kinds):
-            if kind == "tensor":
-                _tensor(buf, v, scan)
-            elif kind == "graph":
-                _graph(buf, v, scan, depth + 1)
-            else:
-                _sparse(buf, v, scan)
+        _attribute(buf, attr, scan, depth)
+
+
+def _attribute(buf: bytes, span, scan: OnnxScan, depth: int) -> None:
+    """The tensors and graphs of one ``AttributeProto`` (of a node, or a function's default attribute value)."""
+    kinds = {**dict.fromkeys(_ATTR_TENSORS, "tensor"), **dict.fromkeys(_ATTR_GRAPHS, "graph"),
+             **dict.fromkeys(_ATTR_SPARSE, "sparse")}
+    for kind, v in _children(buf, span, kinds):
+        if kind == "tensor":
+            _tensor(buf, v, scan)
+        elif kind == "graph":
+            _graph(buf, v, scan, depth + 1)
+        else:
+            _sparse(buf, v, scan)
 
 
 def scan_onnx(data: bytes, source: str) -> OnnxScan:
@@ -150,8 +155,8 @@ def scan_onnx(data: bytes, source: str) -> OnnxScan:
                 for _, g in _children(data, v, dict.fromkeys(_TRAINING_GRAPHS, "graph")):
                     _graph(data, g, scan, 1)
             elif number == _MODEL["functions"]:
-                for _, node in _children(data, v, {_FUNCTION_NODE: "node"}):
-                    _node(data, node, scan, 1)
+                for kind, part in _children(data, v, {_FUNCTION_NODE: "node", _FUNCTION_ATTRIBUTE: "attribute"}):
+                    (_node if kind == "node" else _attribute)(data, part, scan, 1)
     except ValueError as exc:
         raise EdgesegError(f"{source}: not a valid ONNX file ({exc})") from None
     return scan

@@ -40,7 +40,7 @@ def _not_our_bundle(out: Path) -> str | None:
         return ("exists and is not an edgeseg bundle; edgeseg will not replace it, whatever the flags (choose another "
                 "--out)")
     foreign = sorted(rel for p in out.rglob("*")
-                     if (p.is_file() or p.is_symlink()) and (rel := p.relative_to(out).as_posix()) not in listed)
+                     if (p.is_symlink() or not p.is_dir()) and (rel := p.relative_to(out).as_posix()) not in listed)
     if foreign:
         return (f"holds {len(foreign)} file(s) its manifest does not list (e.g. {foreign[0]}); edgeseg will not "
                 "delete what it did not write, whatever the flags")
@@ -73,9 +73,9 @@ def staging_dir(out: Path, force: bool = False):
         if out.exists():
             old = temp_name(f".{out.name}.old", out.parent)
             out.rename(old)
-            mark(old)  # a kill before this leaves the old bundle unswept (never a folder not provably ours swept)
         tmp.rename(out)
         if old is not None:
+            mark(old)  # only now: a kill before this leaves the old bundle whole, unswept, for a person to restore
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

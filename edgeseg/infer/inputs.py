@@ -2,6 +2,7 @@
 of these. Multi-channel models take nnU-Net-style channel files (``case_0000.nii.gz``, ``case_0001.nii.gz``)."""
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ class InputItem:
     case_id: str
     paths: list[Path]
     kind: str  # "2d" (PNG/JPEG/TIFF), "nifti", "dicom"
+    stamp: list | None = None  # the inputs' stamp taken before they were read (edgeseg.infer.ledger.input_stamp)
 
     @property
     def source(self) -> str:
@@ -119,7 +121,7 @@ def check_size(item: InputItem, max_pixels: int, max_voxels: int) -> None:
     limit, unit, option = (max_voxels, "voxels", "--max-voxels") if volume else (max_pixels, "pixels", "--max-pixels")
     for path in item.paths:
         shape = dicom_series_shape(path) if item.kind == "dicom" else _header_shape(path, item.kind)
-        count = int(np.prod(shape, dtype=np.int64))
+        count = math.prod(shape)  # Python ints: a product of hostile dimensions cannot wrap round
         if count > limit:
             raise EdgesegError(f"{path}: {'×'.join(map(str, shape))} = {count:,} {unit}, above {option} {limit:,} "
                                f"(memory grows with the {unit}; raise {option} if this machine has it)")

@@ -20,7 +20,9 @@ and unchanged input; a case left "writing" is done again.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import os
 import threading
 from pathlib import Path
@@ -31,6 +33,8 @@ from edgeseg.errors import EdgesegError
 from edgeseg.infer.outputs import CASES_DIR, output_paths
 from edgeseg.overwrite import check_replace
 from edgeseg.util import file_sha256
+
+log = logging.getLogger(__name__)
 
 LEDGER_NAME = "edgeseg-outputs.jsonl"
 _LEDGER_HEADER = {"edgeseg": "infer outputs", "schema_version": 1}
@@ -85,24 +89,31 @@ class CaseSidecars:
         return self.folder / f"{case_id}.json"
 
     def _write(self, case_id: str, body: dict) -> None:
+        check_cases_folder(self.folder)
         atomic_write(self._path(case_id), lambda tmp: tmp.write_text(json.dumps(body)))
 
     def begin(self, item, paths: dict[str, Path]) -> None:
-        """Step 1: the case's files are about to be written."""
-        body = {"state": "writing", "files": [p.name for p in paths.values()], "input": item.source, "sealed": {}}
+        """Step 1: the case's files are about to be written. What an earlier killed run sealed for them stays
+        accepted: a kill now, before this run's rename, leaves those bytes in place."""
+        earlier = self._read(self._path(item.case_id)) if self._path(item.case_id).is_file() else None
+        sealed = {name: shas for name, shas in sealed_hashes(earlier, item.case_id).items()
+                  if name in {p.name for p in paths.values()}}
+        body = {"state": "writing", "files": [p.name for p in paths.values()], "input": item.source, "sealed": sealed}
         self._write(item.case_id, body)
         self.open[item.case_id] = body
 
     def seal(self, item, path: Path, tmp: Path) -> None:
         """Step 2, before a file's rename: its final bytes' sha256 into the sidecar (what proves it edgeseg's)."""
         body = self.open[item.case_id]
-        body["sealed"][path.name] = file_sha256(tmp)
+        body["sealed"][path.name] = [*body["sealed"].get(path.name, []), file_sha256(tmp)]
         self._write(item.case_id, body)
 
     def records(self, item, paths: dict[str, Path]) -> list[dict]:
-        """The ledger lines of a case whose files are in place."""
-        stamp, sealed = input_stamp(item.paths), self.open.pop(item.case_id, {}).get("sealed", {})
-        return [{"file": p.name, "sha256": sealed.get(p.name) or file_sha256(p), "input": item.source,
+        """The ledger lines of a case whose files are in place; the input's stamp is the one taken before it was
+        read (a series still arriving while the case ran is not taken as the one segmented)."""
+        sealed = self.open.pop(item.case_id, {}).get("sealed", {})
+        stamp = item.stamp if getattr(item, "stamp", None) is not None else input_stamp(item.paths)
+        return [{"file": p.name, "sha256": (sealed.get(p.name) or [None])[-1] or file_sha256(p), "input": item.source,
                  "input_stamp": stamp, **self.run} for p in paths.values()]
 
     def done(self, item, paths: dict[str, Path]) -> list[dict]:
@@ -114,17 +125,20 @@ class CaseSidecars:
     def clear(self, case_id: str) -> None:
         self._path(case_id).unlink(missing_ok=True)
 
+    @staticmethod
+    def _read(path: Path) -> dict | None:
+        try:
+            body = json.loads(path.read_text())
+        except (OSError, ValueError, RecursionError):
+            return None
+        return body if isinstance(body, dict) and body.get("state") in ("writing", "done") else None
+
     def read_all(self) -> list[tuple[str, dict]]:
         """``(case id, sidecar)`` of every readable sidecar (an unreadable one is left alone and ignored)."""
-        found = []
-        for path in sorted(self.folder.glob("*.json")) if self.folder.is_dir() else []:
-            try:
-                body = json.loads(path.read_text())
-            except (OSError, ValueError, RecursionError):
-                continue
-            if isinstance(body, dict) and body.get("state") in ("writing", "done"):
-                found.append((path.name[: -len(".json")], body))
-        return found
+        if self.folder.is_symlink() or not self.folder.is_dir():
+            return []
+        return [(path.name[: -len(".json")], body) for path in sorted(self.folder.glob("*.json"))
+                if (body := self._read(path)) is not None]
 
     def remove_folder_if_empty(self) -> None:
         try:
@@ -134,6 +148,42 @@ class CaseSidecars:
 
 
 _RECORD_KEYS = ("file", "sha256", "input", "input_stamp", "manifest_sha256", "artifact")
+
+
+def _line(text: str):
+    """A ledger line's record, None for a line an append cut short (ended by the next append's newline)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def sealed_hashes(sidecar: dict | None, case_id: str) -> dict[str, list[str]]:
+    """``{file: [sha256 …]}`` a "writing" sidecar sealed for the case's files (every one stays accepted)."""
+    sealed = (sidecar or {}).get("sealed") if (sidecar or {}).get("state") == "writing" else None
+    if not isinstance(sealed, dict):
+        return {}
+    found = {}
+    for name, shas in sealed.items():
+        shas = [shas] if isinstance(shas, str) else shas
+        if _case_file(case_id, name) and isinstance(shas, list) and all(isinstance(h, str) for h in shas):
+            found[name] = shas
+    return found
+
+
+def check_cases_folder(folder: Path) -> None:
+    """``OUT/.edgeseg-cases`` is a real folder (created if absent), never a link: edgeseg writes and removes files
+    in it, which must not land elsewhere."""
+    try:
+        if not folder.is_symlink() and not folder.exists():
+            folder.mkdir()
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise EdgesegError(f"{folder}: cannot create it ({exc.strerror or exc})") from None
+    if folder.is_symlink() or not folder.is_dir():
+        raise EdgesegError(f"{folder}: is not a plain folder (a link or a file); edgeseg keeps its per-case records "
+                           "there: move it away")
 
 
 def _case_file(case_id: str, name) -> bool:
@@ -154,18 +204,26 @@ def output_lock(out: Path):
         if held or not out.is_dir():
             return
         path = out / CASES_DIR / "lock"
+        check_cases_folder(path.parent)
         try:
-            path.parent.mkdir(exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
         except OSError as exc:
             raise EdgesegError(f"{path}: cannot take the output folder's lock ({exc.strerror or exc})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
             os.close(fd)
-            raise EdgesegError(f"{out}: another edgeseg infer is writing into this folder; wait for it, or choose "
-                               "another --out") from None
-        if os.fstat(fd).st_ino != os.stat(path).st_ino:  # the holder before us removed the file as we opened it
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise EdgesegError(f"{out}: another edgeseg infer is writing into this folder; wait for it, or "
+                                   "choose another --out") from None
+            log.warning("%s: this file system takes no lock (%s); one run per output folder is up to you", out,
+                        exc.strerror or exc)
+            return
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # the holder before us removed the file as we opened it
             os.close(fd)
             return take()
         held.append(fd)
@@ -190,8 +248,8 @@ class OutputLedger:
         self.path, self.run, self._lock = Path(folder) / LEDGER_NAME, run, threading.Lock()
         self.sidecars = CaseSidecars(folder, run)
         self.files: dict[str, dict] = self._read() if self.path.exists() or self.path.is_symlink() else {}
-        # files of cases a killed run began: name → the sha256 sealed before its rename (no entry: never sealed)
-        self.pending: dict[str, str | None] = {}
+        # files of cases a killed run began: name → the sha256s sealed before their renames (empty: never sealed)
+        self.pending: dict[str, list[str]] = {}
         for case_id, sidecar in self.sidecars.read_all():
             if sidecar["state"] == "done" and isinstance(sidecar.get("records"), list):
                 # a kill may have come after the driver's append and before the sidecar went: not twice
@@ -201,9 +259,9 @@ class OutputLedger:
                     self.append(new)
                 self.sidecars.clear(case_id)
             elif isinstance(sidecar.get("files"), list):
-                sealed = sidecar.get("sealed") if isinstance(sidecar.get("sealed"), dict) else {}
-                self.pending.update({name: sealed.get(name) if isinstance(sealed.get(name), str) else None
-                                     for name in sidecar["files"] if _case_file(case_id, name)})
+                sealed = sealed_hashes(sidecar, case_id)
+                self.pending.update({name: sealed.get(name, []) for name in sidecar["files"]
+                                     if _case_file(case_id, name)})
 
     def _intact(self, case_id: str, record) -> bool:
         """A sidecar's record is a whole record of one of the case's files, which still has the bytes it records."""
@@ -214,9 +272,14 @@ class OutputLedger:
         return path.is_file() and not path.is_symlink() and file_sha256(path) == record["sha256"]
 
     def _read(self) -> dict[str, dict]:
+        """The ledger's records; an empty file (a kill right after creating it) and an unterminated last line (a
+        kill or a full disk mid-append) are what they are: nothing, and a line never completed."""
         try:
-            lines = self.path.read_text().splitlines() if self.path.is_file() and not self.path.is_symlink() else []
-            records = [json.loads(line) for line in lines]
+            text = self.path.read_text() if self.path.is_file() and not self.path.is_symlink() else None
+            if text == "":
+                return {}
+            lines = (text or "").split("\n")[:-1]  # the part after the last newline was never completed
+            records = [json.loads(lines[0])] + [r for r in map(_line, lines[1:]) if r is not None] if lines else []
         except (OSError, ValueError, RecursionError):
             records = []
         if not records or records[0] != _LEDGER_HEADER or not all(
@@ -238,8 +301,7 @@ class OutputLedger:
     def _pending(self, path: Path) -> bool:
         """A file of a case a killed run began that holds exactly the bytes that run sealed for it."""
         sealed = self.pending.get(path.name)
-        return (sealed is not None and path.is_file() and not path.is_symlink()
-                and file_sha256(path) == sealed)
+        return bool(sealed) and path.is_file() and not path.is_symlink() and file_sha256(path) in sealed
 
     def _not_ours(self, path: Path) -> str | None:
         """Why an existing output path may not be replaced: not edgeseg's, or changed since (None: ours)."""
@@ -297,11 +359,15 @@ class OutputLedger:
     def append(self, records: list[dict]) -> None:
         """Append ledger lines in one ``write`` (O_APPEND: a kill leaves whole lines)."""
         with self._lock:
-            header = [] if self.path.exists() or self.path.is_symlink() else [_LEDGER_HEADER]
-            data = "".join(json.dumps(r) + "\n" for r in header + records).encode()
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
             try:
-                os.write(fd, data)
+                size = os.fstat(fd).st_size
+                header = [] if size else [_LEDGER_HEADER]
+                torn = size and os.pread(fd, 1, size - 1) != b"\n"  # an append cut short: its line stays unread
+                data = ("\n" if torn else "") + "".join(json.dumps(r) + "\n" for r in header + records)
+                view = memoryview(data.encode())
+                while view:  # a short write (a full disk raises on the next one)
+                    view = view[os.write(fd, view):]
             finally:
                 os.close(fd)
             self.files.update((r["file"], r) for r in records)

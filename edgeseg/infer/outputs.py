@@ -66,7 +66,7 @@ def check_report_path(path: Path, force: bool, out: Path | None = None) -> None:
         raise EdgesegError(f"{path}: {parent} is not a folder; choose another --report path")
     if out is not None and path.absolute().parent.resolve() in (out.absolute().resolve(),
                                                                 (out / CASES_DIR).absolute().resolve()):
-        if path.suffix != ".json" or path.parent.name == CASES_DIR:
+        if path.suffix != ".json" or path.absolute().parent.resolve() == (out / CASES_DIR).absolute().resolve():
             raise EdgesegError(f"{path}: a --report in the output folder must be a .json file (it could take the "
                                "name of a mask or of edgeseg's records there)")
     check_replace(path, force, _not_an_infer_report, "exists (a previous edgeseg infer report)")

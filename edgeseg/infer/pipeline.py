@@ -33,7 +33,7 @@ from edgeseg.infer.inputs import (
     to_model_orientation,
     trained_orientation,
 )
-from edgeseg.infer.ledger import CASES_DIR, OutputLedger, OutputRecorder, output_lock
+from edgeseg.infer.ledger import CASES_DIR, OutputLedger, OutputRecorder, input_stamp, output_lock
 from edgeseg.infer.outputs import make_out, output_paths, refuse_inputs_inside, write_outputs
 from edgeseg.inference import label_map, predict_logits
 from edgeseg.progress import progress_bar
@@ -144,6 +144,7 @@ class _Run:
         paths = output_paths(cfg.out, item.case_id, item.kind, cfg.probabilities, cfg.overlay)
         self.ledger.check_free(paths, cfg.force, cfg.resume)
         check_size(item, cfg.max_pixels, cfg.max_voxels)
+        item.stamp = input_stamp(item.paths)  # before the read: what was segmented, not what arrived since
         image, geometry = read_item(item)
         check_dims(image, spec, self.image_dims, item.source)
         model_image, orientation = to_model_orientation(image, geometry, self.trained)
@@ -183,12 +184,13 @@ def failure(source: str, exc: Exception) -> dict:
 
 
 def _unique_outputs(cfg: InferConfig, items: list[InputItem], failed: list[dict]) -> list[InputItem]:
-    """Drop (as failed) an input whose outputs would take the name of one of an earlier input's: a.png and a.tif,
-    or a.png and a_overlay.png with --overlay."""
+    """Drop (as failed) an input whose case id or outputs would be an earlier input's: a.png and a.tif (one case id,
+    one sidecar), or a.png and a_overlay.png with --overlay."""
     seen: dict[str, str] = {}
     kept = []
     for item in items:
         names = [p.name for p in output_paths(cfg.out, item.case_id, item.kind, cfg.probabilities, cfg.overlay).values()]
+        names.append(f"case {item.case_id}")
         if taken := next((seen[n] for n in names if n in seen), None):
             failed.append({"input": item.source, "error": f"its outputs would take names of those of {taken}"})
         else:

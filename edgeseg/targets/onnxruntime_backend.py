@@ -141,6 +141,8 @@ class OrtPredictor:
                 check_self_contained(model, name or "model")
                 with work_dir("edgeseg-ort-noext") as empty:  # external data could only resolve into this empty folder
                     options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(empty))
+                    # read as the ONNX protobuf that was scanned, never as an ORT-format flatbuffer of the same bytes
+                    options.add_session_config_entry("session.load_model_format", "ONNX")
                     self.session = ort.InferenceSession(model, options, providers=providers)
             else:
                 self.session = ort.InferenceSession(str(model), options, providers=providers)
