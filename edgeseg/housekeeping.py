@@ -115,9 +115,9 @@ def temp_file(prefix: str, suffix: str, parent: str | Path) -> Path:
     return Path(name)
 
 
-def is_stale(path: Path, prefix: str | None = None) -> bool:
-    """True when ``path`` is named as an edgeseg temporary (whose stem starts with ``prefix``, when given) and its
-    writing process is gone: on this host by its pid and start time, on another by a day without a change."""
+def is_stale(path: Path, prefix: str | tuple[str, ...] | None = None) -> bool:
+    """True when ``path`` is named as an edgeseg temporary (whose stem starts with ``prefix``, or one of them, when
+    given) and its writing process is gone: on this host by its pid and start time, on another by a day untouched."""
     match = _NAME.fullmatch(path.name)
     if (match is None or not match["stem"].endswith(match["suffix"])  # a file's temp repeats its extension
             or (prefix is not None and not match["stem"].startswith(prefix))):
@@ -149,7 +149,7 @@ def _remove(path: Path) -> bool:
         return False  # named like ours, but not provably ours: left alone
 
 
-def sweep_stale(folder: str | Path | None = None, prefix: str | None = None) -> list[Path]:
+def sweep_stale(folder: str | Path | None = None, prefix: str | tuple[str, ...] | None = None) -> list[Path]:
     """Remove the stale edgeseg temporaries directly inside ``folder`` (default: the temp dir), only those of
     ``prefix`` (e.g. ``.report.json``) when given; returns them. See the module docstring for the rules."""
     folder = Path(folder) if folder is not None else Path(tempfile.gettempdir())

@@ -135,9 +135,11 @@ def check_overwrite(*paths: str | Path, force: bool) -> None:
     killed edgeseg left beside each path (``.NAME.edgeseg-…``) are swept."""
     from edgeseg.housekeeping import sweep_stale
 
-    for path in map(Path, paths):
+    paths = [Path(p) for p in paths]
+    for path in paths:
         check_replace(path, force, _not_written_by_edgeseg)
-        sweep_stale(path.parent, prefix=f".{path.name}")
+    for folder in {path.parent for path in paths}:  # one listing per folder
+        sweep_stale(folder, prefix=tuple(f".{p.name}" for p in paths if p.parent == folder))
 
 
 def json_schema_is(schema: str, refusal: str) -> Callable[[Path], str | None]:

@@ -130,20 +130,14 @@ def read_document(path: str | Path, what: str):
     :data:`MAX_DOCUMENT_BYTES`, unreadable or not JSON (also an integer of > 4300 digits, nesting too deep)."""
     from edgeseg.data.io import read_json
 
-    check_document_size(path, what)
-    return read_json(Path(path), what)
-
-
-def check_document_size(path: str | Path, what: str) -> Path:
-    """``path``, unless it is larger than :data:`MAX_DOCUMENT_BYTES` (one line naming it and ``what``)."""
     try:
         size = Path(path).stat().st_size
     except OSError:
-        return Path(path)  # the reader says why it cannot read it
+        size = 0  # the reader says why it cannot read it
     if size > MAX_DOCUMENT_BYTES:
         raise InputError(f"{path}: {size / 2**20:.0f} MB, larger than any {what} edgeseg writes "
                          f"(≤ {MAX_DOCUMENT_BYTES >> 20} MB); not read")
-    return Path(path)
+    return read_json(Path(path), what)
 
 
 def read_result(path: str | Path) -> dict:

@@ -50,7 +50,6 @@ def gate_cmd(results: list[Path] = typer.Argument(..., help="`edgeseg bench` res
     2 unusable input: unreadable, damaged or oversized (> 64 MB) results or baseline, other-class results, other cases, latency from fewer than 6 rounds, nothing to gate, a baseline write over another model's baseline or over a file that is not one;
     64 a limit that means nothing (NaN, infinite, negative).
     """
-    from edgeseg.benchmark.schema import check_document_size
     from edgeseg.gating import gate_runs, read_baseline
     from edgeseg.gating.explanation import (
         EXPLAIN_SCHEMA,
@@ -67,7 +66,7 @@ def gate_cmd(results: list[Path] = typer.Argument(..., help="`edgeseg bench` res
 
     if junit:  # rewritten on every CI run: replaced only when edgeseg wrote it
         check_junit_path(junit)
-    inputs = [(p, *read_gate_input(check_document_size(p, "result"))) for p in results]
+    inputs = [(p, *read_gate_input(p)) for p in results]
     bench = [(p, doc) for p, kind, doc in inputs if kind != EXPLAIN_SCHEMA]
     runs = [doc for _, doc in bench]
     groups = by_device_class(bench) if baseline_dir is not None and baseline is None else {}

@@ -70,7 +70,7 @@ def read_gate_input(path: Path) -> tuple[str, dict]:
     """``(schema, document)`` of a gate input, read once: a bench result or an explain result, either checked."""
     from edgeseg.benchmark.schema import check_result, read_document
 
-    doc = read_document(path, "gate input (bench or explain result)")
+    doc = read_document(path, "result")
     if isinstance(doc, dict) and doc.get("schema") == EXPLAIN_SCHEMA:
         return EXPLAIN_SCHEMA, check_explain(doc, path)
     return "edgeseg-bench", check_result(doc, path)

@@ -64,9 +64,9 @@ def check_report_path(path: Path, force: bool, out: Path | None = None) -> None:
     parent = next((p for p in path.absolute().parents if p.exists() or p.is_symlink()), None)
     if parent is not None and not parent.is_dir():
         raise EdgesegError(f"{path}: {parent} is not a folder; choose another --report path")
-    if out is not None and path.absolute().parent.resolve() in (out.absolute().resolve(),
-                                                                (out / CASES_DIR).absolute().resolve()):
-        if path.suffix != ".json" or path.absolute().parent.resolve() == (out / CASES_DIR).absolute().resolve():
+    folder, cases = path.absolute().parent.resolve(), None if out is None else (out / CASES_DIR).absolute().resolve()
+    if out is not None and folder in (out.absolute().resolve(), cases):
+        if path.suffix != ".json" or folder == cases:
             raise EdgesegError(f"{path}: a --report in the output folder must be a .json file (it could take the "
                                "name of a mask or of edgeseg's records there)")
     check_replace(path, force, _not_an_infer_report, "exists (a previous edgeseg infer report)")
